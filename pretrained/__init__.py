@@ -1,0 +1,1 @@
+"""Shipped generator weights and model cards; see README.md in this folder."""

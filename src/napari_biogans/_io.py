@@ -1,0 +1,129 @@
+"""npe2 readers, writer and sample data. Plain functions returning layer-data tuples: no napari import."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .data import em, lin
+
+
+
+def cell_layers(stack: lin.CellStack, name: str, scale=(1.0, 1.0)) -> list[tuple]:
+    """Two image layers (red Bgs4, green protein), each (N, H, W), stacked over cells."""
+    metadata = {
+        "source": stack.description,
+        "simulated": stack.simulated,
+        "class_names": list(stack.class_names),
+        "class_index": stack.class_index.tolist(),
+        "file_names": list(stack.file_names),
+        "channel_names": list(stack.channel_names),
+        "truth": {k: np.asarray(v).tolist() for k, v in stack.truth.items()},
+    }
+    common = {
+        "blending": "additive",
+        "contrast_limits": (0, 255),
+        "scale": (1.0, *scale),
+        "axis_labels": ("cell", "y", "x"),
+        "metadata": metadata,
+    }
+    red, green = stack.channel_names
+    return [
+        (stack.images[:, 0], {**common, "name": f"{name} {red}", "colormap": "red"}, "image"),
+        (stack.images[:, 1], {**common, "name": f"{name} {green}", "colormap": "green"}, "image"),
+    ]
+
+
+def get_lin_reader(path):
+    if isinstance(path, list) or not lin.is_lin_folder(path):
+        return None
+    return read_lin_layers
+
+
+def read_lin_layers(path) -> list[tuple]:
+    stack = lin.read_lin_folder(path)
+    return cell_layers(stack, Path(path).name)
+
+
+def get_h5_reader(path):
+    if isinstance(path, list) or not lin.is_cell_h5(path):
+        return None
+    return read_h5_layers
+
+
+def read_h5_layers(path) -> list[tuple]:
+    stack = lin.read_h5(path)
+    return cell_layers(stack, Path(path).stem, scale=lin.read_h5_scale(path))
+
+
+def write_cells_h5(path: str, layer_data: list[tuple]) -> list[str]:
+    """Write image layers of equal shape (N, H, W) as one cell stack with their names and scale.
+
+    The first layer is the red channel and the second the green, as the readers produce them.
+    Provenance and class names are taken from the first layer's metadata when present.
+    """
+    if len(layer_data) != 2:
+        raise ValueError(f"select exactly two image layers (red Bgs4, then green protein); got {len(layer_data)}")
+    (red, red_meta, _), (green, green_meta, _) = layer_data
+    red, green = np.asarray(red), np.asarray(green)
+    if red.shape != green.shape:
+        raise ValueError(f"the two layers differ in shape: {red.shape} and {green.shape}")
+    if red.ndim == 2:
+        red, green = red[None], green[None]
+    images = np.stack([red, green], axis=1)
+    if images.dtype != np.uint8:
+        images = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    meta = red_meta.get("metadata", {})
+    n = len(images)
+    stack = lin.CellStack(
+        images=images,
+        class_index=np.asarray(meta.get("class_index", [0] * n)),
+        class_names=list(meta.get("class_names", ["unknown"])),
+        file_names=list(meta.get("file_names", [f"cell{i}" for i in range(n)])),
+        channel_names=(red_meta.get("name", "red"), green_meta.get("name", "green")),
+        truth={k: np.asarray(v) for k, v in meta.get("truth", {}).items()},
+        description=str(meta.get("source", "napari layers")),
+        simulated=bool(meta.get("simulated", False)),
+    )
+    scale = tuple(red_meta.get("scale", (1.0, 1.0, 1.0)))[-2:]
+    path = Path(path)
+    if path.suffix.lower() not in lin.H5_SUFFIXES:
+        path = path.with_suffix(".h5")
+    lin.write_h5(stack, path, scale=scale)
+    return [str(path)]
+
+
+def simulated_lin_sample() -> list[tuple]:
+    """A small simulated LIN set: 8 proteins x 12 cells, seed 0, labelled as simulated."""
+    from .data.simulator import simulate_stack
+
+    stack = simulate_stack(n_per_class=12, seed=0)
+    return cell_layers(stack, "simulated LIN")
+
+
+def vnc_sample() -> list[tuple]:
+    """A 512 x 512 crop of real VNC section 10 with its membrane and mitochondria labels."""
+    import imageio.v3 as iio
+
+    folder = resources.files("napari_biogans.data") / "samples"
+    image = iio.imread(folder / "vnc_section10_raw.png")
+    labels = iio.imread(folder / "vnc_section10_labels.png")
+    source = "Drosophila VNC ssTEM stack 1, section 10 (Gerhard et al. 2013, CC BY-NC-SA 3.0)"
+    scale = (0.0046, 0.0046)  # 4.6 nm pixels, in µm
+    return [
+        (image, {"name": "VNC section 10", "scale": scale, "units": "µm", "metadata": {"source": source}}, "image"),
+        (
+            labels,
+            {
+                "name": "VNC section 10 labels",
+                "scale": scale,
+                "units": "µm",
+                "opacity": 0.5,
+                "colormap": em.LABEL_COLORS,
+                "metadata": {"source": source, "label_names": em.LABEL_NAMES},
+            },
+            "labels",
+        ),
+    ]

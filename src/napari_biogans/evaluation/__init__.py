@@ -1,0 +1,1 @@
+"""C2ST, reconstruction, interpolation and EM metrics."""

@@ -1,0 +1,1 @@
+"""Generators and discriminators (torch ``nn.Module``s only)."""
