@@ -36,6 +36,32 @@ def cell_layers(stack: lin.CellStack, name: str, scale=(1.0, 1.0)) -> list[tuple
     ]
 
 
+GREEN_COLORMAPS = ("green", "cyan", "yellow", "magenta", "bop orange", "bop blue", "gray")
+
+
+def sample_layers(images: np.ndarray, channel_names: list[str], name: str, metadata: dict) -> list[tuple]:
+    """Generated cells (n, 1 + c, H, W): red Bgs4 plus one additive layer per protein, own colormap each."""
+    layers = []
+    for k, channel in enumerate(channel_names):
+        colormap = "red" if k == 0 else GREEN_COLORMAPS[(k - 1) % len(GREEN_COLORMAPS)]
+        layers.append(
+            (
+                images[:, k],
+                {
+                    "name": f"{name} {channel}",
+                    "colormap": colormap,
+                    "blending": "additive",
+                    "contrast_limits": (0, 255),
+                    "axis_labels": ("cell", "y", "x"),
+                    "metadata": {**metadata, "channel": channel},
+                    "visible": k <= 1,
+                },
+                "image",
+            )
+        )
+    return layers
+
+
 def get_lin_reader(path):
     if isinstance(path, list) or not lin.is_lin_folder(path):
         return None
@@ -54,6 +80,10 @@ def get_h5_reader(path):
 
 
 def read_h5_layers(path) -> list[tuple]:
+    samples = lin.read_h5_samples(path)
+    if samples is not None:
+        images, channel_names, provenance = samples
+        return sample_layers(images, channel_names, Path(path).stem, {"provenance": provenance})
     stack = lin.read_h5(path)
     return cell_layers(stack, Path(path).stem, scale=lin.read_h5_scale(path))
 

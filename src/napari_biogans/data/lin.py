@@ -383,7 +383,7 @@ def is_cell_h5(path) -> bool:
 
     try:
         with h5py.File(path, "r") as f:
-            return "cells" in f
+            return "cells" in f or "samples" in f
     except OSError:
         return False
 
@@ -419,6 +419,16 @@ def read_h5(path) -> CellStack:
             pixel_size_um=float(f.attrs["pixel_size_um"]) if "pixel_size_um" in f.attrs else None,
         )
     return stack
+
+
+def read_h5_samples(path):
+    """``(images (n, 1 + c, H, W), channel names, provenance)`` of a generated-samples file, else None."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "samples" not in f:
+            return None
+        return f["samples"][()], _json_attr(f, "channel_names", []), _json_attr(f, "provenance", {})
 
 
 def read_h5_scale(path) -> tuple[float, float]:

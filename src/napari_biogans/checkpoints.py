@@ -1,0 +1,193 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else as JSON in its header.
+
+One ``.safetensors`` file holds both the tensors and a JSON document under the header key
+``biogans``, so a checkpoint is written with one atomic rename and can never be half a pair.
+Two kinds exist:
+
+* a **model** file (``kind = "generator"``): generator weights (half precision when shipped),
+  the architecture config, class names, image size, normalisation, the training data's
+  description and hash, iterations, device, time and library versions;
+* a **training state** file (``kind = "train-state"``): generator, critic, optimisers and RNG
+  states, for an exact resume.
+
+The catalogue of shipped models lives in ``napari_biogans.pretrained`` (installed from the
+repository's ``pretrained/``); ``BIOGANS_MODELS`` adds folders (``os.pathsep``-separated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+HEADER_KEY = "biogans"
+FORMAT_VERSION = 1
+MODELS_ENV = "BIOGANS_MODELS"
+NORMALISATION = "uint8 / 127.5 - 1 per channel ([-1, 1]); generators end in tanh"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a napari-biogans checkpoint of the expected kind or architecture."""
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    from . import __version__
+
+    return {
+        "napari_biogans": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save(path, tensors: dict, meta: dict) -> Path:
+    """Write tensors and JSON metadata atomically (temporary file in the same folder, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    header = {HEADER_KEY: json.dumps({"format": FORMAT_VERSION, **meta})}
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=header)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path, kind: str | None = None) -> tuple[dict, dict]:
+    """``(tensors, meta)`` from a checkpoint; a clear :class:`CheckpointError` for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            if HEADER_KEY not in header:
+                raise CheckpointError(f"{path}: a safetensors file, but not a napari-biogans checkpoint")
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or foreign file: {err})") from None
+    meta = json.loads(header[HEADER_KEY])
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{path}: a '{meta.get('kind')}' checkpoint, expected '{kind}'")
+    return tensors, meta
+
+
+def load_module_state(module, tensors: dict, path, prefix: str = "") -> None:
+    """Load ``prefix``-ed tensors into ``module``, naming every missing, extra or mis-shaped tensor."""
+    own = module.state_dict()
+    given = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = sorted(set(own) - set(given))
+    extra = sorted(set(given) - set(own))
+    shapes = [k for k in set(own) & set(given) if tuple(own[k].shape) != tuple(given[k].shape)]
+    if missing or extra or shapes:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+        if extra:
+            details.append(f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}")
+        if shapes:
+            details.append(f"shape mismatch in {sorted(shapes)[:3]}")
+        raise CheckpointError(f"{path}: weights do not fit this architecture ({'; '.join(details)})")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in given.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Generator (model) files
+
+
+def save_generator(path, generator, meta: dict, half: bool = False) -> Path:
+    """Save a generator with its config; ``half`` stores floating tensors as float16."""
+    import torch
+
+    tensors = {}
+    for key, value in generator.state_dict().items():
+        tensors[key] = value.half() if half and value.is_floating_point() else value
+    meta = {
+        "kind": "generator",
+        "config": generator.config,
+        "normalisation": NORMALISATION,
+        "dtype": "float16" if half else str(next(generator.parameters()).dtype).replace("torch.", ""),
+        "versions": library_versions(),
+        **meta,
+    }
+    with torch.no_grad():
+        return save(path, tensors, meta)
+
+
+def load_generator(path, device: str = "cpu"):
+    """``(generator in eval mode, meta)``: the architecture is rebuilt from the stored config."""
+    from .models import build_generator
+
+    tensors, meta = load(path, kind="generator")
+    try:
+        generator = build_generator(meta["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: unknown generator config {meta.get('config')} ({err})") from None
+    load_module_state(generator, tensors, path)
+    return generator.to(device).eval(), meta
+
+
+# --------------------------------------------------------------------------------------------
+# The catalogue of shipped and user model folders
+
+
+def model_folders() -> list[Path]:
+    from importlib import resources
+
+    folders = [Path(str(resources.files("napari_biogans.pretrained")))]
+    folders += [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
+    return folders
+
+
+def catalogue() -> dict[str, Path]:
+    """Model name -> file, from the shipped folder then ``BIOGANS_MODELS`` (later folders win)."""
+    models = {}
+    for folder in model_folders():
+        if folder.is_dir():
+            for file in sorted(folder.glob("*.safetensors")):
+                models[file.stem] = file
+    return models
+
+
+def verify_shipped(path) -> None:
+    """Check a model file against the SHA-256 recorded in its JSON card, when it has one."""
+    card = Path(path).with_suffix(".json")
+    if not card.is_file():
+        return
+    expected = json.loads(card.read_text()).get("sha256")
+    if expected and file_sha256(path) != expected:
+        raise CheckpointError(f"{path}: SHA-256 does not match its card {card.name}; the file is damaged")
+
+
+def resolve_model(name_or_path) -> Path:
+    """A catalogue name or a path to a ``.safetensors`` model file."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such model file")
+        return path
+    models = catalogue()
+    if str(name_or_path) not in models:
+        known = ", ".join(sorted(models)) or "none installed"
+        raise CheckpointError(f"unknown model '{name_or_path}'; known models: {known}, or give a file path")
+    path = models[str(name_or_path)]
+    verify_shipped(path)
+    return path

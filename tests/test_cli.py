@@ -1,0 +1,94 @@
+"""The ``biogans`` command line, in-process through ``cli.main`` (the console script calls the same)."""
+
+import numpy as np
+import pytest
+import tifffile
+from napari.components import ViewerModel
+
+from napari_biogans import cli
+from napari_biogans.data import lin
+from napari_biogans.data.simulator import simulate_stack
+
+
+def test_simulate_writes_the_release_and_reads_back_identically(tmp_path, capsys):
+    assert cli.main(["simulate", "--out", str(tmp_path), "--cells-per-class", "100", "--seed", "1"]) == 0
+    train = tmp_path / "LIN_Simulated_WT_size-48-80_train"
+    test = tmp_path / "LIN_Simulated_WT_size-48-80_test"
+    assert lin.find_lin_splits(tmp_path) == {"train": train, "test": test}
+    assert sorted(p.name for p in train.iterdir()) == [
+        "Alp14", "Arp3", "Cki2", "Fim1", "Mkh1", "Sid2", "Tea1", "Tea4", "ground_truth.csv",
+    ]
+    assert (train / "Tea1" / "cell99.png").is_file()
+    expected = simulate_stack(n_per_class=100, seed=1)
+    back = lin.read_lin_folder(train)
+    np.testing.assert_array_equal(back.images, expected.images)
+    np.testing.assert_array_equal(back.class_index, expected.class_index)
+    assert back.class_names == expected.class_names
+    for key, values in expected.truth.items():
+        if values.dtype.kind == "f":
+            np.testing.assert_allclose(back.truth[key], values, rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(back.truth[key], values)
+    other = lin.read_lin_folder(test)
+    assert not np.array_equal(other.images, back.images)  # a disjoint test split
+    assert "800 simulated cells" in capsys.readouterr().out
+    # a second run must not overwrite the first
+    assert cli.main(["simulate", "--out", str(tmp_path), "--cells-per-class", "2"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_info_describes_folders_stacks_and_checkpoints(tmp_path, capsys):
+    cli.main(["simulate", "--out", str(tmp_path), "--cells-per-class", "3", "--proteins", "Tea1,Cki2"])
+    assert cli.main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[train]" in out and "[test]" in out and "Cki2 (3), Tea1 (3)" in out and "SIMULATED" in out
+    assert "ground truth: " in out and "phase" in out
+    stack = lin.read_lin_folder(tmp_path / "LIN_Simulated_WT_size-48-80_test")
+    lin.write_h5(stack, tmp_path / "cells.h5")
+    cli.main(["info", str(tmp_path / "cells.h5")])
+    assert "6 cells of 48x80 pixels" in capsys.readouterr().out
+    assert cli.main(["info", str(tmp_path / "nothing.tif")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["dcgan", "separable", "one-class", "star", "multichannel"])
+def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
+    monkeypatch.setenv("BIOGANS_CACHE", str(tmp_path / "cache"))
+    cli.main(["simulate", "--out", str(tmp_path / "data"), "--cells-per-class", "6", "--proteins", "Sid2,Tea1"])
+    data = tmp_path / "data" / "LIN_Simulated_WT_size-48-80_train"
+    run = tmp_path / "run"
+    common = ["train", "--data", str(data), "--model", model, "--batch-size", "4", "--width", "4",
+              "--device", "cpu", "--out", str(run)]
+    if model == "multichannel":
+        common += ["--nz", "60"]
+    assert cli.main(common + ["--iterations", "2"]) == 0
+    assert cli.main(common + ["--iterations", "3", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "SIMULATED" in out and "finished at iteration 3" in out
+
+    model_file = str(run / "generator.safetensors")
+    assert cli.main(["info", model_file]) == 0
+    assert "iterations: 3" in capsys.readouterr().out
+    assert cli.main(["sample", "--model", model_file, "--n", "5", "--seed", "7", "--out", str(tmp_path / "s.tif")]) == 0
+    assert cli.main(["sample", "--model", model_file, "--n", "5", "--seed", "7", "--out", str(tmp_path / "s.h5")]) == 0
+    n_channels = 2 if model in ("dcgan", "separable") else 3
+    with tifffile.TiffFile(tmp_path / "s.tif") as tif:
+        pixels = tif.asarray()
+        names = tif.shaped_metadata[0]["channel_names"]
+    assert pixels.shape == (5, n_channels, 48, 80) and pixels.dtype == np.uint8
+    assert names[0] == "Bgs4" and len(names) == n_channels
+
+    viewer = ViewerModel()
+    viewer.open(str(tmp_path / "s.tif"))  # napari's own TIFF reader
+    assert viewer.layers[0].data.shape == (5, n_channels, 48, 80)
+    layers = viewer.open(str(tmp_path / "s.h5"), plugin="napari-biogans")
+    assert [layer.name.split(" ")[-1] for layer in layers] == names
+    np.testing.assert_array_equal(np.stack([layer.data for layer in layers], axis=1), pixels)
+    assert layers[0].metadata["provenance"]["seed"] == 7
+
+
+def test_train_errors_are_clear(tmp_path, capsys):
+    assert cli.main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert cli.main(["sample", "--model", "star-6000", "--out", str(tmp_path / "x.tif")]) == 2
+    assert "unknown model 'star-6000'" in capsys.readouterr().err

@@ -1,0 +1,232 @@
+"""The one training loop: every model trains, resumes exactly, stops cleanly and keeps good checkpoints."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from napari_biogans import checkpoints
+from napari_biogans.data.simulator import simulate_stack
+from napari_biogans.training.trainer import TrainConfig, Trainer, TrainingDiverged
+
+TINY = dict(width=4, batch_size=4, device="cpu", log_every=1, preview_every=2, preview_count=2)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return simulate_stack(n_per_class=8, proteins=["Cki2", "Sid2", "Tea1"], seed=3)
+
+
+def weights(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "separable", "one-class", "star", "multichannel"])
+def test_every_model_trains_and_saves(tmp_path, cells, arch, monkeypatch):
+    monkeypatch.setenv("BIOGANS_CACHE", str(tmp_path / "cache"))
+    nz = 60 if arch == "multichannel" else 100
+    config = TrainConfig(arch=arch, objective="wgan-gp", iterations=2, nz=nz, checkpoint_every=2, **TINY)
+    trainer = Trainer(config, cells, tmp_path / "run")
+    before = weights(trainer.G)
+    events = list(trainer.run())
+    assert [e.iteration for e in events] == [1, 2, 2]
+    assert events[-1].done and "finished at iteration 2" in events[-1].message
+    assert all(math.isfinite(v) for v in events[0].losses.values())
+    n_classes = 1 if arch in ("dcgan", "separable") else 3
+    assert events[1].preview.shape == (2, n_classes, 2, 48, 80)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.G.state_dict().items())
+    generator, meta = checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")
+    assert meta["iterations"] == 2 and meta["data"]["simulated"] is True
+    assert generator.config == trainer.G.config
+    lines = (tmp_path / "run" / "losses.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("iteration,seconds,")
+
+
+@pytest.mark.parametrize("objective", ["gan", "wgan", "lsgan", "hinge"])
+def test_every_objective_trains(tmp_path, cells, objective):
+    config = TrainConfig(arch="star", objective=objective, iterations=2, checkpoint_every=10, **TINY)
+    events = list(Trainer(config, cells, tmp_path / "run").run())
+    assert events[-1].done and all(math.isfinite(v) for v in events[0].losses.values())
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, cells):
+    config = TrainConfig(arch="star", objective="wgan-gp", iterations=4, checkpoint_every=100, **TINY)
+    straight = Trainer(config, cells, tmp_path / "straight")
+    list(straight.run())
+
+    first = Trainer(config, cells, tmp_path / "split")
+    for event in first.run():
+        if event.iteration == 2:
+            first.request_stop()
+    assert first.iteration == 2
+    resumed = Trainer(config, cells, tmp_path / "split", resume=True)
+    assert resumed.iteration == 2
+    list(resumed.run())
+    for key, value in straight.G.state_dict().items():
+        assert torch.equal(value, resumed.G.state_dict()[key]), key
+    for key, value in straight.D.state_dict().items():
+        assert torch.equal(value, resumed.D.state_dict()[key]), key
+    rows = (tmp_path / "split" / "losses.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_cancel_saves_and_stops(tmp_path, cells):
+    config = TrainConfig(arch="separable", objective="wgan-gp", iterations=50, checkpoint_every=100, **TINY)
+    trainer = Trainer(config, cells, tmp_path / "run")
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if event.iteration == 3:
+            trainer.request_stop()
+    assert events[-1].done and "stopped at iteration 3" in events[-1].message
+    _, meta = checkpoints.load(tmp_path / "run" / "train_state.safetensors", kind="train-state")
+    assert meta["iteration"] == 3
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cells):
+    config = TrainConfig(arch="dcgan", objective="wgan-gp", iterations=10, checkpoint_every=2, **TINY)
+    trainer = Trainer(config, cells, tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match="non-finite loss at iteration 3.*train_state.safetensors"):
+        for event in trainer.run():
+            if event.iteration == 2:
+                good = checkpoints.file_sha256(trainer.model_path)
+                with torch.no_grad():
+                    next(trainer.D.parameters()).fill_(float("nan"))
+    assert checkpoints.file_sha256(trainer.model_path) == good
+    checkpoints.load_generator(trainer.model_path)  # still loads
+
+
+def test_run_folder_is_not_overwritten_and_resume_checks_architecture(tmp_path, cells):
+    config = TrainConfig(arch="star", iterations=1, checkpoint_every=1, **TINY)
+    list(Trainer(config, cells, tmp_path / "run").run())
+    with pytest.raises(FileExistsError, match="already holds a training run"):
+        Trainer(config, cells, tmp_path / "run")
+    other = TrainConfig(arch="star", iterations=2, checkpoint_every=1, **{**TINY, "width": 8})
+    with pytest.raises(checkpoints.CheckpointError, match="not the"):
+        Trainer(other, cells, tmp_path / "run", resume=True)
+    with pytest.raises(checkpoints.CheckpointError, match="other data"):
+        Trainer(config, cells.subset(np.arange(20)), tmp_path / "run", resume=True)
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    from napari_biogans.models import make_models
+
+    G, _ = make_models("star", n_classes=2, width=4, critic_bn=False)
+    G.eval()
+    path = checkpoints.save_generator(tmp_path / "g.safetensors", G, {"class_names": ["A", "B"]})
+    loaded, meta = checkpoints.load_generator(path)
+    for key, value in G.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    z = torch.randn(3, G.nz)
+    with torch.no_grad():
+        assert torch.equal(G(z), loaded(z))
+    assert meta["class_names"] == ["A", "B"] and meta["versions"]["torch"] == torch.__version__
+    half = checkpoints.save_generator(tmp_path / "h.safetensors", G, {"class_names": ["A", "B"]}, half=True)
+    assert half.stat().st_size < path.stat().st_size * 0.6
+    loaded_half, _ = checkpoints.load_generator(half)
+    with torch.no_grad():
+        assert torch.allclose(G(z), loaded_half(z), atol=2e-2)
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    from napari_biogans.models import make_models
+
+    G, _ = make_models("star", n_classes=2, width=4, critic_bn=False)
+    path = checkpoints.save_generator(tmp_path / "g.safetensors", G, {"class_names": ["A", "B"]})
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(checkpoints.CheckpointError, match="cut.safetensors: not a readable checkpoint"):
+        checkpoints.load_generator(tmp_path / "cut.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(checkpoints.CheckpointError, match="not a napari-biogans checkpoint"):
+        checkpoints.load_generator(tmp_path / "foreign.safetensors")
+    (tmp_path / "text.safetensors").write_text("hello")
+    with pytest.raises(checkpoints.CheckpointError, match="not a readable checkpoint"):
+        checkpoints.load_generator(tmp_path / "text.safetensors")
+    other, _ = make_models("star", n_classes=3, width=4, critic_bn=False)
+    with pytest.raises(checkpoints.CheckpointError, match="do not fit this architecture"):
+        checkpoints.load_module_state(other, checkpoints.load(path)[0], path)
+    with pytest.raises(checkpoints.CheckpointError, match="expected 'train-state'"):
+        checkpoints.load(path, kind="train-state")
+    with pytest.raises(checkpoints.CheckpointError, match="unknown model 'nope'"):
+        checkpoints.resolve_model("nope")
+
+
+def test_models_env_extends_the_catalogue(tmp_path, monkeypatch):
+    from napari_biogans.models import make_models
+
+    G, _ = make_models("separable", n_classes=1, width=4, critic_bn=False)
+    checkpoints.save_generator(tmp_path / "mine.safetensors", G, {"class_names": ["any protein"]})
+    monkeypatch.setenv("BIOGANS_MODELS", str(tmp_path))
+    assert checkpoints.resolve_model("mine") == tmp_path / "mine.safetensors"
+
+
+def test_data_parallel_gradients_match_one_process():
+    """Two gloo processes on half batches average to the one-process critic gradient."""
+    import torch.multiprocessing as mp
+
+    from napari_biogans.models import make_models
+    from napari_biogans.training.objectives import get_objective
+
+    torch.manual_seed(5)
+    real, fake = torch.rand(8, 2, 2, 48, 80) * 2 - 1, torch.rand(8, 2, 2, 48, 80) * 2 - 1
+    torch.manual_seed(0)
+    _, D = make_models("star", n_classes=2, width=4, critic_bn=False)
+    loss, _ = get_objective("wgan").critic_loss(D, real, fake)
+    loss.backward()
+    expected = {k: p.grad.clone() for k, p in D.named_parameters()}
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = 29500 + os.getpid() % 1000
+    procs = [ctx.Process(target=_ddp_worker_wgan, args=(r, 2, port, real, fake, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = queue.get(timeout=120)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for key, grad in expected.items():
+        torch.testing.assert_close(got[key], grad, rtol=1e-4, atol=1e-6)
+
+
+def _ddp_worker_wgan(rank, world, port, real, fake, queue):
+    import torch.distributed as dist
+
+    from napari_biogans.models import make_models
+    from napari_biogans.training.objectives import get_objective
+    from napari_biogans.training.trainer import _average_gradients
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    _, D = make_models("star", n_classes=2, width=4, critic_bn=False)
+    half = len(real) // world
+    loss, _ = get_objective("wgan").critic_loss(D, real[rank * half : (rank + 1) * half], fake[rank * half : (rank + 1) * half])
+    loss.backward()
+    _average_gradients(D, world)
+    if rank == 0:
+        queue.put({k: p.grad.clone() for k, p in D.named_parameters()})
+    dist.destroy_process_group()
+
+
+def test_torchrun_trains_with_two_processes(tmp_path, cells):
+    from napari_biogans.data import lin
+
+    data = lin.write_h5(cells, tmp_path / "cells.h5")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+        str(30500 + os.getpid() % 1000), "-m", "napari_biogans.cli", "train", "--data", str(data),
+        "--model", "star", "--iterations", "3", "--batch-size", "4", "--width", "4", "--device", "cpu",
+        "--out", str(tmp_path / "run"),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, meta = checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")
+    assert meta["iterations"] == 3 and meta["device"].endswith("x2")
