@@ -82,7 +82,7 @@ def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
     viewer.open(str(tmp_path / "s.tif"))  # napari's own TIFF reader
     assert viewer.layers[0].data.shape == (5, n_channels, 48, 80)
     layers = viewer.open(str(tmp_path / "s.h5"), plugin="napari-biogans")
-    assert [layer.name.split(" ")[-1] for layer in layers] == names
+    assert [layer.name for layer in layers] == [f"s {name}" for name in names]
     np.testing.assert_array_equal(np.stack([layer.data for layer in layers], axis=1), pixels)
     assert layers[0].metadata["provenance"]["seed"] == 7
 

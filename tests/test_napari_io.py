@@ -81,7 +81,7 @@ def test_sample_data_is_offline_and_labelled():
 @pytest.mark.gui
 def test_real_viewer_opens_simulated_folder_and_screenshots(make_napari_viewer, lin_folder):
     folder, _ = lin_folder
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders nothing
     viewer.open(str(folder), plugin="napari-biogans")
     viewer.dims.set_current_step(0, 4)  # a Tea1 cell
     shot = viewer.screenshot(canvas_only=True, flash=False)

@@ -494,14 +494,14 @@ def read_cells(path, **kwargs) -> CellStack:
     """Any supported cell stack: a LIN folder, ``.h5``/``.hdf5`` or ``.tif``/``.tiff``."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if not path.exists():
+        raise LinFormatError(f"{path}: no such file or folder")
     if path.is_dir():
         return read_lin_folder(path, **kwargs)
     if suffix in H5_SUFFIXES:
         return read_h5(path)
     if suffix in TIFF_SUFFIXES:
         return read_tiff(path)
-    if not path.exists():
-        raise LinFormatError(f"{path}: no such file or folder")
     raise LinFormatError(f"{path}: expected a LIN folder, an .h5 or a .tif cell stack")
 
 

@@ -1,1 +1,41 @@
 """Generators and discriminators (torch ``nn.Module``s only)."""
+
+from .fluorescence import (
+    CRITIC_ARCHS,
+    GENERATOR_ARCHS,
+    DCGANCritic,
+    DCGANGenerator,
+    MultichannelCritic,
+    MultichannelGenerator,
+    OneClassGenerators,
+    SeparableGenerator,
+    StarGenerator,
+    build_critic,
+    build_generator,
+    count_parameters,
+    make_models,
+    multichannel_size,
+    native_channels,
+    pairs_from_native,
+    tower_plan,
+)
+
+__all__ = [
+    "CRITIC_ARCHS",
+    "GENERATOR_ARCHS",
+    "DCGANCritic",
+    "DCGANGenerator",
+    "MultichannelCritic",
+    "MultichannelGenerator",
+    "OneClassGenerators",
+    "SeparableGenerator",
+    "StarGenerator",
+    "build_critic",
+    "build_generator",
+    "count_parameters",
+    "make_models",
+    "multichannel_size",
+    "native_channels",
+    "pairs_from_native",
+    "tower_plan",
+]

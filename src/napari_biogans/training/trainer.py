@@ -56,6 +56,7 @@ class TrainConfig:
     preview_every: int = 100
     preview_count: int = 8
     amp: bool = True  # bf16 autocast and TF32 on CUDA; ignored elsewhere
+    compile: bool = False  # torch.compile the generator (the critic's double backward cannot be compiled)
     spectral_norm: bool = False
     lr: float | None = None  # None: the objective's reference learning rate
 
@@ -149,6 +150,7 @@ class Trainer:
         self.G.to(self.device, memory_format=memory)
         self.D.to(self.device, memory_format=memory)
         self.opt_G, self.opt_D = self.objective.make_optimizers(self.G, self.D, lr=config.lr)
+        self.forward_G = torch.compile(self.G) if config.compile else self.G
 
         self.rng = torch.Generator(self.device).manual_seed(config.seed + 1000 * self.rank)
         torch.manual_seed(config.seed + 1000 * self.rank)
@@ -278,7 +280,7 @@ class Trainer:
         for _ in range(obj.n_critic_steps(self.iteration)):
             real = self.batches(self.config.batch_size)
             with torch.no_grad(), self._autocast():
-                fake = self.G(self._noise())
+                fake = self.forward_G(self._noise())
             self.opt_D.zero_grad(set_to_none=True)
             with self._autocast():
                 d_loss, stats = obj.critic_loss(self.D, real, fake.float())
@@ -290,7 +292,7 @@ class Trainer:
             p.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         with self._autocast():
-            g_loss = obj.generator_loss(self.D, self.G(self._noise()))
+            g_loss = obj.generator_loss(self.D, self.forward_G(self._noise()))
         g_loss.backward()
         _average_gradients(self.G, self.world)
         self.opt_G.step()
