@@ -6,7 +6,7 @@ green part stays at the first anchor's, so every protein keeps its own pattern "
 red cell grows and divides.
 
 The papers showed such sequences by eye. Here the red cell's length is measured in every
-frame (scikit-image ``regionprops`` on the red mask) and the Spearman correlation between
+frame (scikit-image ``regionprops`` on the red mask, tip to tip) and the Spearman correlation between
 frame index and length says how monotonically an interpolation from a short (young) to a long
 (pre-division) cell moves through growth.
 """
@@ -60,14 +60,18 @@ def interpolate_codes(
 
 
 def red_lengths(red: np.ndarray, threshold: int = 20) -> np.ndarray:
-    """Major-axis length in pixels of the largest red region of each uint8 frame (T, H, W)."""
+    """Length in pixels (largest Feret diameter) of the largest red region of each uint8 frame (T, H, W).
+
+    The Feret diameter is the rod's tip-to-tip length; the moment-based major axis would report
+    1.15 times that for a uniform rod.
+    """
     from skimage.measure import label, regionprops
 
     lengths = np.zeros(len(red))
     for i, frame in enumerate(red):
         regions = regionprops(label(frame > threshold))
         if regions:
-            lengths[i] = max(regions, key=lambda r: r.area).axis_major_length
+            lengths[i] = max(regions, key=lambda r: r.area).feret_diameter_max
     return lengths
 
 

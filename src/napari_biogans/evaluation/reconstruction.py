@@ -169,7 +169,7 @@ def reconstruct(
         raise ValueError("separable reconstruction needs a generator with a red/green latent split")
     generator = generator.to(device).eval()  # BN running statistics: rows stay independent
     n = len(cells)
-    target = torch.as_tensor(np.asarray(cells, np.float32), device=device).repeat(restarts, 1, 1, 1, 1)
+    target = torch.as_tensor(np.asarray(cells, np.float32), device=device).repeat(restarts, 1, 1, 1)
     slot = torch.as_tensor(np.asarray(class_slot), device=device).repeat(restarts)
     rows = torch.arange(n * restarts, device=device)
     gen = torch.Generator(device).manual_seed(seed)
