@@ -92,3 +92,46 @@ def test_train_errors_are_clear(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert cli.main(["sample", "--model", "star-6000", "--out", str(tmp_path / "x.tif")]) == 2
     assert "unknown model 'star-6000'" in capsys.readouterr().err
+
+
+def test_evaluate_and_interpolate_write_results(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from napari_biogans import checkpoints
+    from napari_biogans.models import make_models
+
+    cli.main(["simulate", "--out", str(tmp_path / "data"), "--cells-per-class", "8", "--proteins", "Sid2,Tea1"])
+    train = str(tmp_path / "data" / "LIN_Simulated_WT_size-48-80_train")
+    test = str(tmp_path / "data" / "LIN_Simulated_WT_size-48-80_test")
+    torch.manual_seed(0)
+    G, _ = make_models("star", n_classes=2, width=4, critic_bn=False)
+    model = str(checkpoints.save_generator(tmp_path / "tiny.safetensors", G, {"class_names": ["Sid2", "Tea1"]}))
+    quick = ["--device", "cpu", "--splits", "2", "--steps", "2", "--batch-size", "4", "--test-batches", "1", "--width", "4"]
+
+    assert cli.main(["evaluate", "c2st", "--model", model, "--data", test, "--out", str(tmp_path / "c2st")] + quick) == 0
+    report = json.loads((tmp_path / "c2st" / "c2st.json").read_text())
+    assert set(report["scores"]) == {"Sid2", "Tea1", "all"} and len(report["scores"]["all"]["scores"]) == 2
+    assert (tmp_path / "c2st" / "c2st.png").stat().st_size > 1000
+
+    assert cli.main(["evaluate", "reconstruct", "--model", model, "--data", test, "--train", train, "--out",
+                     str(tmp_path / "rec"), "--device", "cpu", "--steps", "1", "--restarts", "2", "--max-cells", "4"]) == 0
+    rows = (tmp_path / "rec" / "reconstruction.csv").read_text().splitlines()
+    assert rows[0] == "file,protein,l2,nll,nll_start,nn_l2" and len(rows) == 5
+    assert tifffile.imread(tmp_path / "rec" / "reconstructions.tif").shape == (4, 2, 48, 80)
+    assert (tmp_path / "rec" / "reconstruction.png").is_file()
+
+    assert cli.main(["evaluate", "real-vs-real", "--train", train, "--data", test, "--out", str(tmp_path / "rvr")] + quick) == 0
+    matrix = json.loads((tmp_path / "rvr" / "real_vs_real.json").read_text())
+    assert matrix["names"] == ["Sid2", "Tea1"] and np.array(matrix["scores"]).shape == (2, 2, 2)
+    assert (tmp_path / "rvr" / "real_vs_real.png").is_file()
+
+    assert cli.main(["interpolate", "--model", model, "--anchors", "0", "3", "--frames", "5", "--measure", "2",
+                     "--device", "cpu", "--out", str(tmp_path / "cycle.tif")]) == 0
+    frames = tifffile.imread(tmp_path / "cycle.tif")
+    assert frames.shape == (5, 3, 48, 80)
+    growth = json.loads((tmp_path / "cycle.growth.json").read_text())
+    assert len(growth["rhos"]) == 2
+    assert "Spearman" in capsys.readouterr().out
+    assert cli.main(["evaluate", "c2st", "--data", test, "--out", str(tmp_path / "x")]) == 2

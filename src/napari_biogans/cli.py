@@ -147,6 +147,162 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _model(name, device):
+    from . import checkpoints
+    from .devices import resolve_device
+
+    path = checkpoints.resolve_model(name)
+    generator, meta = checkpoints.load_generator(path, device=resolve_device(device))
+    meta.setdefault("name", path.stem)
+    meta.setdefault("sha256", checkpoints.file_sha256(path))
+    return generator, meta
+
+
+def _bar(total, desc):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step")
+
+    def update(done, _total):
+        bar.update(done - bar.n)
+
+    return bar, update
+
+
+def _write_json(path: Path, data) -> None:
+    import json
+
+    path.write_text(json.dumps(data, indent=2))
+
+
+def cmd_evaluate(args) -> int:
+    import csv
+
+    import numpy as np
+
+    from .devices import resolve_device
+    from .evaluation import plots
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    if args.what == "c2st":
+        from .evaluation.c2st import generator_c2st
+
+        generator, meta = _model(args.model, args.device)
+        test = _load_cells(args.data, None)
+        names = meta["class_names"]
+        bar, update = _bar(args.steps, "C2ST")
+        report = generator_c2st(generator, test, names, n_splits=args.splits, device=device, steps=args.steps,
+                                batch_size=args.batch_size, test_batches=args.test_batches, width=args.width,
+                                algorithm=args.algorithm, progress=update)
+        bar.close()
+        report_meta = {"model": meta["name"], "data": test.description, "algorithm": args.algorithm,
+                       "steps": args.steps, "splits": args.splits, "device": str(device)}
+        _write_json(out / "c2st.json", {"settings": report_meta, "scores": report})
+        with open(out / "c2st.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["protein", "median", "mad", "mean", "std", *[f"split{s}" for s in range(args.splits)]])
+            for name, r in report.items():
+                writer.writerow([name, r["median"], r["mad"], r["mean"], r["std"], *r["scores"]])
+        plots.save_figure(plots.c2st_scores, out / "c2st.png", report=report)
+        for name, r in report.items():
+            print(f"{name:>10}: median {r['median']:.2f} ± {r['mad']:.2f} (MAD), mean {r['mean']:.2f} ± {r['std']:.2f}")
+    elif args.what == "reconstruct":
+        import tifffile
+
+        from .evaluation.reconstruction import median_mad, nearest_neighbour_l2, reconstruct
+
+        generator, meta = _model(args.model, args.device)
+        names = meta["class_names"]
+        test = _load_cells(args.data, names if generator.n_classes > 1 else None)
+        train = _load_cells(args.train, names if generator.n_classes > 1 else None) if args.train else None
+        if args.max_cells and len(test) > args.max_cells:
+            keep = np.random.default_rng(0).choice(len(test), args.max_cells, replace=False)
+            test = test.subset(np.sort(keep))
+        slots = test.class_index if generator.n_classes > 1 else np.zeros(len(test), dtype=int)
+        bar, update = _bar(args.steps * 20 * (2 if args.mode == "separable" else 1), "L-BFGS")
+        result = reconstruct(generator, test.as_float(), slots, mode=args.mode, restarts=args.restarts,
+                             steps=args.steps, device=device, progress=update)
+        bar.close()
+        nn = None
+        if train is not None:
+            nn = np.zeros(len(test))
+            for label in np.unique(test.class_index):
+                rows = test.class_index == label
+                nn[rows] = nearest_neighbour_l2(test.images[rows], train.images[train.class_index == label])[0]
+        with open(out / "reconstruction.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "protein", "l2", "nll", "nll_start", "nn_l2"])
+            for i in range(len(test)):
+                writer.writerow([test.file_names[i], test.class_names[test.class_index[i]], result.l2[i],
+                                 result.nll[i], result.nll_start[i], "" if nn is None else nn[i]])
+        from .data.lin import to_uint8
+
+        tifffile.imwrite(out / "reconstructions.tif", to_uint8(result.images), metadata={"axes": "QCYX"})
+        plots.save_figure(plots.reconstruction_scatter, out / "reconstruction.png", l2=result.l2, nll=result.nll,
+                          nn_l2=nn, nz=generator.nz)
+        summary = {"l2": median_mad(result.l2), "nll": median_mad(result.nll),
+                   "nn_l2": None if nn is None else median_mad(nn), "cells": len(test), "mode": args.mode,
+                   "restarts": args.restarts, "steps": args.steps, "model": meta["name"], "device": str(device)}
+        _write_json(out / "reconstruction.json", summary)
+        print(f"L2 {summary['l2'][0]:.3f} ± {summary['l2'][1]:.3f}, NLL {summary['nll'][0]:.0f} ± {summary['nll'][1]:.0f}"
+              + ("" if nn is None else f", nearest neighbour L2 {summary['nn_l2'][0]:.3f} ± {summary['nn_l2'][1]:.3f}"))
+    else:  # real-vs-real
+        from .evaluation.c2st import real_vs_real, summarize
+
+        train, test = _load_cells(args.train, None), _load_cells(args.data, None)
+        names = args.proteins.split(",") if args.proteins else list(test.class_names)
+        jobs = args.splits * len(names) ** 2
+        bar, update = _bar(jobs, "critic pairs")
+        scores = real_vs_real(train, test, names, n_splits=args.splits, device=device, steps=args.steps,
+                              batch_size=args.batch_size, test_batches=args.test_batches, width=args.width,
+                              algorithm=args.algorithm, progress=update)
+        bar.close()
+        mean = np.nanmean(scores, axis=0)
+        with open(out / "real_vs_real.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["A \\ B", *names])
+            for i, name in enumerate(names):
+                writer.writerow([name, *[f"{v:.3f}" for v in mean[i]]])
+        _write_json(out / "real_vs_real.json", {
+            "names": names, "mean": mean.tolist(), "std": np.nanstd(scores, axis=0).tolist(),
+            "scores": scores.tolist(), "diagonal": summarize(np.diagonal(scores, axis1=1, axis2=2).ravel()),
+            "settings": {"splits": args.splits, "steps": args.steps, "width": args.width, "algorithm": args.algorithm,
+                         "batch_size": args.batch_size, "device": str(device)},
+        })
+        plots.save_figure(plots.score_matrix, out / "real_vs_real.png", size=(6, 5), matrix=mean, names=names)
+        print("mean score matrix (rows A from the train set, columns B from the test set):")
+        print("        " + " ".join(f"{n:>6}" for n in names))
+        for i, name in enumerate(names):
+            print(f"{name:>7} " + " ".join(f"{v:6.1f}" for v in mean[i]))
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    import numpy as np
+
+    from .evaluation import interpolation
+    from .sampling import latent_codes, sample, write_samples
+
+    generator, meta = _model(args.model, args.device)
+    pool = latent_codes(max(args.anchors) + 1, generator.nz, generator.nz_red, args.seed)
+    codes = interpolation.interpolate_codes(pool[args.anchors], args.frames, args.method, args.red_only, generator.nz_red)
+    samples = sample(generator, meta, n=len(codes), seed=args.seed, z=codes)
+    samples.provenance.update(anchors=args.anchors, method=args.method, red_only=args.red_only)
+    write_samples(samples, args.out)
+    lengths = interpolation.red_lengths(samples.images[:, 0])
+    rho = interpolation.monotonicity(lengths)
+    print(f"{len(codes)} frames -> {args.out}; red length {lengths[0]:.0f} -> {lengths[-1]:.0f} px, Spearman ρ {rho:.2f}")
+    if args.measure:
+        result = interpolation.growth_monotonicity(generator, n_pairs=args.measure, frames=args.frames,
+                                                   seed=args.seed, method=args.method, red_only=args.red_only)
+        out = Path(args.out).with_suffix(".growth.json")
+        _write_json(out, result)
+        print(f"short -> long interpolations: median Spearman ρ {result['median_rho']:.2f} over {args.measure} pairs -> {out}")
+    return 0
+
+
 def cmd_view(args) -> int:
     """Open napari with the plugin's offline sample data (the README's first command)."""
     import napari
@@ -203,6 +359,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .tif or .h5")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("evaluate", help="C2ST, reconstruction or the real-vs-real table; JSON, CSV and PNG")
+    p.add_argument("what", choices=["c2st", "reconstruct", "real-vs-real"])
+    p.add_argument("--model", help="catalogue name or .safetensors (c2st, reconstruct)")
+    p.add_argument("--data", required=True, help="held-out real cells: the LIN test split (folder, .h5, .tif)")
+    p.add_argument("--train", help="training cells: the nearest-neighbour baseline; set A of real-vs-real")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--splits", type=int, default=10)
+    p.add_argument("--steps", type=int, default=None, help="critic steps (5000) or L-BFGS steps (50)")
+    p.add_argument("--algorithm", default="wgan-gp", choices=["wgan-gp", "wgan", "gan"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--test-batches", type=int, default=10, help="held-out batch pairs averaged per critic")
+    p.add_argument("--width", type=int, default=64, help="C2ST critic width (64 as the paper)")
+    p.add_argument("--proteins", default=None, help="real-vs-real: comma-separated proteins")
+    p.add_argument("--mode", default="regular", choices=["regular", "separable"])
+    p.add_argument("--restarts", type=int, default=5)
+    p.add_argument("--max-cells", type=int, default=None, help="reconstruct a random subset of this many cells")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("interpolate", help="a cell-cycle interpolation between sampled codes, to .tif or .h5")
+    p.add_argument("--model", required=True)
+    p.add_argument("--anchors", type=int, nargs="+", default=[0, 1], help="indices of codes drawn with --seed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--method", default="slerp", choices=["slerp", "linear"])
+    p.add_argument("--red-only", action="store_true", help="move only the red code; greens stay fixed")
+    p.add_argument("--measure", type=int, default=0, metavar="PAIRS",
+                   help="also measure growth monotonicity over this many short -> long pairs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_interpolate)
+
     p = sub.add_parser("view", help="open napari with the plugin and its offline sample data")
     p.add_argument("--samples", nargs="*", default=["simulated_lin", "vnc_em"], help="sample keys to open")
     p.set_defaults(func=cmd_view)
@@ -214,6 +402,14 @@ def main(argv=None) -> int:
     from .data.lin import LinFormatError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "steps", 0) is None:
+        args.steps = 50 if args.what == "reconstruct" else 5000
+    if getattr(args, "what", None) in ("c2st", "reconstruct") and not args.model:
+        print(f"biogans evaluate {args.what}: error: --model is required", file=sys.stderr)
+        return 2
+    if getattr(args, "what", None) == "real-vs-real" and not args.train:
+        print("biogans evaluate real-vs-real: error: --train is required (set A)", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (LinFormatError, EMFormatError, FileExistsError, ValueError, RuntimeError) as err:

@@ -1,0 +1,78 @@
+"""Matplotlib figures shared by the CLI (PNG files) and the Diagnostics widget (themed canvases).
+
+Each function draws into a given ``Axes`` with colours from ``style`` (foreground, background,
+accent), so the widget can pass napari's theme and the CLI the light defaults.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LIGHT = {"foreground": "#222222", "background": "white", "accent": "#1f77b4", "secondary": "#d62728"}
+
+
+def _style_axes(ax, style):
+    ax.set_facecolor(style["background"])
+    for spine in ax.spines.values():
+        spine.set_color(style["foreground"])
+    ax.tick_params(colors=style["foreground"])
+    ax.xaxis.label.set_color(style["foreground"])
+    ax.yaxis.label.set_color(style["foreground"])
+    ax.title.set_color(style["foreground"])
+
+
+def reconstruction_scatter(ax, l2, nll, nn_l2=None, nz: int = 100, style=LIGHT, label="reconstruction"):
+    """L2 against NLL of the found codes (Osokin et al. Figure 6), with the NN line and prior band."""
+    import math
+
+    ax.scatter(l2, nll, s=8, alpha=0.6, color=style["accent"], label=label)
+    prior_mean = nz / 2 + nz / 2 * math.log(2 * math.pi)
+    prior_std = math.sqrt(nz / 2)
+    ax.axhspan(prior_mean - prior_std, prior_mean + prior_std, color=style["foreground"], alpha=0.12,
+               label="prior NLL ± 1 std")
+    if nn_l2 is not None and len(nn_l2):
+        ax.axvline(float(np.median(nn_l2)), color=style["secondary"], linestyle="--", label="nearest neighbour (median)")
+    ax.set_xlabel("L2 error (RMSE in [0, 1])")
+    ax.set_ylabel("NLL of the latent code")
+    ax.legend(fontsize=8, frameon=False, labelcolor=style["foreground"])
+    _style_axes(ax, style)
+
+
+def c2st_scores(ax, report: dict, style=LIGHT):
+    """Per-protein C2ST scores over splits: dots per split, median as a bar."""
+    names = [n for n in report if n != "all"] + ["all"]
+    for i, name in enumerate(names):
+        scores = np.asarray(report[name]["scores"], dtype=float)
+        ax.scatter(np.full(len(scores), i), scores, s=12, color=style["accent"], alpha=0.7)
+        ax.hlines(report[name]["median"], i - 0.3, i + 0.3, color=style["secondary"], linewidth=2)
+    ax.axhline(0.0, color=style["foreground"], linewidth=0.8, alpha=0.5)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylabel("C2ST score (lower is closer to real)")
+    _style_axes(ax, style)
+
+
+def score_matrix(ax, matrix: np.ndarray, names: list[str], style=LIGHT, title="real vs real C2ST"):
+    """Heat map of a (C, C) score matrix with the numbers written in."""
+    image = ax.imshow(matrix, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("B (test set)")
+    ax.set_ylabel("A (train set)")
+    ax.set_title(title)
+    high = np.nanmax(matrix)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            value = matrix[i, j]
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.6 * high else "white")
+    _style_axes(ax, style)
+    return image
+
+
+def save_figure(draw, path, size=(5, 4), **kwargs) -> None:
+    """Draw with ``draw(ax, **kwargs)`` into a new Agg figure and save it as PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=120, layout="constrained")
+    draw(fig.add_subplot(), **kwargs)
+    fig.savefig(path)
