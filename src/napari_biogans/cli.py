@@ -195,7 +195,7 @@ def cmd_evaluate(args) -> int:
         bar, update = _bar(args.steps, "C2ST")
         report = generator_c2st(generator, test, names, n_splits=args.splits, device=device, steps=args.steps,
                                 batch_size=args.batch_size, test_batches=args.test_batches, width=args.width,
-                                algorithm=args.algorithm, progress=update)
+                                algorithm=args.algorithm, lr=args.lr, progress=update)
         bar.close()
         report_meta = {"model": meta["name"], "data": test.description, "algorithm": args.algorithm,
                        "steps": args.steps, "splits": args.splits, "device": str(device)}
@@ -257,7 +257,7 @@ def cmd_evaluate(args) -> int:
         bar, update = _bar(jobs, "critic pairs")
         scores = real_vs_real(train, test, names, n_splits=args.splits, device=device, steps=args.steps,
                               batch_size=args.batch_size, test_batches=args.test_batches, width=args.width,
-                              algorithm=args.algorithm, progress=update)
+                              algorithm=args.algorithm, lr=args.lr, progress=update)
         bar.close()
         mean = np.nanmean(scores, axis=0)
         with open(out / "real_vs_real.csv", "w", newline="") as f:
@@ -269,6 +269,7 @@ def cmd_evaluate(args) -> int:
             "names": names, "mean": mean.tolist(), "std": np.nanstd(scores, axis=0).tolist(),
             "scores": scores.tolist(), "diagonal": summarize(np.diagonal(scores, axis1=1, axis2=2).ravel()),
             "settings": {"splits": args.splits, "steps": args.steps, "width": args.width, "algorithm": args.algorithm,
+                         "lr": args.lr,
                          "batch_size": args.batch_size, "device": str(device)},
         })
         plots.save_figure(plots.score_matrix, out / "real_vs_real.png", size=(6, 5), matrix=mean, names=names)
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--test-batches", type=int, default=10, help="held-out batch pairs averaged per critic")
     p.add_argument("--width", type=int, default=64, help="C2ST critic width (64 as the paper)")
+    p.add_argument("--lr", type=float, default=None, help="C2ST critic learning rate (default: the reference's)")
     p.add_argument("--proteins", default=None, help="real-vs-real: comma-separated proteins")
     p.add_argument("--mode", default="regular", choices=["regular", "separable"])
     p.add_argument("--restarts", type=int, default=5)
