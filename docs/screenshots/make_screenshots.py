@@ -1,0 +1,188 @@
+"""Screenshots of the dock widgets at work, for the README: generate.png, cell_cycle.png, train.png.
+
+Needs a display (run under Xvfb: ``xvfb-run -a python docs/screenshots/make_screenshots.py``).
+It trains a small demo model first (star-shaped WGAN-GP, width 16, about 200 iterations on
+simulated cells, on the CPU, a few minutes) in a temporary folder that is not kept, unless
+``--model`` points at an existing ``generator.safetensors``. Settings go to that folder too, so
+the user's own napari-biogans settings are not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROTEINS = ["Alp14", "Arp3", "Cki2", "Mkh1", "Sid2", "Tea1"]
+WINDOW = (1500, 940)
+
+
+def train_demo_model(folder: Path, iterations: int, width: int) -> Path:
+    import torch
+
+    from napari_biogans.data.simulator import simulate_stack
+    from napari_biogans.training.trainer import TrainConfig, Trainer
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    stack = simulate_stack(n_per_class=64, proteins=PROTEINS, seed=0)
+    config = TrainConfig(arch="star", objective="wgan-gp", iterations=iterations, batch_size=16, width=width,
+                         device="cpu", lr=5e-4, log_every=25, preview_every=10**9, checkpoint_every=10**9)
+    trainer = Trainer(config, stack, folder)
+    t0 = time.perf_counter()
+    for event in trainer.run():
+        if event.losses:
+            print(f"  demo model: iteration {event.iteration}/{iterations} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return trainer.model_path
+
+
+def wait_until(condition, timeout: float = 120.0, app=None) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = app or QApplication.instance()
+    end = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > end:
+            raise TimeoutError("the widget did not finish in time")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def settle(seconds: float = 0.6) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        QApplication.instance().processEvents()
+        time.sleep(0.01)
+
+
+def new_viewer():
+    import napari
+
+    viewer = napari.Viewer(title="napari-biogans", show=True)
+    viewer.window._qt_window.resize(*WINDOW)  # the one non-public call: a fixed window size for the pictures
+    return viewer
+
+
+def shoot(viewer, name: str, out: Path) -> None:
+    settle()
+    path = out / name
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"wrote {path}")
+
+
+def generate_and_cell_cycle(model: Path, out: Path) -> None:
+    import numpy as np
+
+    from napari_biogans._widgets import _common
+    from napari_biogans._widgets.cell_cycle import CellCycleWidget
+    from napari_biogans._widgets.generate import GenerateWidget
+    from napari_biogans.evaluation.interpolation import red_lengths
+
+    _common.model_registry.register(model)
+    viewer = new_viewer()
+    gen = GenerateWidget(viewer)
+    dock = viewer.window.add_dock_widget(gen, name="Generate cells", area="right")
+    gen.model.set_path(model)
+    gen.device.combo.setCurrentText("cpu")
+    gen.n_cells.setValue(16)
+    gen.seed.setValue(7)
+    gen.montage.setChecked(True)
+    gen.columns.setValue(4)
+    done = []
+    gen.generated.connect(done.append)
+    gen.run()
+    wait_until(lambda: done)
+    viewer.layers["generated montage Alp14"].visible = False
+    viewer.layers["generated montage Sid2"].visible = True
+    viewer.reset_view()
+    shoot(viewer, "generate.png", out)
+
+    # anchors: the shortest and the longest red cell of that batch
+    gen.montage.setChecked(False)
+    done.clear()
+    gen.run()
+    wait_until(lambda: done)
+    lengths = red_lengths(gen.samples.images[:, 0])
+    short, long = int(np.argmin(lengths)), int(np.argmax(lengths))
+    viewer.window.remove_dock_widget(dock)
+    for layer in list(viewer.layers):
+        if "montage" in layer.name:
+            viewer.layers.remove(layer)
+    cycle = CellCycleWidget(viewer)
+    viewer.window.add_dock_widget(cycle, name="Cell cycle", area="right")
+    cycle.device.combo.setCurrentText("cpu")
+    cycle.source.setCurrentText("generated")
+    cycle.anchors.setText(f"{short}, {long}")
+    cycle.frames.setValue(64)
+    cycle.method.setCurrentText("slerp")
+    cycle.greens.setCurrentText("greens fixed (red only)")
+    finished = []
+    cycle.finished.connect(finished.append)
+    cycle.run()
+    wait_until(lambda: finished)
+    for layer in cycle.layers:
+        layer.visible = layer.name in ("cell cycle Bgs4", "cell cycle Sid2")
+    viewer.dims.set_current_step(0, 40)
+    viewer.reset_view()
+    shoot(viewer, "cell_cycle.png", out)
+    viewer.close()
+
+
+def train(workdir: Path, out: Path) -> None:
+    from napari_biogans._widgets.train import TrainWidget
+
+    viewer = new_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train", area="right")
+    widget.source.setCurrentText("simulate cells")
+    widget.sim_n.setValue(32)
+    widget.sim_proteins.setText("Arp3, Sid2, Tea1")
+    widget.arch.setCurrentText("star")
+    widget.objective.setCurrentText("wgan-gp")
+    widget.iterations.setValue(400)
+    widget.batch.setValue(8)
+    widget.width.setValue(8)
+    widget.device.combo.setCurrentText("cpu")
+    widget.run_dir.set_text(str(workdir / "runs" / "star-w8-demo"))
+    widget.start()
+    wait_until(lambda: widget.progress.value() >= 60, timeout=600)
+    viewer.reset_view()
+    settle(1.5)
+    shoot(viewer, "train.png", out)
+    widget.cancel()
+    wait_until(lambda: not widget.running, timeout=60)
+    viewer.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="an existing generator.safetensors (skips training the demo model)")
+    parser.add_argument("--iterations", type=int, default=200, help="demo model iterations")
+    parser.add_argument("--width", type=int, default=16, help="demo model width")
+    parser.add_argument("--out", default=str(HERE), help="where the PNGs go")
+    parser.add_argument("--only", nargs="*", default=["generate", "train"], help="generate (with cell cycle), train")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="biogans-screenshots-"))
+    os.environ["BIOGANS_SETTINGS"] = str(workdir / "settings.ini")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if "generate" in args.only:
+        model = Path(args.model) if args.model else None
+        if model is None:
+            print(f"training the demo model in {workdir} (CPU, a few minutes)…")
+            model = train_demo_model(workdir / "star-sim-w16", args.iterations, args.width)
+        generate_and_cell_cycle(model, out)
+    if "train" in args.only:
+        train(workdir, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
