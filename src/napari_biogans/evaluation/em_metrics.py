@@ -94,10 +94,11 @@ def segment(model, images: np.ndarray, device="cpu") -> np.ndarray:
 
     h, w = images.shape[-2:]
     x = _pad_to(images.astype(np.float32) / 127.5 - 1, model.factor)
+    model = model.to(device).eval()
     out = []
     with torch.inference_mode():
         for image in x:
-            logits = model.to(device).eval().logits(torch.from_numpy(image)[None, None].to(device))
+            logits = model.logits(torch.from_numpy(image)[None, None].to(device))
             out.append(torch.softmax(logits.float(), 1)[0, :, :h, :w].cpu().numpy())
     return np.stack(out)
 
@@ -215,7 +216,8 @@ def pairwise_iu(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         return np.where(union > 0, inter / union, 1.0)
 
 
-def find_duplicates(label_maps: np.ndarray, threshold: float = 0.9, downsample: int = 2) -> list[tuple[int, int, float]]:
+def find_duplicates(label_maps: np.ndarray, threshold: float = 0.9,
+                    downsample: int = 2) -> list[tuple[int, int, float]]:
     """Pairs ``(i, j, IU)`` with i < j whose binarised, down-sampled maps have IU > ``threshold``."""
     iu = pairwise_iu(binarise(label_maps, downsample))
     i, j = np.nonzero(np.triu(iu > threshold, k=1))

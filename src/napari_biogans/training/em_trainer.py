@@ -1,0 +1,660 @@
+"""The EM training loop: SGAN, DSGAN and JointGAN (METHODS F.6-F.7), driven by the CLI and widgets.
+
+Modes
+-----
+* ``sgan``: the label GAN (G_y, D_y) and the label -> image cGAN (G_x, D_x on [y, x] pairs,
+  weighted L1 ``w = 1 + 1·membrane + 3·mitochondria``, λ = 10). Eq. 4 of the paper decouples
+  the two, so both train side by side in every iteration rather than one after the other;
+  each is exactly its stage's recipe.
+* ``dsgan``: G_y, G_x and F_y trained end to end with F.6's losses (λ_reg 10, λ_B 10, λ_cyc 5,
+  λ_fake 1). ``init_label_gan`` starts G_y (and D_y when the pyramids match) from a finished
+  label GAN, the reference's undocumented "pretrained" step (I.7).
+* ``joint``: one GAN over (membrane, mitochondria, image).
+
+The label GAN works at ``1 / label_downsample`` of the section's resolution (F.7: sections
+resized 1024 -> 512; DSGAN: 512 crops seen at 256); G_x works at full resolution. The one
+image generator is the CRN of F.4 in both sgan and dsgan (the reference's SGAN stage 2 used a
+U-Net; the CRN is the paper's own choice and what tiled rendering needs).
+
+Every iteration does one step per discriminator, then the generator steps; the first generator
+step re-uses the fakes the discriminators just saw, further ones (``g_steps``, 2 in the SGAN and
+joint recipes) draw new noise. Discriminators see fakes through a history pool of 50 (F.3).
+Losses use ``BCEWithLogits`` (the discriminators return logits). The learning rate is constant,
+then decays linearly to 0 over the last ``decay_iterations`` (F.7, per iteration instead of
+per epoch).
+
+A run folder holds ``train_state.safetensors`` (every model, optimiser, pool and RNG: an exact
+resume), ``em_model.safetensors`` (G_y and G_x only; :func:`load_em_model`) and ``losses.csv``.
+Non-finite losses stop training with :class:`TrainingDiverged`, naming the last good
+checkpoint; checkpoints are only written from finite weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoints
+from ..data import em
+from ..devices import describe_device, resolve_device
+from ..models.em import CascadeGenerator, JointGenerator, LabelGenerator, MultiScaleDiscriminator, UNet, build_em_module
+from .trainer import TrainingDiverged, _optimizer_state, _restore_optimizer
+
+MODES = ("sgan", "dsgan", "joint")
+LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3, 1, 0.5), (3, 2, 0.4)),
+                  "joint": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1))}
+IMAGE_PYRAMIDS = {"sgan": ((3, 1, 0.5), (4, 1, 0.5)), "dsgan": ((3, 1, 0.3), (4, 1, 0.3), (3, 2, 0.2), (4, 2, 0.2))}
+MODEL_KIND = "em-generator"
+STATE_FILE, MODEL_FILE = "train_state.safetensors", "em_model.safetensors"
+
+__all__ = ["MODES", "EMTrainConfig", "EMTrainEvent", "EMPreview", "EMTrainer", "EMModel", "HistoryPool",
+           "TrainingDiverged", "load_em_model", "data_hash"]
+
+
+@dataclass
+class EMTrainConfig:
+    mode: str = "dsgan"
+    iterations: int = 20000
+    decay_iterations: int | None = None  # None: the last quarter (the reference's 150 + 50 epochs)
+    batch_size: int = 1  # the reference's
+    crop: int = 512  # image crops at full resolution (SGAN stage 2, DSGAN)
+    label_crop: int | None = None  # sgan/joint label-GAN crops; None: whole sections (dsgan uses ``crop``)
+    label_downsample: int = 2
+    label_width: int = 32  # G_y
+    label_layers: int = 5  # G_y factor 2**(layers+1) = 64
+    image_width: int = 64  # G_x
+    image_blocks: int = 6  # G_x factor 2**blocks = 64
+    label_d_width: int = 32
+    image_d_width: int = 64
+    label_pyramid: tuple | None = None  # None: the mode's recipe (F.7)
+    image_pyramid: tuple | None = None
+    reconstructor_width: int = 32
+    reconstructor_depth: int = 7
+    g_steps: int | None = None  # None: 2 for sgan and joint, 1 for dsgan (F.7)
+    lr: float = 2e-4
+    pool_size: int = 50
+    l1_weight: float = 10.0  # SGAN stage 2
+    membrane_weight: float = 1.0
+    mito_weight: float = 3.0
+    lambda_reg: float = 10.0  # DSGAN
+    lambda_b: float = 10.0
+    lambda_cyc: float = 5.0
+    lambda_fake: float = 1.0
+    init_label_gan: str | None = None  # dsgan: a train state or EM model to start G_y (and D_y) from
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    preview_every: int = 200
+    amp: bool = True  # bf16 autocast on CUDA; ignored elsewhere
+    half_model: bool = False  # store the model file in float16
+
+
+@dataclass
+class EMPreview:
+    labels: np.ndarray  # (H, W) uint8 codes 0/1/2
+    image: np.ndarray  # (H, W) uint8
+
+
+@dataclass
+class EMTrainEvent:
+    iteration: int
+    total: int
+    losses: dict = field(default_factory=dict)
+    iterations_per_s: float = 0.0
+    preview: EMPreview | None = None
+    checkpoint: Path | None = None
+    done: bool = False
+    message: str = ""
+
+
+def data_hash(images: np.ndarray, labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in (images, labels):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+class HistoryPool:
+    """F.3's pool of past fakes: until full, fakes pass through and are stored; then each fake is,
+    with probability 1/2, swapped for a random stored one (which it replaces). Stored as float16
+    (half the memory and checkpoint size; the discriminator does not need more)."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size, self.rng, self.items = size, rng, []
+
+    def query(self, fakes: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return fakes
+        out = []
+        for fake in fakes.detach():
+            if len(self.items) < self.size:
+                self.items.append(fake.half())
+                out.append(fake)
+            elif self.rng.random() < 0.5:
+                j = int(self.rng.integers(self.size))
+                out.append(self.items[j].to(fake.dtype))
+                self.items[j] = fake.half()
+            else:
+                out.append(fake)
+        return torch.stack(out)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def _labels_tensor(codes: np.ndarray, device) -> torch.Tensor:
+    """Codes (B, H, W) -> (B, 2, H, W) in {-1, 1}."""
+    return torch.from_numpy(em.one_hot(codes) * 2 - 1).to(device)
+
+
+def _image_tensor(images: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(images.astype(np.float32) / 127.5 - 1)[:, None].to(device)
+
+
+def _codes(labels: torch.Tensor) -> np.ndarray:
+    """Label channels in [-1, 1] (B, 2, H, W) -> codes (B, H, W): channel > 0 is probability > 0.5."""
+    return em.from_one_hot((labels.float().cpu().numpy() + 1) / 2)
+
+
+def _uint8(image: torch.Tensor) -> np.ndarray:
+    return np.clip(np.rint((image.float().cpu().numpy() + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+class EMTrainer:
+    """Trains one EM mode on sections ``images`` (S, H, W) uint8 with ``labels`` (S, H, W) codes."""
+
+    def __init__(self, config: EMTrainConfig, images: np.ndarray, labels: np.ndarray, run_dir, resume: bool = False,
+                 description: str = ""):
+        if config.mode not in MODES:
+            raise ValueError(f"unknown EM training mode '{config.mode}'; one of {MODES}")
+        if images.ndim != 3 or images.dtype != np.uint8 or labels is None or labels.shape != images.shape:
+            raise ValueError("EM training needs uint8 sections (S, H, W) and label codes of the same shape")
+        self.config, self.run_dir, self.description = config, Path(run_dir), description
+        self.images, self.labels = images, labels.astype(np.uint8)
+        self.data_hash = data_hash(self.images, self.labels)
+        self.device = resolve_device(config.device)
+        self.amp = config.amp and self.device.type == "cuda"
+        cfg, mode = config, config.mode
+        self.label_crop = cfg.crop if mode == "dsgan" else cfg.label_crop or min(images.shape[1:])
+        self.label_side = self.label_crop // cfg.label_downsample
+        self.g_steps = cfg.g_steps or (1 if mode == "dsgan" else 2)
+        self.decay = cfg.iterations // 4 if cfg.decay_iterations is None else cfg.decay_iterations
+
+        torch.manual_seed(cfg.seed)
+        label_cls = JointGenerator if mode == "joint" else LabelGenerator
+        self.models = {
+            "Gy": label_cls(cfg.label_width, cfg.label_layers),
+            "Dy": MultiScaleDiscriminator(3 if mode == "joint" else 2, cfg.label_d_width,
+                                          cfg.label_pyramid or LABEL_PYRAMIDS[mode]),
+        }
+        if mode != "joint":
+            self.models["Gx"] = CascadeGenerator(width=cfg.image_width, n_blocks=cfg.image_blocks)
+            self.models["Dx"] = MultiScaleDiscriminator(3, cfg.image_d_width, cfg.image_pyramid or IMAGE_PYRAMIDS[mode])
+        if mode == "dsgan":
+            self.models["Fy"] = UNet(1, 2, cfg.reconstructor_width, cfg.reconstructor_depth)
+        self._check_sizes()
+        memory = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        for model in self.models.values():
+            model.to(self.device, memory_format=memory)
+        groups = {"Gy": ["Gy"], "Dy": ["Dy"], "Gx": ["Gx", "Fy"] if mode == "dsgan" else ["Gx"], "Dx": ["Dx"]}
+        self.optimizers = {
+            name: torch.optim.Adam([p for m in members for p in self.models[m].parameters()], lr=cfg.lr,
+                                   betas=(0.5, 0.999))
+            for name, members in groups.items() if members[0] in self.models
+        }
+        self.data_rng = np.random.default_rng(cfg.seed)
+        self.noise_rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.pools = {"y": HistoryPool(cfg.pool_size, self.data_rng)}
+        if mode != "joint":
+            self.pools["x"] = HistoryPool(cfg.pool_size, self.data_rng)
+        preview_rng = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        side = cfg.crop if mode != "joint" else self.label_crop
+        self.preview_noise = self._noise(self.models["Gy"], side // cfg.label_downsample, 1, preview_rng)
+        if mode != "joint":
+            self.preview_image_noise = self._noise(self.models["Gx"], side, 1, preview_rng)
+        self.iteration = 0
+        self.last_checkpoint: Path | None = None
+        self._stop = False
+        if resume:
+            self._resume()
+        else:
+            if self.state_path.exists():
+                raise FileExistsError(f"{self.run_dir} already holds a training run; resume it or choose a new folder")
+            if cfg.init_label_gan:
+                self._init_label_gan(Path(cfg.init_label_gan))
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _check_sizes(self) -> None:
+        cfg = self.config
+        h, w = self.images.shape[1:]
+        gy, dy = self.models["Gy"], self.models["Dy"]
+        if self.label_crop > min(h, w) or (self.config.mode != "joint" and cfg.crop > min(h, w)):
+            raise ValueError(f"crops ({self.label_crop}, {cfg.crop}) must fit the {h}x{w} sections")
+        if self.label_crop % cfg.label_downsample or self.label_side % gy.factor:
+            raise ValueError(f"label crop {self.label_crop} / {cfg.label_downsample} must be a multiple of "
+                             f"G_y's factor {gy.factor}")
+        dy.check_input_side(self.label_side)
+        if "Gx" in self.models:
+            factor = self.models["Gx"].factor
+            if "Fy" in self.models:
+                factor = math.lcm(factor, self.models["Fy"].factor)
+            if cfg.crop % factor:
+                raise ValueError(f"crop {cfg.crop} must be a multiple of {factor} (G_x and F_y down-sampling)")
+            if cfg.crop % (cfg.label_downsample * gy.factor):  # dsgan's G_y and the previews sample at crop size
+                raise ValueError(f"crop {cfg.crop} must be a multiple of {cfg.label_downsample * gy.factor} "
+                                 f"(label_downsample x G_y's factor)")
+            self.models["Dx"].check_input_side(cfg.crop)
+
+    def _init_label_gan(self, path: Path) -> None:
+        tensors, meta = checkpoints.load(path)
+        if meta.get("kind") == "train-state":
+            configs, prefixes = meta.get("configs", {}), {"Gy": "Gy.", "Dy": "Dy."}
+        elif meta.get("kind") == MODEL_KIND:
+            configs, prefixes = {"Gy": meta["label_generator"]}, {"Gy": "label_generator."}
+        else:
+            raise checkpoints.CheckpointError(f"{path}: not an EM train state or EM model")
+        if configs.get("Gy") != self.models["Gy"].config:
+            raise checkpoints.CheckpointError(
+                f"{path}: its label generator {configs.get('Gy')} does not match {self.models['Gy'].config}")
+        for name, prefix in prefixes.items():
+            if configs.get(name) == self.models[name].config:
+                checkpoints.load_module_state(self.models[name], tensors, path, prefix=prefix)
+
+    # -- paths and metadata --------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / MODEL_FILE
+
+    def model_meta(self) -> dict:
+        cfg = self.config
+        return {
+            "mode": cfg.mode,
+            "label_downsample": cfg.label_downsample,
+            "crop": cfg.crop if cfg.mode != "joint" else self.label_crop,
+            "label_codes": {str(k): v for k, v in em.LABEL_NAMES.items()},
+            "label_channels": ["membrane", "mitochondria"],
+            "data": {"description": self.description, "sha256": self.data_hash, "sections": int(len(self.images)),
+                     "section_shape": list(self.images.shape[1:])},
+            "train_config": asdict(cfg),
+            "iterations": self.iteration,
+            "device": describe_device(self.device),
+        }
+
+    def geometry(self) -> dict:
+        """The crop sizes the pools' fakes depend on."""
+        return {"crop": None if self.config.mode == "joint" else self.config.crop, "label_crop": self.label_crop,
+                "label_downsample": self.config.label_downsample}
+
+    def request_stop(self) -> None:
+        """Ask the loop to save and return after the current iteration (safe from any thread)."""
+        self._stop = True
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _weights_finite(self) -> bool:
+        return all(torch.isfinite(p).all() for m in self.models.values() for p in m.parameters())
+
+    def save(self) -> Path | None:
+        """Write the train state and the model file; nothing when a weight is not finite."""
+        if not self._weights_finite():
+            return None  # never overwrite the last good checkpoint with broken weights
+        tensors, opt_meta = {}, {}
+        for name, model in self.models.items():
+            tensors.update({f"{name}.{k}": v for k, v in model.state_dict().items()})
+        for name, opt in self.optimizers.items():
+            opt_tensors, opt_meta[name] = _optimizer_state(f"opt{name}", opt)
+            tensors.update(opt_tensors)
+        for key, pool in self.pools.items():
+            tensors.update({f"pool.{key}.{i}": item for i, item in enumerate(pool.items)})
+        tensors["rng.noise"] = self.noise_rng.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {
+            "kind": "train-state",
+            "mode": self.config.mode,
+            "configs": {name: model.config for name, model in self.models.items()},
+            "optimizers": opt_meta,
+            "pools": {key: len(pool.items) for key, pool in self.pools.items()},
+            "data_rng": self.data_rng.bit_generator.state,
+            "iteration": self.iteration,
+            "geometry": self.geometry(),
+            "data_sha256": self.data_hash,
+            "train_config": asdict(self.config),
+        }
+        checkpoints.save(self.state_path, tensors, meta)
+        self.save_model(self.model_path)
+        self.last_checkpoint = self.state_path
+        return self.state_path
+
+    def save_model(self, path) -> Path:
+        """The model file: G_y and G_x weights (float16 with ``half_model``) and what using them needs."""
+        tensors = {}
+        parts = {"label_generator": self.models["Gy"], "image_generator": self.models.get("Gx")}
+        for prefix, model in parts.items():
+            if model is not None:
+                for key, value in model.state_dict().items():
+                    half = self.config.half_model and value.is_floating_point()
+                    tensors[f"{prefix}.{key}"] = value.half() if half else value
+        meta = {
+            "kind": MODEL_KIND,
+            "label_generator": self.models["Gy"].config,
+            "image_generator": self.models["Gx"].config if "Gx" in self.models else None,
+            "normalisation": checkpoints.NORMALISATION,
+            "dtype": "float16" if self.config.half_model else "float32",
+            "versions": checkpoints.library_versions(),
+            **self.model_meta(),
+        }
+        return checkpoints.save(path, tensors, meta)
+
+    def _resume(self) -> None:
+        tensors, meta = checkpoints.load(self.state_path, kind="train-state")
+        configs = {name: model.config for name, model in self.models.items()}
+        if meta.get("mode") != self.config.mode or meta.get("configs") != configs:
+            raise checkpoints.CheckpointError(
+                f"{self.state_path}: holds a {meta.get('mode')} run with models {meta.get('configs')}, "
+                f"not the {self.config.mode} run with {configs} asked for"
+            )
+        changed = [k for k, v in self.geometry().items() if meta["geometry"].get(k) != v]
+        if changed:
+            raise checkpoints.CheckpointError(
+                f"{self.state_path}: was trained with another {' and '.join(changed)} (its pooled fakes have that "
+                f"size): {meta['geometry']}; resume with the same"
+            )
+        if meta["data_sha256"] != self.data_hash:
+            raise checkpoints.CheckpointError(
+                f"{self.state_path}: was trained on other data (hash {meta['data_sha256'][:12]}…); resume with the "
+                "same sections"
+            )
+        for name, model in self.models.items():
+            checkpoints.load_module_state(model, tensors, self.state_path, prefix=f"{name}.")
+        for name, opt in self.optimizers.items():
+            _restore_optimizer(f"opt{name}", opt, tensors, meta["optimizers"][name])
+        for key, pool in self.pools.items():
+            pool.items = [tensors[f"pool.{key}.{i}"].to(self.device) for i in range(meta["pools"][key])]
+        self.data_rng.bit_generator.state = meta["data_rng"]
+        self.noise_rng.set_state(tensors["rng.noise"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.iteration = meta["iteration"]
+        self.last_checkpoint = self.state_path
+
+    # -- data ----------------------------------------------------------------------------------
+    def _crops(self, size: int):
+        images, labels = em.random_crops(self.images, self.labels, size, self.config.batch_size, self.data_rng)
+        return _labels_tensor(labels, self.device), _image_tensor(images, self.device)
+
+    def _down(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.config.label_downsample
+        return F.avg_pool2d(x, d) if d > 1 else x
+
+    def _noise(self, generator, side: int, batch: int | None = None, rng=None) -> torch.Tensor:
+        shape = (batch or self.config.batch_size, *generator.noise_shape(side, side))
+        return torch.randn(shape, generator=rng or self.noise_rng, device=self.device)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _set_lr(self) -> None:
+        """Constant, then linear decay to 0 over the last ``decay`` iterations (F.7 per iteration)."""
+        start = self.config.iterations - self.decay
+        factor = 1.0 - max(0, self.iteration + 1 - start) / (self.decay + 1)
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = self.config.lr * factor
+
+    def _d_step(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """½·Σ_k [BCE(D_k(fake), 0) + BCE(D_k(real), 1)] on a pooled fake, unweighted (F.3)."""
+        D, opt = self.models[name], self.optimizers[name]
+        D.requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = 0.5 * sum(_bce(f, 0.0) + _bce(r, 1.0) for f, r in zip(D(fake), D(real)))
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    def _adversarial(self, name: str, fake: torch.Tensor) -> torch.Tensor:
+        """Σ_k w_k·BCE(D_k(fake), 1), with D frozen."""
+        D = self.models[name]
+        D.requires_grad_(False)
+        return sum(w * _bce(out, 1.0) for w, out in zip(D.weights, D(fake)))
+
+    def _g_step(self, names: tuple[str, ...], loss: torch.Tensor) -> None:
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        for name in names:
+            self.optimizers[name].step()
+
+    def _label_gan(self, real: torch.Tensor) -> dict:
+        """D_y step, then ``g_steps`` G_y steps (the first on the fakes D_y saw)."""
+        Gy = self.models["Gy"]
+        with self._autocast():
+            fake = Gy(self._noise(Gy, self.label_side))
+        d_loss = self._d_step("Dy", real, self.pools["y"].query(fake.float()))
+        for k in range(self.g_steps):
+            with self._autocast():
+                if k:
+                    fake = Gy(self._noise(Gy, self.label_side))
+                g_loss = self._adversarial("Dy", fake)
+            self._g_step(("Gy",), g_loss)
+        return {"D_y": d_loss, "G_y": g_loss.detach()}
+
+    def _pixel_weights(self, y: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        return 1 + cfg.membrane_weight * (y[:, :1] > 0) + cfg.mito_weight * (y[:, 1:2] > 0)
+
+    def _sgan_step(self) -> dict:
+        losses = self._label_gan(self._down(self._crops(self.label_crop)[0]))
+        Gx = self.models["Gx"]
+        y, x = self._crops(self.config.crop)
+        weights = self._pixel_weights(y)
+        with self._autocast():
+            fake = Gx(y, self._noise(Gx, self.config.crop))
+        real_pair = torch.cat([y, x], 1)
+        losses["D_x"] = self._d_step("Dx", real_pair, self.pools["x"].query(torch.cat([y, fake.float()], 1)))
+        for k in range(self.g_steps):
+            with self._autocast():
+                if k:
+                    fake = Gx(y, self._noise(Gx, self.config.crop))
+                adv = self._adversarial("Dx", torch.cat([y, fake], 1))
+                l1 = (weights * (fake.float() - x).abs()).mean()
+                loss = adv + self.config.l1_weight * l1
+            self._g_step(("Gx",), loss)
+        losses.update(G_x=adv.detach(), L1=l1.detach())
+        return losses
+
+    def _dsgan_step(self) -> dict:
+        """F.6: one D_y step, one D_x step, then one joint step of G_y, G_x and F_y."""
+        cfg = self.config
+        Gy, Gx, Fy = self.models["Gy"], self.models["Gx"], self.models["Fy"]
+        y, x = self._crops(cfg.crop)
+        z2 = self._noise(Gx, cfg.crop)
+        with self._autocast():
+            y_small = Gy(self._noise(Gy, cfg.crop // cfg.label_downsample))
+            y_fake = F.interpolate(y_small, scale_factor=cfg.label_downsample, mode="bilinear", align_corners=False)
+            x_hat = Gx(y, z2)
+            x_tilde = Gx(y_fake, z2)
+        d_y = self._d_step("Dy", self._down(y), self.pools["y"].query(y_small.float()))
+        d_x = self._d_step("Dx", torch.cat([y, x], 1), self.pools["x"].query(torch.cat([y, x_hat.float()], 1)))
+        target = (y + 1) / 2
+        with self._autocast():
+            adv_y = self._adversarial("Dy", y_small)
+            adv_x = self._adversarial("Dx", torch.cat([y, x_hat], 1))
+            reg = (x_hat.float() - x).abs().mean()
+            bce_real = F.binary_cross_entropy_with_logits(Fy.logits(x), target)
+            cyc = F.binary_cross_entropy_with_logits(Fy.logits(x_hat), target)
+            # not detached on the input side: this term trains G_y through G_x (F.6)
+            cyc_fake = F.binary_cross_entropy_with_logits(Fy.logits(x_tilde), ((y_fake.float() + 1) / 2).detach())
+            loss = (adv_y + adv_x + cfg.lambda_reg * reg + cfg.lambda_b * bce_real + cfg.lambda_cyc * cyc
+                    + cfg.lambda_cyc * cfg.lambda_fake * cyc_fake)
+        self._g_step(("Gy", "Gx"), loss)
+        return {"D_y": d_y, "D_x": d_x, "G_y": adv_y.detach(), "G_x": adv_x.detach(), "reg": reg.detach(),
+                "B": bce_real.detach(), "cyc": cyc.detach(), "cyc_fake": cyc_fake.detach()}
+
+    def _joint_step(self) -> dict:
+        y, x = self._crops(self.label_crop)
+        return self._label_gan(self._down(torch.cat([y, x], 1)))
+
+    def step(self) -> dict:
+        """One iteration; returns the losses as 0-d tensors."""
+        self._set_lr()
+        for model in self.models.values():
+            model.train()
+        losses = {"sgan": self._sgan_step, "dsgan": self._dsgan_step, "joint": self._joint_step}[self.config.mode]()
+        self.iteration += 1
+        return losses
+
+    # -- previews ------------------------------------------------------------------------------
+    def preview(self) -> EMPreview:
+        """A fixed-noise sample: labels from G_y (up-sampled to full resolution), then the image
+        G_x renders from those hard labels, as the product does; the joint image for ``joint``."""
+        Gy, d = self.models["Gy"], self.config.label_downsample
+        Gy.eval()
+        try:
+            with torch.no_grad():
+                out = F.interpolate(Gy(self.preview_noise).float(), scale_factor=d, mode="bilinear",
+                                    align_corners=False)
+                if self.config.mode == "joint":
+                    labels, image = JointGenerator.split(out)
+                    return EMPreview(_codes(labels)[0], _uint8(image[0, 0]))
+                codes = _codes(out)
+                image = self.models["Gx"](_labels_tensor(codes, self.device), self.preview_image_noise)
+                return EMPreview(codes[0], _uint8(image[0, 0]))
+        finally:
+            Gy.train()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _log(self, row: dict) -> None:
+        path = self.run_dir / "losses.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            names = ["iteration", "seconds", *sorted(set(row) - {"iteration", "seconds"})]
+            writer = csv.DictWriter(f, fieldnames=names)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _truncate_log(self) -> None:
+        """On resume, drop rows written after the checkpoint (those iterations run again)."""
+        path = self.run_dir / "losses.csv"
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r["iteration"]) <= self.iteration)
+
+    def run(self):
+        """Train to ``config.iterations``, yielding an :class:`EMTrainEvent` per logged iteration."""
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._truncate_log()
+        start, t0 = self.iteration, time.perf_counter()
+        while self.iteration < cfg.iterations and not self._stop:
+            losses = self.step()
+            values = dict(zip(losses, torch.stack(list(losses.values())).float().tolist()))  # one host sync
+            i = self.iteration
+            if not all(math.isfinite(v) for v in values.values()):
+                kept = f"the last good checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint"
+                raise TrainingDiverged(
+                    f"non-finite loss at iteration {i} ({values}); training stopped, {kept} is kept. "
+                    "Try a lower learning rate."
+                )
+            if i % cfg.log_every and i % cfg.checkpoint_every and i % cfg.preview_every and i != cfg.iterations:
+                continue
+            seconds = time.perf_counter() - t0
+            event = EMTrainEvent(iteration=i, total=cfg.iterations, losses=values,
+                                 iterations_per_s=(i - start) / max(seconds, 1e-9))
+            self._log({"iteration": i, "seconds": round(seconds, 3), **values})
+            if i % cfg.preview_every == 0:
+                event.preview = self.preview()
+            if i % cfg.checkpoint_every == 0:
+                event.checkpoint = self.save()
+            yield event
+        final = self.save()
+        stopped = self._stop and self.iteration < cfg.iterations
+        yield EMTrainEvent(
+            iteration=self.iteration, total=cfg.iterations, checkpoint=final, done=True, preview=self.preview(),
+            message=("stopped" if stopped else "finished") + f" at iteration {self.iteration}; saved {self.model_path}",
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# The model file
+
+
+@dataclass
+class EMModel:
+    """A trained EM model: ``label_generator`` (G_y; the joint generator for ``joint``),
+    ``image_generator`` (G_x, None for ``joint``) and the file's ``meta``."""
+
+    label_generator: torch.nn.Module
+    image_generator: torch.nn.Module | None
+    meta: dict
+    device: torch.device
+
+    @property
+    def label_downsample(self) -> int:
+        return int(self.meta["label_downsample"])
+
+    def _sample(self, height: int, width: int, seed: int) -> torch.Tensor:
+        """G_y output up-sampled to full resolution, cropped to (height, width): (1, C, H, W)."""
+        g, d = self.label_generator, self.label_downsample
+        step = g.factor * d
+        h, w = math.ceil(height / step) * step, math.ceil(width / step) * step
+        rng = torch.Generator("cpu").manual_seed(int(seed))
+        nz, nh, nw = g.noise_shape(h // d, w // d)
+        z = torch.randn((1, nz, nh, nw), generator=rng).to(self.device)
+        with torch.inference_mode():
+            out = F.interpolate(g(z).float(), scale_factor=d, mode="bilinear", align_corners=False)
+        return out[..., :height, :width]
+
+    def sample_labels(self, height: int, width: int, seed: int = 0) -> np.ndarray:
+        """A label map (height, width) of codes 0/1/2 drawn from G_y with noise seeded by ``seed``."""
+        return _codes(self._sample(height, width, seed)[:, :2])[0]
+
+    def sample_joint(self, height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, image) of a joint model."""
+        if self.meta["mode"] != "joint":
+            raise ValueError("sample_joint needs a joint model; render the labels with the image generator instead")
+        out = self._sample(height, width, seed)
+        return _codes(out[:, :2])[0], _uint8(out[0, 2])
+
+
+def load_em_model(path, device="cpu") -> EMModel:
+    """An :class:`EMModel` from an ``em_model.safetensors`` file, in eval mode on ``device``."""
+    tensors, meta = checkpoints.load(path, kind=MODEL_KIND)
+    device = resolve_device(device) if isinstance(device, str) else device
+    modules = {}
+    for prefix in ("label_generator", "image_generator"):
+        if meta.get(prefix) is None:
+            modules[prefix] = None
+            continue
+        try:
+            module = build_em_module(meta[prefix])
+        except ValueError as err:
+            raise checkpoints.CheckpointError(f"{path}: {err}") from None
+        checkpoints.load_module_state(module, tensors, path, prefix=f"{prefix}.")
+        modules[prefix] = module.to(device).eval()
+    return EMModel(modules["label_generator"], modules["image_generator"], meta, device)

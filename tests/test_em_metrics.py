@@ -1,0 +1,134 @@
+"""EM evaluation: IU, global statistics and χ², the birthday test, a segmenter and the C2ST."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from napari_biogans.data import em
+from napari_biogans.evaluation import em_metrics as metrics
+
+FIXTURE = Path(__file__).parent / "fixtures" / "vnc" / "stack1"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is as fast, and immune to oversubscription on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sections():
+    return em.read_sections(FIXTURE, [0, 1, 10])
+
+
+def test_iu(sections):
+    _, labels = sections
+    assert metrics.mean_iu(labels, labels) == 1.0
+    assert metrics.mean_iu((labels + 1) % 3, labels) == 0.0  # every pixel wrong
+    pred = np.array([[0, 0, 1, 2]])
+    truth = np.array([[0, 1, 1, 1]])
+    iu = metrics.class_iu(pred, truth)  # background 1/2, membrane 1/3, mitochondria 0/1
+    np.testing.assert_allclose(iu, [0.5, 1 / 3, 0.0])
+    assert np.isnan(metrics.class_iu(np.zeros((2, 2)), np.zeros((2, 2)))[1])
+    assert 0.3 < metrics.mean_iu(labels[0], labels[1]) < 0.9  # neighbouring sections are alike, not equal
+
+
+def test_statistics_of_a_hand_made_map():
+    labels = np.zeros((100, 100), np.uint8)
+    labels[:, 50] = em.MEMBRANE
+    labels[50, :] = em.MEMBRANE
+    labels[0, :] = labels[-1, :] = labels[:, 0] = labels[:, -1] = em.MEMBRANE  # four closed cells
+    yy, xx = np.mgrid[:100, :100]
+    labels[(yy - 25) ** 2 + (xx - 25) ** 2 <= 100] = em.MITOCHONDRIA  # a disc of radius 10 in one cell
+    labels[70:73, 70:73] = em.MITOCHONDRIA
+    labels[80:83, 60:63] = em.MITOCHONDRIA  # two squares in another
+    stats = metrics.label_statistics(labels)
+    assert sorted(stats["cell_area"]) == [48 * 48, 48 * 49, 48 * 49, 49 * 49]
+    assert sorted(stats["mito_area"]) == [9, 9, (labels[:50, :50] == em.MITOCHONDRIA).sum()]
+    disc = stats["mito_roundness"][np.argmax(stats["mito_area"])]
+    assert 0.85 < disc < 1.15
+    assert sorted(stats["mito_per_cell"]) == [0, 0, 1, 2]
+    open_map = labels.copy()
+    open_map[0, 1:50] = em.CYTOPLASM  # the upper left cell now touches the border
+    assert len(metrics.label_statistics(open_map)["cell_area"]) == 3
+    assert len(metrics.label_statistics(open_map, exclude_border=False)["cell_area"]) == 4
+
+
+def test_chi2_and_comparison(sections):
+    _, labels = sections
+    h = np.array([3, 0, 5, 2])
+    assert metrics.chi2_distance(h, h) == 0.0 and metrics.chi2_distance(h, 10 * h) == 0.0
+    assert metrics.chi2_distance([1, 0], [0, 1]) == 1.0
+    assert metrics.chi2_distance(h, [1, 1, 1, 1]) == metrics.chi2_distance([1, 1, 1, 1], h) > 0
+    same = metrics.compare_statistics(labels, labels)
+    assert all(v["chi2"] == 0 and v["real_mean"] == v["fake_mean"] for v in same.values())
+    eroded = np.where(ndi.binary_dilation(labels == em.MEMBRANE, iterations=6), em.MEMBRANE, labels)
+    worse = metrics.compare_statistics(labels, eroded)  # thicker membranes: smaller cells
+    assert worse["cell_area"]["fake_mean"] < worse["cell_area"]["real_mean"] and worse["cell_area"]["chi2"] > 0
+
+
+def grid_crops(labels, side=64):
+    """Non-overlapping real label crops on a grid, skipping near-empty ones (two empty maps are equal)."""
+    out = [m[y : y + side, x : x + side] for m in labels for y in range(0, m.shape[0] - side + 1, side)
+           for x in range(0, m.shape[1] - side + 1, side)]
+    return np.stack([c for c in out if (c == em.MEMBRANE).mean() > 0.05])
+
+
+def test_birthday_test_finds_planted_duplicates(sections):
+    _, labels = sections
+    maps = grid_crops(labels)[:20]
+    assert len(maps) == 20 and metrics.find_duplicates(maps) == []  # distinct real crops
+    planted = maps.copy()
+    planted[7] = maps[3]
+    planted[15] = maps[11]
+    planted[15, 30:34, 30:34] = em.MITOCHONDRIA  # a near copy (a small blob painted in) still counts
+    assert [(i, j) for i, j, _ in metrics.find_duplicates(planted)] == [(3, 7), (11, 15)]
+
+    pool = grid_crops(labels)[20:32]
+
+    def from_pool(n, rng):  # a "generator" whose support is 12 maps
+        return pool[rng.integers(len(pool), size=n)]
+
+    result = metrics.birthday_test(from_pool, batch_sizes=(2, 12, 30), repeats=10)
+    assert result.duplicate_rate[0] <= 0.5 and result.duplicate_rate[2] == 1.0
+    assert result.smallest_batch in (12, 30) and result.support_estimate == result.smallest_batch**2
+    assert result.min_distance[0] > 0.1 and result.min_distance[2] == 0.0
+
+
+def test_label_generator_sampler():
+    from napari_biogans.models.em import LabelGenerator
+
+    torch.manual_seed(0)
+    sample = metrics.label_generator_sampler(LabelGenerator(width=4), noise_side=2)
+    maps = sample(70, np.random.default_rng(0))  # more than one generator batch
+    assert maps.shape == (70, 128, 128) and set(np.unique(maps)) <= {0, 1, 2}
+    np.testing.assert_array_equal(maps[:5], sample(5, np.random.default_rng(0)))
+    result = metrics.birthday_test(sample, batch_sizes=(8,), repeats=2)  # fresh noise: no duplicates
+    assert result.duplicate_rate == [0.0] and result.min_distance[0] > 0.1 and result.smallest_batch is None
+
+
+def test_segmenter_learns_real_membranes(sections):
+    images, labels = sections
+    untrained = metrics.train_segmenter(images[:2], labels[:2], iterations=0, width=4, depth=4)
+    trained = metrics.train_segmenter(images[:2], labels[:2], iterations=40, crop=64, batch_size=4, width=8, depth=4,
+                                      lr=2e-3)
+    before = metrics.segmentation_scores(untrained, images[2:], labels[2:])
+    after = metrics.segmentation_scores(trained, images[2:], labels[2:])
+    assert after["nll"] < 0.7 * before["nll"] and after["mean_iu"] > before["mean_iu"]
+    assert 0 <= after["mean_iu"] <= 1 and len(after["iu"]) == 3
+    assert metrics.segment(trained, images[2:, :100, :90]).shape == (1, 3, 100, 90)
+
+
+def test_c2st_tells_blurred_from_real(sections):
+    images, _ = sections
+    blurred = ndi.gaussian_filter(images.astype(np.float64), (0, 2, 2)).astype(np.uint8)
+    kwargs = dict(patch=32, steps=120, batch_size=32, width=8, lr=1e-3)
+    real = metrics.c2st_realism(images[[0, 2]], images[[1]], **kwargs)["score"]
+    fake = metrics.c2st_realism(images[[0, 2]], blurred[[1]], **kwargs)["score"]
+    assert fake > real + 1.0
