@@ -135,3 +135,33 @@ def test_evaluate_and_interpolate_write_results(tmp_path, capsys):
     assert len(growth["rhos"]) == 2
     assert "Spearman" in capsys.readouterr().out
     assert cli.main(["evaluate", "c2st", "--data", test, "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("model", ["sgan", "dsgan"])
+def test_train_em_and_render_any_size(tmp_path, model, capsys):
+    from pathlib import Path
+
+    import imageio.v3 as iio
+
+    from napari_biogans.data import em
+
+    fixture = Path(__file__).parent / "fixtures" / "vnc" / "stack1"
+    run = tmp_path / "run"
+    args = ["train-em", "--data", str(fixture), "--model", model, "--sections", "0", "1", "--iterations", "2",
+            "--crop", "128", "--label-width", "4", "--image-width", "4", "--device", "cpu", "--out", str(run)]
+    assert cli.main(args) == 0
+    assert "iteration 2" in capsys.readouterr().out
+    model_file = run / "em_model.safetensors"
+    assert model_file.is_file()
+    labels = em.read_sections(fixture, [10])[1][0, :100, :170]  # a real label map of an odd size
+    em.write_label_map(labels, tmp_path / "labels.png")
+    assert cli.main(["render-em", "--model", str(model_file), "--labels", str(tmp_path / "labels.png"),
+                     "--device", "cpu", "--out", str(tmp_path / "em.png")]) == 0
+    image = iio.imread(tmp_path / "em.png")
+    assert image.shape == (100, 170) and image.dtype == np.uint8
+    assert cli.main(["render-em", "--model", str(model_file), "--size", "128", "--device", "cpu",
+                     "--out", str(tmp_path / "gen.tif")]) == 0
+    assert tifffile.imread(tmp_path / "gen.tif").shape == (128, 128)
+    assert set(np.unique(em.read_label_map(tmp_path / "gen.labels.png"))) <= {0, 1, 2}
+    assert cli.main(["train-em", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "raw/ sub-folder" in capsys.readouterr().err

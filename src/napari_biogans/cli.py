@@ -304,6 +304,69 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
+def cmd_train_em(args) -> int:
+    from tqdm import tqdm
+
+    from .data import em
+    from .training.em_trainer import EMTrainConfig, EMTrainer
+
+    available = em.section_indices(args.data)  # a clear error for a folder that is not a VNC stack
+    sections = args.sections or available
+    images, labels = em.read_sections(args.data, sections)
+    if labels is None:
+        raise ValueError(f"{args.data}: training needs membrane and mitochondria labels beside raw/")
+    config = EMTrainConfig(
+        mode=args.model, iterations=args.iterations, batch_size=args.batch_size, crop=args.crop,
+        label_width=args.label_width, image_width=args.image_width, label_d_width=args.label_width,
+        image_d_width=args.image_width, reconstructor_width=args.label_width, seed=args.seed, device=args.device,
+        checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
+    )
+    description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
+    trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
+    bar = tqdm(total=config.iterations, initial=trainer.iteration, unit="it")
+    try:
+        for event in trainer.run():
+            bar.update(event.iteration - bar.n)
+            if event.losses:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(event.losses.items())[:3]})
+            if event.done:
+                bar.close()
+                print(event.message)
+    except KeyboardInterrupt:
+        bar.close()
+        trainer.save()
+        print(f"interrupted; saved the training state in {args.out}; resume with --resume")
+        return 130
+    return 0
+
+
+def cmd_render_em(args) -> int:
+    from . import checkpoints
+    from .data import em
+    from .rendering import render_tiled
+    from .training.em_trainer import load_em_model
+
+    model = load_em_model(checkpoints.resolve_model(args.model), device=args.device)
+    if model.image_generator is None:
+        raise ValueError(f"{args.model} is a joint model: it samples label-image pairs, it does not render labels")
+    if args.labels:
+        labels = em.read_label_map(args.labels)
+    else:
+        labels = model.sample_labels(args.size, args.size, seed=args.seed)
+        em.write_label_map(labels, Path(args.out).with_suffix(".labels.png"))
+    image = render_tiled(model.image_generator, labels, noise_seed=args.seed, device=model.device)
+    import imageio.v3 as iio
+    import tifffile
+
+    out = Path(args.out)
+    if out.suffix.lower() in (".tif", ".tiff"):
+        tifffile.imwrite(out, image)
+    else:
+        iio.imwrite(out, image)
+    print(f"rendered {labels.shape[0]}x{labels.shape[1]} EM image -> {out}")
+    return 0
+
+
 def cmd_view(args) -> int:
     """Open napari with the plugin's offline sample data (the README's first command)."""
     import napari
@@ -392,6 +455,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("train-em", help="train a supervised EM GAN on VNC sections (raw + labels)")
+    p.add_argument("--data", required=True, help="VNC stack folder with raw/, membranes/, mitochondria/")
+    p.add_argument("--model", default="dsgan", choices=["sgan", "dsgan", "joint"])
+    p.add_argument("--sections", type=int, nargs="*", default=list(range(10)), help="training sections (00-09)")
+    p.add_argument("--iterations", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--crop", type=int, default=512, help="crop side, a multiple of 64")
+    p.add_argument("--label-width", type=int, default=32, help="G_y, label critics and F_y width")
+    p.add_argument("--image-width", type=int, default=64, help="G_x and image critic width")
+    p.add_argument("--init-label-gan", default=None, help="dsgan: start G_y from this sgan run or model")
+    p.add_argument("--half", action="store_true", help="store the model file in float16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_train_em)
+
+    p = sub.add_parser("render-em", help="render an EM image from a label map (codes 0/1/2) of any size")
+    p.add_argument("--model", required=True, help="catalogue name or em_model.safetensors")
+    p.add_argument("--labels", default=None, help="label map PNG/TIFF; without it, one is generated")
+    p.add_argument("--size", type=int, default=512, help="side of a generated label map")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="output .png or .tif")
+    p.set_defaults(func=cmd_render_em)
 
     p = sub.add_parser("view", help="open napari with the plugin and its offline sample data")
     p.add_argument("--samples", nargs="*", default=["simulated_lin", "vnc_em"], help="sample keys to open")
