@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -98,8 +99,7 @@ def generate_and_cell_cycle(model: Path, out: Path) -> None:
     gen.generated.connect(done.append)
     gen.run()
     wait_until(lambda: done)
-    viewer.layers["generated montage Alp14"].visible = False
-    viewer.layers["generated montage Sid2"].visible = True
+    viewer.layers.selection.active = viewer.layers["generated montage Bgs4"]  # Bgs4 + Alp14 shown
     viewer.reset_view()
     shoot(viewer, "generate.png", out)
 
@@ -126,38 +126,58 @@ def generate_and_cell_cycle(model: Path, out: Path) -> None:
     cycle.finished.connect(finished.append)
     cycle.run()
     wait_until(lambda: finished)
-    for layer in cycle.layers:
-        layer.visible = layer.name in ("cell cycle Bgs4", "cell cycle Sid2")
+    viewer.layers.selection.active = viewer.layers["cell cycle Bgs4"]  # Bgs4 + Alp14 shown
     viewer.dims.set_current_step(0, 40)
     viewer.reset_view()
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom *= 0.85
     shoot(viewer, "cell_cycle.png", out)
     viewer.close()
 
 
-def train(workdir: Path, out: Path) -> None:
+def train(workdir: Path, out: Path, demo_run: Path | None) -> None:
+    """The Train widget mid-run: it resumes the demo model's run for 40 more iterations when there
+    is one (loss curves from the start, previews that already look like cells), else starts anew."""
     from napari_biogans._widgets.train import TrainWidget
 
     viewer = new_viewer()
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train", area="right")
-    widget.source.setCurrentText("simulate cells")
-    widget.sim_n.setValue(32)
-    widget.sim_proteins.setText("Arp3, Sid2, Tea1")
-    widget.arch.setCurrentText("star")
-    widget.objective.setCurrentText("wgan-gp")
-    widget.iterations.setValue(400)
-    widget.batch.setValue(8)
-    widget.width.setValue(8)
     widget.device.combo.setCurrentText("cpu")
-    widget.run_dir.set_text(str(workdir / "runs" / "star-w8-demo"))
-    widget.start()
-    wait_until(lambda: widget.progress.value() >= 60, timeout=600)
+    widget.source.setCurrentText("simulate cells")
+    widget.sim_seed.setValue(0)
+    if demo_run is not None:
+        widget.sim_n.setValue(64)
+        widget.sim_proteins.setText(", ".join(PROTEINS))
+        widget.run_dir.set_text(str(demo_run))
+        start = _common_card(demo_run / "train_state.safetensors")["iteration"]
+        widget.iterations.setValue(start + 40)
+        widget.resume()
+        target = start + 25
+    else:
+        widget.sim_n.setValue(32)
+        widget.sim_proteins.setText("Arp3, Sid2, Tea1")
+        widget.arch.setCurrentText("star")
+        widget.objective.setCurrentText("wgan-gp")
+        widget.iterations.setValue(400)
+        widget.batch.setValue(8)
+        widget.width.setValue(8)
+        widget.run_dir.set_text(str(workdir / "runs" / "star-w8-demo"))
+        widget.start()
+        target = 60
+    wait_until(lambda: widget.progress.value() >= target, timeout=600)
     viewer.reset_view()
     settle(1.5)
     shoot(viewer, "train.png", out)
     widget.cancel()
     wait_until(lambda: not widget.running, timeout=60)
     viewer.close()
+
+
+def _common_card(path: Path) -> dict:
+    from napari_biogans._widgets._common import read_card
+
+    return read_card(path)
 
 
 def main(argv=None) -> int:
@@ -173,14 +193,23 @@ def main(argv=None) -> int:
     os.environ["BIOGANS_SETTINGS"] = str(workdir / "settings.ini")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if "generate" in args.only:
-        model = Path(args.model) if args.model else None
-        if model is None:
+    try:
+        demo_run = None
+        if args.model:
+            model = Path(args.model)
+            if (model.parent / "train_state.safetensors").is_file():  # a copy, so the given run stays as it is
+                demo_run = Path(shutil.copytree(model.parent, workdir / model.parent.name))
+                model = demo_run / model.name
+        else:
             print(f"training the demo model in {workdir} (CPU, a few minutes)…")
             model = train_demo_model(workdir / "star-sim-w16", args.iterations, args.width)
-        generate_and_cell_cycle(model, out)
-    if "train" in args.only:
-        train(workdir, out)
+            demo_run = model.parent
+        if "generate" in args.only:
+            generate_and_cell_cycle(model, out)
+        if "train" in args.only:
+            train(workdir, out, demo_run)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the demo model and runs are not kept
     return 0
 
 

@@ -1,0 +1,419 @@
+"""Cell cycle: interpolate latent codes between anchor cells and show the result as time.
+
+Anchors are cells of a Generate result (their codes are in the layers' metadata) or new random
+codes. The widget preallocates a ``(T, 1 + c, H, W)`` stack, adds one layer per channel with
+an axis labelled ``t``, and fills frames as the worker yields chunks, so napari's play button
+scrubs the cell cycle. The red cell's length is measured in every frame and its Spearman ρ
+against frame index says how steadily the sequence grows (the core's
+:mod:`napari_biogans.evaluation.interpolation`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import _common
+
+GROUP = "cell cycle"
+RANDOM = "new random codes"
+CHUNK = 8
+
+
+def parse_indices(text: str) -> list[int]:
+    """``"0, 5 9"`` -> ``[0, 5, 9]``; a clear ValueError otherwise."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        indices = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"anchor cells must be whole numbers separated by commas, got {text!r}") from None
+    if len(indices) < 2:
+        raise ValueError("give at least two anchor cells, e.g. 0, 5")
+    return indices
+
+
+def _interpolate_job(path, device, anchors, n_anchors, seed, frames, method, red_only, proteins):
+    """Worker body: yields ('start', …) then ('frames', start, uint8 chunk); returns (red lengths, ρ)."""
+    from ..data.lin import to_uint8
+    from ..evaluation.interpolation import interpolate_codes, monotonicity, red_lengths
+    from ..sampling import latent_codes, pairs_to_channels, render
+
+    generator, meta, torch_device = _common.load_generator_cached(path, device)
+    if anchors is None:
+        anchors = latent_codes(n_anchors, generator.nz, generator.nz_red, seed)
+    anchors = np.asarray(anchors, np.float32)
+    if anchors.shape[1] != generator.nz:
+        raise ValueError(f"the anchor codes have {anchors.shape[1]} numbers, the model expects {generator.nz}")
+    if red_only and not generator.nz_red:
+        raise ValueError(f"{meta.get('name')} has no separate red code ({generator.config.get('arch')}); "
+                         "choose 'greens free'")
+    codes = interpolate_codes(anchors, frames, method, red_only, generator.nz_red)
+    class_names = meta["class_names"]
+    names = ["Bgs4", *(proteins if proteins else class_names)]
+    h, w = generator.image_size
+    yield "start", names, (frames, len(names), h, w), meta, codes, anchors, str(torch_device)
+    reds = []
+    for start in range(0, frames, CHUNK):
+        pairs = render(generator, codes[start : start + CHUNK])
+        channels, _, _ = pairs_to_channels(pairs, class_names, names[1:])
+        chunk = to_uint8(channels)
+        reds.append(chunk[:, 0])
+        yield "frames", start, chunk
+    lengths = red_lengths(np.concatenate(reds))
+    return lengths, monotonicity(lengths)
+
+
+def composite(channels, colormaps, limits) -> np.ndarray:
+    """Additive RGB of ``(T, H, W)`` channels through napari colormaps -> ``(T, H, W, 3)`` uint8."""
+    out = None
+    for data, cmap, (lo, hi) in zip(channels, colormaps, limits):
+        norm = np.clip((np.asarray(data, np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+        rgba = np.asarray(cmap.map(norm.ravel()), np.float32).reshape(*norm.shape, 4)
+        rgb = rgba[..., :3] * rgba[..., 3:]
+        out = rgb if out is None else out + rgb
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _export_job(path, channels, colormaps, limits, kind, zoom, fps):
+    frames = composite(channels, colormaps, limits)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    if kind == "tiff":
+        import tifffile
+
+        tifffile.imwrite(tmp, frames, photometric="rgb", metadata={"axes": "TYXS"})
+    else:
+        import imageio.v3 as iio
+
+        if zoom > 1:
+            frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
+        iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0)
+    os.replace(tmp, path)
+    return str(path)
+
+
+class CellCycleWidget(QWidget):
+    """Interpolate between anchor cells through latent space; show the frames as a ``t`` axis.
+
+    Layers ``cell cycle Bgs4`` and ``cell cycle <protein>``, each ``(T, H, W)``, with provenance
+    (model, weights hash, anchors, method, codes) in ``metadata``.
+    """
+
+    finished = Signal(object)  # (lengths, rho) once all frames are in
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.export_worker = None
+        self.stack: np.ndarray | None = None
+        self.layers: list = []
+        self.lengths: np.ndarray | None = None
+        self.rho: float | None = None
+        self._done = 0
+
+        self.source = QComboBox()
+        self.source.setToolTip("Where the anchor codes come from: cells of a Generate result, or new random codes")
+        self.anchors = QLineEdit("0, 1")
+        self.anchors.setToolTip("Cell indices (the 'cell' slider of the generated layers), two or more, "
+                                "e.g. a small cell then a long one: 3, 11")
+        add_current = QPushButton("+ current cell")
+        add_current.setToolTip("Append the cell shown now (the first slider) to the anchors")
+        add_current.clicked.connect(self._add_current_cell)
+        self.model = _common.ModelPicker("cell_cycle/model")
+        self.model.combo.setToolTip("Model for new random codes (anchors from layers use their own model)")
+        self.device = _common.DeviceCombo("device")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(_common.get_int_setting("cell_cycle/seed", 0))
+        self.seed.setToolTip("Seed of the random anchor codes")
+        self.n_anchors = QSpinBox()
+        self.n_anchors.setRange(2, 16)
+        self.n_anchors.setValue(2)
+        self.n_anchors.setToolTip("How many random anchor codes to pass through")
+
+        self.frames = QSpinBox()
+        self.frames.setRange(2, 2048)
+        self.frames.setValue(_common.get_int_setting("cell_cycle/frames", 64))
+        self.frames.setToolTip("Frames of the sequence (the first and last are the anchors exactly)")
+        self.method = QComboBox()
+        self.method.addItems(["slerp", "linear"])
+        self.method.setToolTip("slerp: along the sphere where normal codes live; linear: straight lines")
+        self.greens = QComboBox()
+        self.greens.addItems(["greens fixed (red only)", "greens free"])
+        self.greens.setToolTip("Fixed: only the red part of the code moves, each protein keeps its pattern "
+                               "style while the cell grows; free: the whole code moves")
+
+        self.run_button = QPushButton("Interpolate")
+        self.run_button.setToolTip("Render the sequence in the background, frame chunks appear as they are done")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop rendering after the current chunk of frames")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        self.result.setToolTip("Red (Bgs4) cell length per frame, and its Spearman ρ with time: "
+                               "1 = the cell grows steadily, 0 = no trend")
+        self.plot = _common.PlotCanvas(napari_viewer, height=1.8)
+        self.plot.setToolTip("Measured red-cell length per frame")
+
+        self.gif_zoom = QSpinBox()
+        self.gif_zoom.setRange(1, 8)
+        self.gif_zoom.setValue(4)
+        self.gif_zoom.setPrefix("GIF zoom ×")
+        self.gif_zoom.setToolTip("Enlarge GIF frames by this factor (nearest neighbour); the TIFF keeps the pixels")
+        self.tiff_button = QPushButton("Save TIFF…")
+        self.tiff_button.setToolTip("Multi-page RGB TIFF of the visible cell-cycle channels, as composited on screen")
+        self.tiff_button.clicked.connect(lambda: self._export_dialog("tiff"))
+        self.gif_button = QPushButton("Save GIF…")
+        self.gif_button.setToolTip("Animated GIF of the visible cell-cycle channels, as composited on screen")
+        self.gif_button.clicked.connect(lambda: self._export_dialog("gif"))
+        for button in (self.tiff_button, self.gif_button):
+            button.setEnabled(False)
+
+        form = QFormLayout()
+        form.addRow("anchors from", self.source)
+        self._anchor_row = _common.row(self.anchors, add_current, stretch_last=False)
+        form.addRow("anchor cells", self._anchor_row)
+        form.addRow("model", self.model)
+        form.addRow("device", self.device)
+        self._random_row = _common.row(QLabel("anchors"), self.n_anchors, QLabel("seed"), self.seed)
+        form.addRow("random codes", self._random_row)
+        form.addRow("frames", self.frames)
+        form.addRow("method", self.method)
+        form.addRow("greens", self.greens)
+        self._form = form
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(_common.row(self.run_button, self.cancel_button))
+        layout.addWidget(self.result)
+        layout.addWidget(self.plot)
+        layout.addWidget(_common.row(self.tiff_button, self.gif_button, self.gif_zoom))
+        layout.addStretch(1)
+        self._draw_lengths(None)
+
+        self.source.currentIndexChanged.connect(self._source_changed)
+        napari_viewer.layers.events.inserted.connect(self._refresh_sources)
+        napari_viewer.layers.events.removed.connect(self._refresh_sources)
+        self.destroyed.connect(self._disconnect_layers_events)
+        self._refresh_sources()
+
+    def _disconnect_layers_events(self, *_):
+        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            _common._disconnect(emitter, self._refresh_sources)
+
+    # -- anchors -------------------------------------------------------------------------------
+    def _generated_groups(self) -> dict[str, object]:
+        """Generate results in the viewer: group name -> one of its layers (holding the codes)."""
+        groups = {}
+        for layer in self.viewer.layers:
+            meta = layer.metadata
+            if "codes" in meta and meta.get("biogans_group") and meta.get("biogans_group") != GROUP:
+                groups.setdefault(meta["biogans_group"], layer)
+        return groups
+
+    def _refresh_sources(self, event=None) -> None:
+        try:
+            current = self.source.currentText()
+        except RuntimeError:  # widget deleted, viewer still alive
+            return
+        self.source.blockSignals(True)
+        self.source.clear()
+        for group in self._generated_groups():
+            self.source.addItem(group)
+        self.source.addItem(RANDOM)
+        index = self.source.findText(current)
+        self.source.setCurrentIndex(index if index >= 0 else 0)
+        self.source.blockSignals(False)
+        self._source_changed()
+
+    def _source_changed(self, *_):
+        from_layers = self.source.currentText() != RANDOM
+        _common.set_row_visible(self._form, self._anchor_row, from_layers)
+        _common.set_row_visible(self._form, self.model, not from_layers)
+        _common.set_row_visible(self._form, self._random_row, not from_layers)
+
+    def _add_current_cell(self) -> None:
+        step = self.viewer.dims.current_step[0] if self.viewer.dims.ndim > 2 else 0
+        text = self.anchors.text().strip()
+        self.anchors.setText(f"{text}, {step}" if text else str(step))
+
+    def _anchor_request(self):
+        """(model path, anchors or None, proteins or None, description) for the chosen source."""
+        source = self.source.currentText()
+        if source == RANDOM:
+            path = self.model.path()
+            if path is None:
+                raise ValueError("no model chosen for random codes; train one or Browse… for a file")
+            return path, None, None, {"source": "random codes", "seed": self.seed.value(),
+                                      "n_anchors": self.n_anchors.value()}
+        layer = self._generated_groups().get(source)
+        if layer is None:
+            raise ValueError(f"the layers '{source}' are gone; generate cells again")
+        codes = np.asarray(layer.metadata["codes"], np.float32)
+        provenance = layer.metadata.get("provenance", {})
+        indices = parse_indices(self.anchors.text())
+        bad = [i for i in indices if not 0 <= i < len(codes)]
+        if bad:
+            raise ValueError(f"'{source}' has cells 0..{len(codes) - 1}; no cell {bad}")
+        path = provenance.get("model_path")
+        if not path or not Path(path).is_file():
+            raise ValueError(f"the model of '{source}' ({provenance.get('model')}) is not on disk any more")
+        return path, codes[indices], provenance.get("proteins"), {
+            "source": f"layers '{source}'", "cells": indices, "seed": provenance.get("seed"),
+            "red_seed": provenance.get("red_seed")}
+
+    # -- run -----------------------------------------------------------------------------------
+    def run(self):
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None and self.worker.is_running:
+            return None
+        try:
+            path, anchors, proteins, origin = self._anchor_request()
+        except ValueError as err:
+            _common.report_error(err, "pick anchors from a Generate result or use new random codes")
+            return None
+        frames = self.frames.value()
+        _common.set_setting("cell_cycle/frames", frames)
+        _common.set_setting("cell_cycle/seed", self.seed.value())
+        red_only = self.greens.currentIndex() == 0
+        params = {"frames": frames, "method": self.method.currentText(), "red_only": red_only, **origin}
+        worker = create_worker(
+            _interpolate_job, path, self.device.device(), anchors, self.n_anchors.value(), self.seed.value(),
+            frames, params["method"], red_only, proteins,
+            _progress={"total": -(-frames // CHUNK) + 1, "desc": "Cell cycle"},
+            _connect={"errored": self._failed}, _start_thread=False,
+        )
+        worker.yielded.connect(lambda item: self._on_yield(item, params))
+        worker.returned.connect(self._measured)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.result.setText("rendering…")
+        self._done = 0
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _failed(self, err) -> None:
+        self.result.setText(f"failed: {err}")
+        _common.report_error(err, "check the model and the anchors, or try the cpu device")
+
+    def _on_yield(self, item, params) -> None:
+        if item[0] == "start":
+            _, names, shape, meta, codes, anchors, device = item
+            self._start_stack(names, shape, meta, codes, anchors, device, params)
+            return
+        _, start, chunk = item
+        if self.stack is None:
+            return
+        self.stack[start : start + len(chunk)] = chunk
+        self._done = start + len(chunk)
+        for layer in self.layers:
+            layer.refresh()
+        self.result.setText(f"{self._done} / {len(self.stack)} frames")
+
+    def _start_stack(self, names, shape, meta, codes, anchors, device, params) -> None:
+        from .._io import sample_layers
+
+        self.stack = np.zeros(shape, np.uint8)
+        provenance = {
+            "model": meta.get("name"), "weights_sha256": meta.get("sha256"), "model_path": meta.get("path"),
+            "device": device, "proteins": names[1:], "anchors": anchors,
+            "simulated_training_data": bool(meta.get("simulated_training_data", False)), **params,
+        }
+        layer_data = sample_layers(self.stack, names, GROUP, {"provenance": provenance, "codes": codes})
+        layer_data = [(data, {**kwargs, "axis_labels": ("t", "y", "x")}, kind) for data, kwargs, kind in layer_data]
+        new = any(kwargs["name"] not in self.viewer.layers for _, kwargs, _ in layer_data)
+        self.layers = _common.add_or_update_layers(self.viewer, layer_data, group=GROUP)
+        if new:
+            # additive layers of other generated sets would shine through the sequence: hide them
+            for layer in self.viewer.layers:
+                group = layer.metadata.get("biogans_group")
+                if group and group != GROUP:
+                    layer.visible = False
+            self.viewer.reset_view()
+        self.viewer.dims.set_current_step(0, 0)
+        self.lengths, self.rho = None, None
+        self._draw_lengths(None)
+
+    def _finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.stack is not None and self._done < len(self.stack):
+            self.result.setText(f"stopped: {self._done} / {len(self.stack)} frames")
+
+    def _measured(self, result) -> None:
+        self.lengths, self.rho = result
+        found = self.lengths > 0
+        span = f"{self.lengths[0]:.0f} → {self.lengths[-1]:.0f} px" if found.any() else "no red cell found"
+        self.result.setText(f"{len(self.lengths)} frames; red length {span}; Spearman ρ = {self.rho:+.2f} "
+                            "(+1 = steady growth)")
+        self._draw_lengths(self.lengths)
+        for button in (self.tiff_button, self.gif_button):
+            button.setEnabled(True)
+        self.finished.emit((self.lengths, self.rho))
+
+    def _draw_lengths(self, lengths) -> None:
+        ax = self.plot.ax
+        ax.clear()
+        ax.set_xlabel("frame", fontsize=8)
+        ax.set_ylabel("red length (px)", fontsize=8)
+        if lengths is not None:
+            ax.plot(np.arange(len(lengths)), lengths, color=self.plot.line_colors()[1], linewidth=1.5)
+            ax.set_title(f"Spearman ρ = {self.rho:+.2f}", fontsize=9)
+        self.plot.draw()
+
+    # -- export --------------------------------------------------------------------------------
+    def _export_dialog(self, kind: str) -> None:
+        folder = _common.get_setting("folders/export", str(Path.home()))
+        suffix = ".tif" if kind == "tiff" else ".gif"
+        file, _ = QFileDialog.getSaveFileName(self, f"Save the cell cycle as {kind.upper()}",
+                                              str(Path(folder) / f"cell_cycle{suffix}"), f"*{suffix}")
+        if file:
+            if not file.lower().endswith((suffix, ".tiff")):
+                file += suffix
+            _common.set_setting("folders/export", str(Path(file).parent))
+            self.export(file, kind)
+
+    def export(self, path, kind: str | None = None):
+        """Write the RGB composite of the visible cell-cycle layers (TIFF or GIF) in a worker."""
+        from napari.qt.threading import create_worker
+
+        kind = kind or ("gif" if str(path).lower().endswith(".gif") else "tiff")
+        layers = [layer for layer in self.layers if layer in self.viewer.layers and layer.visible]
+        if not layers:
+            _common.report_error("no visible cell-cycle layers to export", "interpolate first, or show a channel")
+            return None
+        channels = [np.asarray(layer.data) for layer in layers]
+        worker = create_worker(
+            _export_job, str(path), channels, [layer.colormap for layer in layers],
+            [tuple(layer.contrast_limits) for layer in layers], kind, self.gif_zoom.value(), 12,
+            _connect={"errored": lambda err: _common.report_error(err, "choose another file or folder")},
+            _start_thread=False,
+        )
+        worker.returned.connect(lambda p: self.result.setText(f"saved {p}"))
+        self.export_worker = worker
+        worker.start()
+        return worker

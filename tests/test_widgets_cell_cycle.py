@@ -1,0 +1,155 @@
+"""Cell cycle dock widget in a real viewer (Xvfb): anchors, time axis, endpoints, measurement, export."""
+
+import numpy as np
+import pytest
+
+from napari_biogans import checkpoints
+from napari_biogans._widgets import _common
+from napari_biogans._widgets.cell_cycle import RANDOM, CellCycleWidget, composite, parse_indices
+from napari_biogans._widgets.generate import GenerateWidget
+
+pytestmark = pytest.mark.gui
+PROTEINS = ["Arp3", "Tea1"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    import torch
+
+    from napari_biogans.models import make_models
+
+    torch.manual_seed(0)
+    G, _ = make_models("star", n_classes=len(PROTEINS), width=4, nz=16, critic_bn=False)
+    path = tmp_path_factory.mktemp("models") / "tiny-cycle.safetensors"
+    checkpoints.save_generator(path, G, {"class_names": PROTEINS, "name": "tiny-cycle", "image_size": [48, 80]})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch, model_path):
+    monkeypatch.setenv(_common.SETTINGS_ENV, str(tmp_path / "settings.ini"))
+    monkeypatch.setenv(checkpoints.MODELS_ENV, str(model_path.parent))
+    _common.clear_cache()
+
+
+@pytest.fixture
+def generated(make_napari_viewer, qtbot, model_path):
+    """A viewer with 6 generated cells (seed 4) and a Cell cycle widget docked beside Generate."""
+    viewer = make_napari_viewer(show=True)
+    gen = GenerateWidget(viewer)
+    gen.model.set_path(model_path)
+    gen.device.combo.setCurrentText("cpu")
+    gen.n_cells.setValue(6)
+    gen.seed.setValue(4)
+    with qtbot.waitSignal(gen.generated, timeout=30_000):
+        gen.run()
+    widget = CellCycleWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cell cycle")
+    widget.device.combo.setCurrentText("cpu")
+    return viewer, gen, widget
+
+
+def interpolate(qtbot, widget):
+    with qtbot.waitSignal(widget.finished, timeout=30_000):
+        widget.run_button.click()
+    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=10_000)
+
+
+def test_no_layers_at_start_and_tooltips(make_napari_viewer):
+    from test_widgets_generate import assert_tooltips
+
+    viewer = make_napari_viewer()
+    widget = CellCycleWidget(viewer)
+    assert len(viewer.layers) == 0
+    assert widget.source.currentText() == RANDOM  # nothing generated yet
+    assert_tooltips(widget)
+    assert parse_indices("3, 7 9") == [3, 7, 9]
+    with pytest.raises(ValueError, match="at least two"):
+        parse_indices("4")
+    # the plot follows napari's theme
+    viewer.theme = "dark"
+    dark = widget.plot.colors["text"]
+    viewer.theme = "light"
+    assert widget.plot.colors["text"] != dark
+    assert widget.plot.ax.xaxis.label.get_color() == widget.plot.colors["text"]
+
+
+def test_endpoints_equal_the_anchor_cells(generated, qtbot):
+    viewer, gen, widget = generated
+    assert widget.source.currentText() == "generated"
+    widget.anchors.setText("1, 4")
+    widget.frames.setValue(9)
+    widget.greens.setCurrentText("greens free")
+    interpolate(qtbot, widget)
+    names = ["cell cycle Bgs4", "cell cycle Arp3", "cell cycle Tea1"]
+    assert [layer.name for layer in viewer.layers][-3:] == names
+    cells = gen.samples.images  # (6, 3, 48, 80)
+    for k, name in enumerate(names):
+        frames = viewer.layers[name].data
+        assert frames.shape == (9, 48, 80) and frames.dtype == np.uint8
+        np.testing.assert_allclose(frames[0], cells[1, k], atol=1)
+        np.testing.assert_allclose(frames[-1], cells[4, k], atol=1)
+    assert viewer.layers["cell cycle Bgs4"].axis_labels[0] == "t"
+    assert viewer.dims.current_step[0] == 0 and viewer.dims.nsteps[0] >= 9
+    provenance = viewer.layers["cell cycle Tea1"].metadata["provenance"]
+    assert provenance["model"] == "tiny-cycle" and provenance["cells"] == [1, 4]
+    assert provenance["weights_sha256"] == checkpoints.file_sha256(gen.model.path())
+    assert widget.lengths.shape == (9,) and "ρ" in widget.result.text()
+
+
+def test_red_only_keeps_the_green_code_and_reaches_the_last_red(generated, qtbot):
+    viewer, gen, widget = generated
+    widget.anchors.setText("0, 5")
+    widget.frames.setValue(5)
+    widget.method.setCurrentText("linear")
+    widget.greens.setCurrentText("greens fixed (red only)")
+    interpolate(qtbot, widget)
+    red = viewer.layers["cell cycle Bgs4"].data
+    np.testing.assert_allclose(red[-1], gen.samples.images[5, 0], atol=1)  # the red cell depends on z_red only
+    codes = viewer.layers["cell cycle Bgs4"].metadata["codes"]
+    anchors = viewer.layers[0].metadata["codes"]
+    nz_red = _common.load_generator_cached(gen.model.path(), "cpu")[0].nz_red
+    np.testing.assert_allclose(codes[:, nz_red:], np.repeat(anchors[:1, nz_red:], 5, axis=0), atol=1e-6)
+
+
+def test_random_codes_rerun_replaces_and_exports(generated, qtbot, tmp_path):
+    import imageio.v3 as iio
+    import tifffile
+
+    viewer, gen, widget = generated
+    widget.source.setCurrentText(RANDOM)
+    widget.model.set_path(gen.model.path())
+    widget.n_anchors.setValue(3)
+    widget.frames.setValue(5)
+    interpolate(qtbot, widget)
+    n_layers = len(viewer.layers)
+    layer = viewer.layers["cell cycle Bgs4"]
+    widget.frames.setValue(7)
+    interpolate(qtbot, widget)
+    assert len(viewer.layers) == n_layers and viewer.layers["cell cycle Bgs4"] is layer
+    assert layer.data.shape == (7, 48, 80)
+    assert layer.metadata["provenance"]["source"] == "random codes"
+
+    for name, kind in (("cc.tif", "tiff"), ("cc.gif", "gif")):
+        worker = widget.export(tmp_path / name)
+        with qtbot.waitSignal(worker.finished, timeout=20_000):
+            pass
+        assert (tmp_path / name).is_file()
+    rgb = tifffile.imread(tmp_path / "cc.tif")
+    assert rgb.shape == (7, 48, 80, 3) and rgb.dtype == np.uint8
+    visible = [lay for lay in widget.layers if lay.visible]
+    expected = composite([lay.data for lay in visible], [lay.colormap for lay in visible],
+                         [lay.contrast_limits for lay in visible])
+    np.testing.assert_array_equal(rgb, expected)
+    gif = iio.imread(tmp_path / "cc.gif")
+    assert gif.shape[:3] == (7, 48 * 4, 80 * 4)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_cancel_stops_the_interpolation(generated, qtbot):
+    viewer, gen, widget = generated
+    widget.frames.setValue(2000)
+    worker = widget.run()
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        widget.cancel_button.click()
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()

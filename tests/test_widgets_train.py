@@ -1,0 +1,129 @@
+"""Train dock widget in a real viewer (Xvfb): a tiny run end to end, cancel, resume, responsiveness."""
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_biogans import _io, checkpoints
+from napari_biogans._widgets import _common
+from napari_biogans._widgets.train import TrainWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv(_common.SETTINGS_ENV, str(tmp_path / "settings.ini"))
+    monkeypatch.setenv(checkpoints.MODELS_ENV, str(tmp_path / "no-models"))
+
+
+def tiny_widget(make_napari_viewer, run_dir, iterations):
+    viewer = make_napari_viewer(show=True)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    assert len(viewer.layers) == 0
+    widget.source.setCurrentText("simulate cells")
+    widget.sim_n.setValue(4)
+    widget.sim_proteins.setText("Tea1, Sid2")
+    widget.arch.setCurrentText("star")
+    widget.objective.setCurrentText("wgan-gp")
+    widget.iterations.setValue(iterations)
+    widget.batch.setValue(4)
+    widget.width.setValue(4)
+    widget.device.combo.setCurrentText("cpu")
+    widget.run_dir.set_text(str(run_dir))
+    return viewer, widget
+
+
+def wait_done(qtbot, widget, timeout=60_000):
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.running and widget.start_button.isEnabled(),
+                    timeout=timeout)
+
+
+def test_tiny_run_trains_previews_and_registers_the_model(make_napari_viewer, qtbot, tmp_path):
+    from test_widgets_generate import assert_tooltips
+
+    from napari_biogans._widgets.generate import GenerateWidget
+
+    viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "run", iterations=2)
+    assert_tooltips(widget)
+    generate = GenerateWidget(viewer)  # open before training: its list must update when the run ends
+    assert generate.model.path() is None
+    widget.start_button.click()
+    assert widget.running and not widget.start_button.isEnabled() and widget.cancel_button.isEnabled()
+    wait_done(qtbot, widget)
+    assert widget.last_result["iteration"] == 2 and not widget.last_result["stopped"]
+    model = tmp_path / "run" / "generator.safetensors"
+    assert model.is_file() and (tmp_path / "run" / "train_state.safetensors").is_file()
+    assert widget.progress.value() == 2
+    assert [it for it, _ in widget.history["critic"]] == [1, 2]  # both iterations on the loss curves
+    preview = viewer.layers[TrainWidget.PREVIEW_LAYER]
+    assert preview.rgb and preview.data.ndim == 3 and preview.data.shape[2] == 3
+    # 4 fixed codes x 2 proteins, 48 x 80 tiles with 2-pixel gaps
+    assert preview.data.shape[:2] == (4 * 50 + 2, 2 * 82 + 2)
+    assert widget.simulated_label.isVisibleTo(widget)
+    # the model is in Generate's list, and marked as trained on simulated cells
+    assert generate.model.path() is not None and generate.model.path().resolve() == model.resolve()
+    assert generate.model.combo.currentText() == "run (trained)"
+    assert generate.simulated_label.isVisibleTo(generate)
+    assert generate.checked_proteins() == ["Sid2", "Tea1"]
+    # a second Start into the same folder is refused with a message, not a traceback
+    widget.start_button.click()
+    assert widget.worker is not None and not widget.running
+
+
+def test_cancel_is_quick_keeps_the_checkpoint_and_the_gui_stays_responsive(make_napari_viewer, qtbot, tmp_path):
+    viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "run", iterations=100_000)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    widget.start_button.click()
+    # steady training: past loading, and past the one-off cost of napari adding the preview layer
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2 and TrainWidget.PREVIEW_LAYER in viewer.layers,
+                    timeout=60_000)
+    qtbot.wait(300)
+    timer.start(20)
+    qtbot.wait(1500)
+    timer.stop()
+    gaps = np.diff(ticks)
+    assert len(gaps) > 30 and gaps.max() < 0.2, f"largest gap between GUI ticks: {gaps.max():.3f} s"
+    assert len(widget.history["critic"]) >= 2  # losses arrive while training
+
+    t0 = time.perf_counter()
+    widget.cancel_button.click()
+    wait_done(qtbot, widget, timeout=5_000)
+    assert time.perf_counter() - t0 < 1.0
+    result = widget.last_result
+    assert result["stopped"] and 2 <= result["iteration"] < 100_000
+    state = _common.read_card(tmp_path / "run" / "train_state.safetensors")
+    assert state["iteration"] == result["iteration"]  # the checkpoint is the last iteration
+    checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")
+    assert widget.resume_button.isEnabled()
+    assert "cancelled" in widget.status.text()
+
+    # Resume continues from the checkpoint to the new target
+    widget.iterations.setValue(result["iteration"] + 2)
+    widget.resume_button.click()
+    wait_done(qtbot, widget)
+    assert widget.last_result["iteration"] == result["iteration"] + 2 and not widget.last_result["stopped"]
+    assert _common.read_card(tmp_path / "run" / "train_state.safetensors")["iteration"] == result["iteration"] + 2
+
+
+def test_cells_from_layers(make_napari_viewer):
+    from napari_biogans.data.simulator import simulate_stack
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    stack = simulate_stack(n_per_class=3, proteins=["Cki2", "Tea1"], seed=2)
+    for data, kwargs, _ in _io.cell_layers(stack, "sim"):
+        viewer.add_image(data, **kwargs)
+    widget.source.setCurrentText("layers")
+    assert widget.red_layer.currentText() == "sim Bgs4" and widget.green_layer.currentText() == "sim protein"
+    cells = widget._stack_from_layers()
+    np.testing.assert_array_equal(cells.images, stack.images)
+    assert cells.class_names == ["Cki2", "Tea1"] and cells.simulated
+    widget.green_layer.setCurrentText("sim Bgs4")
+    with pytest.raises(ValueError, match="different layers"):
+        widget._stack_from_layers()
