@@ -131,9 +131,10 @@ def test_random_codes_rerun_replaces_and_exports(generated, qtbot, tmp_path):
     assert layer.metadata["provenance"]["source"] == "random codes"
 
     for name, kind in (("cc.tif", "tiff"), ("cc.gif", "gif")):
-        worker = widget.export(tmp_path / name)
-        with qtbot.waitSignal(worker.finished, timeout=20_000):
-            pass
+        widget.export(tmp_path / name)
+        # the GUI-thread callback reports the file once written (a fast worker may finish
+        # before a signal spy could connect, so wait on the outcome instead)
+        qtbot.waitUntil(lambda: widget.result.text() == f"saved {tmp_path / name}", timeout=20_000)
         assert (tmp_path / name).is_file()
     rgb = tifffile.imread(tmp_path / "cc.tif")
     assert rgb.shape == (7, 48, 80, 3) and rgb.dtype == np.uint8

@@ -182,9 +182,7 @@ def test_bad_model_files_give_messages_not_tracebacks(make_napari_viewer, qtbot,
 
     widget.model.set_path(checkpoints.catalogue()["tiny-star"])
     monkeypatch.setattr(_common, "load_generator_cached", fail)
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
-        pass
-    qtbot.waitUntil(lambda: bool(shown), timeout=5_000)
+    widget.run()
+    qtbot.waitUntil(lambda: bool(shown) and widget.run_button.isEnabled(), timeout=10_000)
     assert "weights do not fit" in shown[0] and " — " in shown[0]  # what happened, then what to do
     assert len(viewer.layers) == 0 and widget.run_button.isEnabled()
