@@ -151,7 +151,7 @@ def vnc_sample() -> list[tuple]:
                 "scale": scale,
                 "units": "µm",
                 "opacity": 0.5,
-                "colormap": em.LABEL_COLORS,
+                "colormap": {None: (0, 0, 0, 0), **em.LABEL_COLORS},
                 "metadata": {"source": source, "label_names": em.LABEL_NAMES},
             },
             "labels",
