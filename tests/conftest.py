@@ -17,3 +17,14 @@ def _registered_plugins(npe2pm):
         if manifest.name not in npe2pm:
             npe2pm.register(manifest)
     yield npe2pm
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is as fast, and immune to oversubscription on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,13 +26,7 @@ TINY = dict(label_width=4, image_width=4, label_d_width=4, image_d_width=4, reco
 MODES = {"sgan": {}, "dsgan": {"label_pyramid": ((3, 1, 0.5), (3, 2, 0.5))}, "joint": {}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one thread is as fast, and immune to oversubscription on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
