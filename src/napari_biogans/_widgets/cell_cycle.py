@@ -338,6 +338,8 @@ class CellCycleWidget(QWidget):
         from .._io import sample_layers
 
         self.stack = np.zeros(shape, np.uint8)
+        self.lengths, self.rho = None, None
+        self._draw_lengths(None)
         provenance = {
             "model": meta.get("name"), "weights_sha256": meta.get("sha256"), "model_path": meta.get("path"),
             "device": device, "proteins": names[1:], "anchors": anchors,
@@ -355,8 +357,6 @@ class CellCycleWidget(QWidget):
                     layer.visible = False
             self.viewer.reset_view()
         self.viewer.dims.set_current_step(0, 0)
-        self.lengths, self.rho = None, None
-        self._draw_lengths(None)
 
     def _finished(self) -> None:
         self.run_button.setEnabled(True)

@@ -181,6 +181,7 @@ class TrainWidget(QWidget):
         self.last_result: dict | None = None
         self._lines: dict = {}
         self._last_plot = 0.0
+        self._pbar_busy = self._pbar_close_pending = False
         self.destroyed.connect(self.control.stop)
 
         # -- data ----------------------------------------------------------------------------
@@ -467,6 +468,7 @@ class TrainWidget(QWidget):
         self._stop_reason = None
         self.last_result = None
         self.progress.setRange(0, config.iterations)
+        self._close_pbar()
         self.pbar = progress(total=config.iterations, desc=f"Training {config.arch}")
         self.status.setText("loading the cells…")
         worker = create_worker(_train_job, config, spec, run_dir, resume, self.control,
@@ -492,17 +494,20 @@ class TrainWidget(QWidget):
 
     # -- worker callbacks (GUI thread) -------------------------------------------------------
     def _on_update(self, update: dict) -> None:
+        # napari's progress bar runs QApplication.processEvents() when it moves, so later worker
+        # callbacks can run inside this one: move it last, and ignore anything after the run ended.
+        if not self._active or self.last_result is not None:
+            return
         if update["kind"] == "started":
             self.simulated_label.setVisible(update["simulated"])
             self._device_text = update["device"]
-            self._set_progress(update["iteration"])
             self.status.setText(f"training on {update['device']}: {update['cells']} cells, "
                                 f"{len(update['classes'])} protein(s), from iteration {update['iteration']}")
+            self._set_progress(update["iteration"])
             return
         for iteration, losses in update["losses"]:
             for key, value in losses.items():
                 self.history.setdefault(key, []).append((iteration, value))
-        self._set_progress(update["iteration"])
         latest = update["losses"][-1][1] if update["losses"] else {}
         parts = [f"iteration {update['iteration']} / {update['total']}", f"{update['speed']:.2f} it/s"]
         parts += [f"{k} {latest[k]:.3g}" for k in PLOTTED if k in latest]
@@ -511,13 +516,28 @@ class TrainWidget(QWidget):
         if update["preview"] is not None:
             self._show_preview(update["preview"], update["iteration"])
         self._draw_losses(force=update["done"])
+        self._set_progress(update["iteration"])
 
     def _set_progress(self, iteration: int) -> None:
         self.progress.setValue(iteration)
+        pbar = self.pbar
+        if pbar is not None and not self._pbar_busy and iteration > pbar.n:
+            self._pbar_busy = True
+            try:
+                pbar.update(iteration - pbar.n)
+            finally:
+                self._pbar_busy = False
+        if self._pbar_close_pending:
+            self._close_pbar()
+
+    def _close_pbar(self) -> None:
+        if self._pbar_busy:  # finished while napari's bar was processing events: close it afterwards
+            self._pbar_close_pending = True
+            return
+        self._pbar_close_pending = False
         if self.pbar is not None:
-            delta = iteration - self.pbar.n
-            if delta > 0:
-                self.pbar.update(delta)
+            self.pbar.close()
+            self.pbar = None
 
     def _show_preview(self, preview: np.ndarray, iteration: int) -> None:
         image = preview_montage(preview)
@@ -566,9 +586,7 @@ class TrainWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._active = False
-        if self.pbar is not None:
-            self.pbar.close()
-            self.pbar = None
+        self._close_pbar()
         self._set_running(False)
 
     # -- plot --------------------------------------------------------------------------------
