@@ -88,11 +88,36 @@ def _load_cells(path, proteins):
     return stack.select_classes(proteins) if proteins else stack
 
 
+def _drive(trainer, total: int, shown_losses, quiet: bool = False) -> int:
+    """Run a trainer's events behind a terminal progress bar; Ctrl-C saves and exits with 130.
+
+    ``shown_losses`` names the losses on the bar (None: the first three).
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=trainer.iteration, disable=quiet, unit="it")
+    try:
+        for event in trainer.run():
+            bar.update(event.iteration - bar.n)
+            if event.losses:
+                keys = shown_losses or list(event.losses)[:3]
+                bar.set_postfix({k: f"{event.losses[k]:.3g}" for k in keys if k in event.losses})
+            if event.done and not quiet:
+                bar.close()
+                print(event.message)
+    except KeyboardInterrupt:
+        bar.close()
+        trainer.save()
+        print(f"interrupted at iteration {trainer.iteration}; saved the training state in {trainer.run_dir}; "
+              "resume with --resume")
+        return 130
+    return 0
+
+
 def cmd_train(args) -> int:
     import os
 
     import torch
-    from tqdm import tqdm
 
     from .training.trainer import TrainConfig, Trainer
 
@@ -112,20 +137,7 @@ def cmd_train(args) -> int:
         quiet = trainer.rank != 0
         if stack.simulated and not quiet:
             print("training on SIMULATED cells: the model will be marked as a model of simulated data")
-        bar = tqdm(total=config.iterations, initial=trainer.iteration, disable=quiet, unit="it")
-        try:
-            for event in trainer.run():
-                bar.update(event.iteration - bar.n)
-                if event.losses:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in event.losses.items() if k in ("critic", "generator")})
-                if event.done and not quiet:
-                    bar.close()
-                    print(event.message)
-        except KeyboardInterrupt:
-            bar.close()
-            trainer.save()
-            print(f"interrupted at iteration {trainer.iteration}; saved {trainer.state_path}; resume with --resume")
-            return 130
+        return _drive(trainer, config.iterations, ("critic", "generator"), quiet)
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
@@ -305,8 +317,6 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_train_em(args) -> int:
-    from tqdm import tqdm
-
     from .data import em
     from .training.em_trainer import EMTrainConfig, EMTrainer
 
@@ -323,21 +333,7 @@ def cmd_train_em(args) -> int:
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
     trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
-    bar = tqdm(total=config.iterations, initial=trainer.iteration, unit="it")
-    try:
-        for event in trainer.run():
-            bar.update(event.iteration - bar.n)
-            if event.losses:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(event.losses.items())[:3]})
-            if event.done:
-                bar.close()
-                print(event.message)
-    except KeyboardInterrupt:
-        bar.close()
-        trainer.save()
-        print(f"interrupted; saved the training state in {args.out}; resume with --resume")
-        return 130
-    return 0
+    return _drive(trainer, config.iterations, None)
 
 
 def cmd_render_em(args) -> int:
