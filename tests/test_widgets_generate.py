@@ -186,3 +186,19 @@ def test_bad_model_files_give_messages_not_tracebacks(make_napari_viewer, qtbot,
     qtbot.waitUntil(lambda: bool(shown) and widget.run_button.isEnabled(), timeout=10_000)
     assert "weights do not fit" in shown[0] and " — " in shown[0]  # what happened, then what to do
     assert len(viewer.layers) == 0 and widget.run_button.isEnabled()
+
+
+def test_model_lists_hold_only_their_kind(make_napari_viewer, qtbot, model_dir, tmp_path, monkeypatch):
+    import torch
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    em_file = checkpoints.save(model_dir / "tiny-em.safetensors", {"w": torch.zeros(1)}, {"kind": "em-generator"})
+    try:
+        viewer, widget = make_widget(make_napari_viewer)
+        names = [widget.model.combo.itemText(i) for i in range(widget.model.combo.count())]
+        assert "tiny-star" in names and "tiny-em" not in names
+        widget.model.set_path(em_file)
+        assert widget.model.path().stem == "tiny-star" and "Paint EM" in shown[-1]
+    finally:
+        em_file.unlink()

@@ -123,6 +123,19 @@ def read_card(path) -> dict:
     return meta
 
 
+def card_kind(path) -> str | None:
+    """The ``kind`` a model file's card declares (None for files that are not napari-biogans models)."""
+    from ..checkpoints import CheckpointError
+
+    try:
+        return read_card(path).get("kind")
+    except CheckpointError:
+        return None
+
+
+RUN_FILE_STEMS = ("generator", "em_model")  # model files inside a run folder are named after the folder
+
+
 class ModelRegistry(QObject):
     """Model files trained in napari (persisted in the settings); ``changed`` fires on every new one."""
 
@@ -135,7 +148,7 @@ class ModelRegistry(QObject):
         for text in get_list_setting(self.KEY):
             path = Path(text)
             if path.is_file():
-                out[f"{path.parent.name} (trained)" if path.stem == "generator" else path.stem] = path
+                out[f"{path.parent.name} (trained)" if path.stem in RUN_FILE_STEMS else path.stem] = path
         return out
 
     def register(self, path) -> str:
@@ -183,7 +196,7 @@ def load_generator_cached(path, device: str = "auto"):
 
 def model_name(path) -> str:
     path = Path(path)
-    return path.parent.name if path.stem == "generator" else path.stem
+    return path.parent.name if path.stem in RUN_FILE_STEMS else path.stem
 
 
 def clear_cache() -> None:
@@ -198,15 +211,16 @@ def clear_cache() -> None:
 class ModelPicker(QWidget):
     """Catalogue names, models trained here and browsed files, plus "Browse…" for any ``.safetensors``.
 
-    ``path()`` is the chosen file (or None); ``changed`` fires with it. The choice is remembered
-    under the settings key ``settings_key``.
+    Only files whose card is of ``kind`` are listed ("generator" for the fluorescence models,
+    "em-generator" for the EM models). ``path()`` is the chosen file (or None); ``changed`` fires
+    with it. The choice is remembered under the settings key ``settings_key``.
     """
 
     changed = Signal(object)
 
-    def __init__(self, settings_key: str = "generate/model", parent=None):
+    def __init__(self, settings_key: str = "generate/model", kind: str = "generator", parent=None):
         super().__init__(parent)
-        self._key = settings_key
+        self._key, self.kind = settings_key, kind
         self._browsed: list[Path] = [Path(p) for p in get_list_setting("models/browsed") if Path(p).is_file()]
         self.combo = QComboBox()
         self.combo.setToolTip(
@@ -233,7 +247,7 @@ class ModelPicker(QWidget):
         for group in groups:
             for name, path in group:
                 key = str(Path(path).resolve())
-                if key not in seen:
+                if key not in seen and card_kind(path) in (self.kind, None):  # None: broken, shown with its error
                     seen.add(key)
                     entries.append((name, Path(path)))
         return entries
@@ -275,6 +289,11 @@ class ModelPicker(QWidget):
     def set_path(self, path) -> None:
         """Choose ``path`` (added to the list as a browsed file when it is not there yet)."""
         path = Path(path)
+        kind = card_kind(path)
+        if kind not in (self.kind, None):
+            where = "Paint EM" if kind == "em-generator" else "Generate cells, Cell cycle or Diagnostics"
+            report_error(f"{path.name} is a '{kind}' model, not a '{self.kind}' one", f"open it in {where}")
+            return
         if self._index_of(path) < 0:
             self._browsed.append(path)
             set_list_setting("models/browsed", [str(p) for p in self._browsed[-20:]])
