@@ -127,3 +127,50 @@ def test_cells_from_layers(make_napari_viewer):
     widget.green_layer.setCurrentText("sim Bgs4")
     with pytest.raises(ValueError, match="different layers"):
         widget._stack_from_layers()
+
+
+def test_learning_rate_reaches_the_trainer_and_resume_keeps_it(make_napari_viewer, qtbot, tmp_path):
+    viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "run", iterations=1)
+    assert widget.config().lr is None  # 'reference': the objective's own rate
+    widget.lr.setValue(0.0003)
+    widget.start_button.click()
+    wait_done(qtbot, widget)
+    card = _common.read_card(tmp_path / "run" / "train_state.safetensors")
+    assert card["train_config"]["lr"] == pytest.approx(0.0003)
+    assert card["optimizers"]["G"]["param_groups"][0]["lr"] == pytest.approx(0.0003)
+    widget.lr.setValue(0.0)
+    widget.iterations.setValue(2)
+    widget.resume_button.click()
+    wait_done(qtbot, widget)
+    assert widget.lr.value() == pytest.approx(0.0003) and widget.last_result["iteration"] == 2
+
+
+def test_em_models_train_on_vnc_sections_and_land_in_paint_em(make_napari_viewer, qtbot, tmp_path):
+    from pathlib import Path
+
+    from napari_biogans.training.em_trainer import MODEL_KIND, load_em_model
+
+    viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "em-run", iterations=2)
+    widget.source.setCurrentText("VNC EM sections")
+    assert [widget.arch.itemText(i) for i in range(widget.arch.count())] == ["dsgan", "sgan", "joint"]
+    assert not widget.objective.isVisibleTo(widget)  # EM models have their own losses
+    widget.vnc_path.set_text(str(Path(__file__).parent / "fixtures" / "vnc" / "stack1"))
+    widget.vnc_sections.setText("0-1")
+    widget.em_crop.setValue(128)
+    widget.width.setValue(8)
+    widget.batch.setValue(1)
+    widget.start_button.click()
+    wait_done(qtbot, widget)
+    assert widget.last_result["iteration"] == 2, widget.status.text()
+    model_file = tmp_path / "em-run" / "em_model.safetensors"
+    assert _common.read_card(model_file)["kind"] == MODEL_KIND
+    assert load_em_model(model_file).image_generator.config["width"] == 8
+    assert {"D_x", "D_y"} <= set(widget.history)  # EM losses on the curves
+    preview = viewer.layers[TrainWidget.PREVIEW_LAYER]
+    assert preview.rgb and preview.data.shape[1] > preview.data.shape[0]  # labels beside image
+    assert str(model_file.resolve()) in map(str, _common.model_registry.files().values())
+    # a bad section list is a message, not a traceback
+    widget.vnc_sections.setText("0-1, 42")
+    widget.new_run_dir()
+    widget.start_button.click()
+    qtbot.waitUntil(lambda: "has no sections [42]" in widget.status.text(), timeout=20_000)

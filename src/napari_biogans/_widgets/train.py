@@ -1,12 +1,15 @@
-"""Train: the core's :class:`~napari_biogans.training.trainer.Trainer` in a background worker.
+"""Train: the core's trainers in a background worker, for fluorescence cells and for EM.
 
-A generator worker iterates ``Trainer.run()`` and yields throttled updates (about three a
+Fluorescence models train with :class:`~napari_biogans.training.trainer.Trainer` on cells
+(simulated, a LIN folder / .h5 / .tif, or two image layers); EM models (SGAN, DSGAN, JointGAN)
+with :class:`~napari_biogans.training.em_trainer.EMTrainer` on the sections of a VNC stack
+folder. A generator worker iterates the trainer's ``run()`` and yields throttled updates (about three a
 second): iteration, new loss values and, at most that often, a preview from fixed codes. The GUI
 thread draws the loss curves, updates the preview layer, napari's progress bar and the status
 line. Pause and Cancel both ask the trainer to stop (``request_stop``), which saves a checkpoint
 at the next iteration; Resume continues the run folder. When a run ends its model file is
-registered, so it shows up in the Generate and Cell cycle model lists at once (and after a
-restart). ``biogans train`` runs the same loop from a shell.
+registered, so it shows up in the Generate and Cell cycle (or Paint EM) model lists at once
+(and after a restart). ``biogans train`` and ``biogans train-em`` run the same loops from a shell.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QLabel,
     QLineEdit,
@@ -33,10 +37,16 @@ from qtpy.QtWidgets import (
 from . import _common
 
 ARCHS = ["star", "multichannel", "one-class", "separable", "dcgan"]
+EM_MODES = ["dsgan", "sgan", "joint"]
 OBJECTIVES = ["wgan-gp", "wgan", "gan", "lsgan", "hinge"]
-SOURCES = ["simulate cells", "file or folder", "layers"]
+SOURCES = ["simulate cells", "file or folder", "layers", "VNC EM sections"]
+EM_SOURCE = SOURCES[3]
 UPDATE_EVERY_S = 0.3  # throttle: yields (and previews) at most ~3 per second
-PLOTTED = ("critic", "generator", "wasserstein")
+PLOTTED = ("critic", "generator", "wasserstein")  # first on the plot; any other losses follow
+MAX_CURVES = 6
+# train_config keys a resumed run takes from the controls; every other key comes from the run itself
+RUN_CONTROLS = {"iterations", "device", "checkpoint_every", "log_every", "preview_every", "preview_count", "amp",
+                "compile"}
 PLOT_EVERY_S = 1.0  # loss curves redraw at most once a second while training
 MAX_PLOTTED_POINTS = 2000
 
@@ -53,6 +63,40 @@ class _Control:
         trainer = self.trainer
         if trainer is not None:
             trainer.request_stop()
+
+
+def parse_sections(text: str) -> list[int]:
+    """``"0-9"`` or ``"0, 1, 5-7"`` -> sorted section numbers."""
+    sections = set()
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            lo, _, hi = part.partition("-")
+            sections.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise ValueError(f"sections '{text}': write numbers and ranges such as 0-9 or 0, 2, 5-7") from None
+    if not sections:
+        raise ValueError("no sections chosen: write numbers and ranges such as 0-9")
+    return sorted(sections)
+
+
+def load_em_sections(folder, sections: list[int]):
+    """(images, labels, description) of the labelled sections of a VNC stack folder."""
+    from ..data import em
+
+    if not str(folder).strip() or not Path(folder).is_dir():
+        raise FileNotFoundError(f"VNC folder '{folder}' not found: choose a stack folder with raw/, membranes/ "
+                                "and mitochondria/")
+    available = em.section_indices(folder)
+    missing = [i for i in sections if i not in available]
+    if missing:
+        raise ValueError(f"{folder} has no sections {missing}; it has {available}")
+    images, labels = em.read_sections(folder, sections)
+    if labels is None:
+        raise ValueError(f"{folder}: training needs membrane and mitochondria labels beside raw/")
+    return images, labels, f"VNC {Path(folder).name} sections {','.join(f'{i:02d}' for i in sections)}"
 
 
 def load_cells(spec):
@@ -85,24 +129,38 @@ def _train_job(config, data_spec, run_dir, resume: bool, control: _Control):
         torch.set_num_threads(threads)
 
 
+def _make_trainer(config, data_spec, run_dir, resume: bool):
+    """(trainer, what the 'started' update says about the data)."""
+    if data_spec[0] == "vnc":
+        from ..training.em_trainer import EMTrainer
+
+        images, labels, description = load_em_sections(data_spec[1], data_spec[2])
+        trainer = EMTrainer(config, images, labels, run_dir, resume=resume, description=description)
+        return trainer, {"simulated": False, "data": f"{len(images)} EM sections of {images.shape[1]}×{images.shape[2]}"}
+    from ..training.trainer import Trainer
+
+    stack = load_cells(data_spec)
+    trainer = Trainer(config, stack, run_dir, resume=resume)
+    return trainer, {"simulated": bool(stack.simulated),
+                     "data": f"{len(stack)} cells, {len(stack.class_names)} protein(s)"}
+
+
 def _train_loop(config, data_spec, run_dir, resume: bool, control: _Control):
     import torch
 
     from ..devices import describe_device
-    from ..training.trainer import Trainer
 
-    stack = load_cells(data_spec)
-    if control.stopping:
-        return {"stopped": True, "iteration": 0, "model_path": None, "message": "cancelled before training started"}
-    trainer = Trainer(config, stack, run_dir, resume=resume)
+    trainer, about = _make_trainer(config, data_spec, run_dir, resume)
     device = trainer.device
     try:
+        if control.stopping:
+            return {"stopped": True, "iteration": trainer.iteration, "model_path": None,
+                    "message": "cancelled before training started"}
         control.trainer = trainer
         if control.stopping:
             trainer.request_stop()
         yield {"kind": "started", "iteration": trainer.iteration, "total": config.iterations,
-               "device": describe_device(device), "simulated": bool(stack.simulated), "cells": len(stack),
-               "classes": list(stack.class_names)}
+               "device": describe_device(device), **about}
         last_update = last_preview = 0.0
         losses = []
         for event in trainer.run():
@@ -140,6 +198,26 @@ def preview_montage(preview: np.ndarray) -> np.ndarray:
     n, c, _, h, w = preview.shape
     cells = to_uint8(preview).reshape(n * c, 2, h, w)
     return make_montage(cells, ncols=c if c > 1 else min(n, 4))
+
+
+def em_preview_pair(preview, gap: int = 4) -> np.ndarray:
+    """EM trainer preview -> RGB: the generated label map (napari's label colours) beside its image."""
+    from ..data.em import LABEL_COLORS
+
+    colors = np.zeros((3, 3), dtype=np.uint8)  # cytoplasm stays black
+    for code, rgba in LABEL_COLORS.items():
+        if code:
+            colors[code] = np.round(np.asarray(rgba[:3]) * 255)
+    labels = colors[preview.labels]
+    image = np.repeat(preview.image[..., None], 3, axis=-1)
+    h, w = preview.labels.shape
+    out = np.zeros((h, 2 * w + gap, 3), dtype=np.uint8)
+    out[:, :w], out[:, w + gap :] = labels, image
+    return out
+
+
+def preview_image(preview) -> np.ndarray:
+    return preview_montage(preview) if isinstance(preview, np.ndarray) else em_preview_pair(preview)
 
 
 def read_losses(run_dir, up_to: int | None = None) -> dict[str, list]:
@@ -209,8 +287,17 @@ class TrainWidget(QWidget):
         self.green_layer = QComboBox()
         self.green_layer.setToolTip("Image layer of the green protein, same shape as the red one; class names "
                                     "come from the red layer's metadata when it has them")
+        self.vnc_path = _common.PathEdit(
+            "train/vnc", "A VNC stack folder: raw/NN.tif sections with membranes/ and mitochondria/ label masks",
+            folder=True)
+        self.vnc_sections = QLineEdit(_common.get_setting("train/vnc_sections", "0-9"))
+        self.vnc_sections.setToolTip("Sections to train on, e.g. 0-9 (the papers' training sections; 10-19 are "
+                                     "kept for validation)")
+        self.em_crop = _spin(64, 4096, _common.get_int_setting("train/em_crop", 256),
+                             "Side of the random crops the EM models train on (a multiple of 64; the paper's is 512)")
+        self.em_crop.setSingleStep(64)
 
-        sim_page, path_page, layer_page = QWidget(), QWidget(), QWidget()
+        sim_page, path_page, layer_page, vnc_page = QWidget(), QWidget(), QWidget(), QWidget()
         sim_form = QFormLayout(sim_page)
         sim_form.addRow("cells per protein", self.sim_n)
         sim_form.addRow("proteins", self.sim_proteins)
@@ -220,19 +307,22 @@ class TrainWidget(QWidget):
         layer_form = QFormLayout(layer_page)
         layer_form.addRow("red layer", self.red_layer)
         layer_form.addRow("green layer", self.green_layer)
-        for form in (sim_form, path_form, layer_form):
+        vnc_form = QFormLayout(vnc_page)
+        vnc_form.addRow("VNC folder", self.vnc_path)
+        vnc_form.addRow("sections", self.vnc_sections)
+        vnc_form.addRow("crop", self.em_crop)
+        for form in (sim_form, path_form, layer_form, vnc_form):
             form.setContentsMargins(0, 0, 0, 0)
         self.source_pages = QStackedWidget()
-        for page in (sim_page, path_page, layer_page):
+        for page in (sim_page, path_page, layer_page, vnc_page):
             self.source_pages.addWidget(page)
 
         # -- model and run -------------------------------------------------------------------
         self.arch = QComboBox()
-        self.arch.addItems(ARCHS)
-        self.arch.setCurrentText(_common.get_setting("train/arch", "star"))
-        self.arch.setToolTip("star: one red tower shared by a green tower per protein (all proteins on one cell); "
-                             "multichannel: one network for all channels; one-class: a model per protein; "
-                             "separable / dcgan: one model for every protein pooled")
+        self.arch.setToolTip("Cells: star (one red tower shared by a green tower per protein: all proteins on one "
+                             "cell), multichannel (one network for all channels), one-class (a model per protein), "
+                             "separable / dcgan (every protein pooled). EM: dsgan (labels and image end to end), "
+                             "sgan (label GAN, then image GAN), joint (one GAN over image and labels)")
         self.objective = QComboBox()
         self.objective.addItems(OBJECTIVES)
         self.objective.setCurrentText(_common.get_setting("train/objective", "wgan-gp"))
@@ -241,7 +331,16 @@ class TrainWidget(QWidget):
                                 "Generator iterations to train to (Resume can raise it)")
         self.batch = _spin(1, 4096, _common.get_int_setting("train/batch", 64), "Cells per protein in each batch")
         self.width = _spin(2, 1024, _common.get_int_setting("train/width", 64),
-                           "Base width of generator and critic (64 is the papers'; smaller trains faster)")
+                           "Base width of generator and critic (64 is the papers'; smaller trains faster). "
+                           "EM: the width of G_x and its critic; G_y and its critics get half")
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(6)
+        self.lr.setRange(0.0, 0.1)
+        self.lr.setSingleStep(0.00005)
+        self.lr.setSpecialValueText("reference")
+        self.lr.setValue(float(_common.get_setting("train/lr", 0.0)))
+        self.lr.setToolTip("Adam learning rate; 'reference' (0) uses the paper's rate for the chosen objective "
+                           "or EM model. Lower it when a run diverges")
         self.device = _common.DeviceCombo("train/device")
         default_dir = Path(_common.get_setting("train/run_root", str(Path.home() / "biogans-runs"))) / _run_name("star")
         self.run_dir = _common.PathEdit("train/run_dir", "Run folder: checkpoints, generator.safetensors and "
@@ -282,8 +381,10 @@ class TrainWidget(QWidget):
         form.addRow("iterations", self.iterations)
         form.addRow("batch size", self.batch)
         form.addRow("width", self.width)
+        form.addRow("learning rate", self.lr)
         form.addRow("device", self.device)
         form.addRow("run folder", _common.row(self.run_dir, new_dir, stretch_last=False))
+        self.form = form
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(_common.row(self.start_button, self.pause_button, self.resume_button, self.cancel_button))
@@ -308,9 +409,21 @@ class TrainWidget(QWidget):
             _common._disconnect(emitter, self._refresh_layers)
 
     # -- data source ---------------------------------------------------------------------------
+    @property
+    def em(self) -> bool:
+        """True when the chosen data are EM sections (and the models EM models)."""
+        return self.source.currentText() == EM_SOURCE
+
     def _source_changed(self, *_):
         self.source_pages.setCurrentIndex(self.source.currentIndex())
         _common.set_setting("train/source", self.source.currentText())
+        choices = EM_MODES if self.em else ARCHS
+        if [self.arch.itemText(i) for i in range(self.arch.count())] != choices:
+            self.arch.clear()
+            self.arch.addItems(choices)
+            saved = _common.get_setting("train/em_mode" if self.em else "train/arch", choices[0])
+            self.arch.setCurrentText(saved if saved in choices else choices[0])
+        _common.set_row_visible(self.form, self.objective, not self.em)
 
     def _image_layers(self):
         from napari.layers import Image
@@ -345,6 +458,9 @@ class TrainWidget(QWidget):
             return ("simulate", self.sim_n.value(), proteins, self.sim_seed.value())
         if source == "file or folder":
             return ("path", self.data_path.text())
+        if source == EM_SOURCE:
+            _common.set_setting("train/vnc_sections", self.vnc_sections.text())
+            return ("vnc", self.vnc_path.text(), parse_sections(self.vnc_sections.text()))
         return ("stack", self._stack_from_layers())
 
     def _stack_from_layers(self):
@@ -393,21 +509,34 @@ class TrainWidget(QWidget):
         self._set_running(self.running)
 
     def config(self):
+        """The core's TrainConfig (cells) or EMTrainConfig (EM) for the controls' values."""
         from ..devices import resolve_device
-        from ..training.trainer import TrainConfig
 
         iterations = self.iterations.value()
         on_gpu = resolve_device(self.device.device()).type != "cpu"
-        for key, value in (("train/arch", self.arch.currentText()), ("train/objective", self.objective.currentText()),
-                           ("train/iterations", iterations), ("train/batch", self.batch.value()),
-                           ("train/width", self.width.value())):
+        lr = self.lr.value() or None
+        for key, value in (("train/em_mode" if self.em else "train/arch", self.arch.currentText()),
+                           ("train/objective", self.objective.currentText()), ("train/iterations", iterations),
+                           ("train/batch", self.batch.value()), ("train/width", self.width.value()),
+                           ("train/lr", self.lr.value()), ("train/em_crop", self.em_crop.value())):
             _common.set_setting(key, value)
-        return TrainConfig(
-            arch=self.arch.currentText(), objective=self.objective.currentText(), iterations=iterations,
-            batch_size=self.batch.value(), width=self.width.value(), device=self.device.device(),
-            checkpoint_every=min(500, max(10, iterations // 10)), log_every=10 if on_gpu else 1,
-            preview_every=iterations + 1, preview_count=4,
-        )
+        common = dict(iterations=iterations, batch_size=self.batch.value(), device=self.device.device(),
+                      checkpoint_every=min(500, max(10, iterations // 10)), log_every=10 if on_gpu else 1,
+                      preview_every=iterations + 1)  # previews are drawn on demand, throttled
+        if self.em:
+            from ..training.em_trainer import EMTrainConfig
+
+            if self.em_crop.value() % 64:
+                raise ValueError(f"crop {self.em_crop.value()} is not a multiple of 64")
+            half = max(2, self.width.value() // 2)
+            return EMTrainConfig(mode=self.arch.currentText(), crop=self.em_crop.value(),
+                                 image_width=self.width.value(), image_d_width=self.width.value(), label_width=half,
+                                 label_d_width=half, reconstructor_width=half,
+                                 **({"lr": lr} if lr else {}), **common)
+        from ..training.trainer import TrainConfig
+
+        return TrainConfig(arch=self.arch.currentText(), objective=self.objective.currentText(),
+                           width=self.width.value(), lr=lr, preview_count=4, **common)
 
     def start(self):
         """Start a new run in the run folder; returns the worker (None if it could not start)."""
@@ -422,20 +551,26 @@ class TrainWidget(QWidget):
             _common.report_error(err, "choose a run folder that holds train_state.safetensors")
             return None
         saved = card.get("train_config", {})
-        for combo, key in ((self.arch, "arch"), (self.objective, "objective")):
+        if ("mode" in saved) != self.em:  # the run folder holds the other kind of model
+            self.source.setCurrentText(EM_SOURCE if "mode" in saved else "file or folder")
+        for combo, key in ((self.arch, "mode" if self.em else "arch"), (self.objective, "objective")):
             if key in saved:
                 combo.setCurrentText(saved[key])
-        for spin, key in ((self.batch, "batch_size"), (self.width, "width")):
-            if key in saved:
+        for spin, key in ((self.batch, "batch_size"), (self.width, "image_width" if self.em else "width"),
+                          (self.em_crop, "crop")):
+            if saved.get(key):
                 spin.setValue(int(saved[key]))
+        self.lr.setValue(float(saved.get("lr") or 0.0))
         if self.iterations.value() <= card.get("iteration", 0):
             _common.report_error(f"the run is already at iteration {card.get('iteration')}",
                                  "raise 'iterations' to train further")
             return None
         self.history = read_losses(self.run_dir.text(), up_to=card.get("iteration"))
-        return self._launch(resume=True, nz=saved.get("nz"), seed=saved.get("seed"))
+        # everything that shapes the models comes from the run itself (a CLI run may differ from the controls)
+        kept = {k: v for k, v in saved.items() if k not in RUN_CONTROLS}
+        return self._launch(resume=True, saved=kept)
 
-    def _launch(self, resume: bool, nz=None, seed=None):
+    def _launch(self, resume: bool, saved: dict | None = None):
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
@@ -455,10 +590,9 @@ class TrainWidget(QWidget):
         except ValueError as err:
             _common.report_error(err, "check the data source")
             return None
-        if nz is not None:
-            config.nz = int(nz)
-        if seed is not None:
-            config.seed = int(seed)
+        for key, value in (saved or {}).items():
+            if hasattr(config, key):
+                setattr(config, key, tuple(value) if isinstance(value, list) else value)
         _common.set_setting("train/run_root", str(Path(run_dir).parent))
         if not resume:
             self.history = {}
@@ -469,7 +603,7 @@ class TrainWidget(QWidget):
         self.last_result = None
         self.progress.setRange(0, config.iterations)
         self._close_pbar()
-        self.pbar = progress(total=config.iterations, desc=f"Training {config.arch}")
+        self.pbar = progress(total=config.iterations, desc=f"Training {self.arch.currentText()}")
         self.status.setText("loading the cells…")
         worker = create_worker(_train_job, config, spec, run_dir, resume, self.control,
                                _connect={"errored": self._on_error}, _start_thread=False)
@@ -501,8 +635,8 @@ class TrainWidget(QWidget):
         if update["kind"] == "started":
             self.simulated_label.setVisible(update["simulated"])
             self._device_text = update["device"]
-            self.status.setText(f"training on {update['device']}: {update['cells']} cells, "
-                                f"{len(update['classes'])} protein(s), from iteration {update['iteration']}")
+            self.status.setText(f"training on {update['device']}: {update['data']}, from iteration "
+                                f"{update['iteration']}")
             self._set_progress(update["iteration"])
             return
         for iteration, losses in update["losses"]:
@@ -510,7 +644,7 @@ class TrainWidget(QWidget):
                 self.history.setdefault(key, []).append((iteration, value))
         latest = update["losses"][-1][1] if update["losses"] else {}
         parts = [f"iteration {update['iteration']} / {update['total']}", f"{update['speed']:.2f} it/s"]
-        parts += [f"{k} {latest[k]:.3g}" for k in PLOTTED if k in latest]
+        parts += [f"{k} {latest[k]:.3g}" for k in _curve_order(latest)[:3]]
         parts.append(getattr(self, "_device_text", ""))
         self.status.setText(" · ".join(p for p in parts if p))
         if update["preview"] is not None:
@@ -539,10 +673,11 @@ class TrainWidget(QWidget):
             self.pbar.close()
             self.pbar = None
 
-    def _show_preview(self, preview: np.ndarray, iteration: int) -> None:
-        image = preview_montage(preview)
-        metadata = {"run_dir": self.run_dir.text(), "iteration": iteration,
-                    "layout": "rows: fixed codes; columns: proteins"}
+    def _show_preview(self, preview, iteration: int) -> None:
+        image = preview_image(preview)
+        layout = "rows: fixed codes; columns: proteins" if isinstance(preview, np.ndarray) else \
+            "left: generated label map (membrane blue, mitochondria orange); right: its EM image"
+        metadata = {"run_dir": self.run_dir.text(), "iteration": iteration, "layout": layout}
         name = self.PREVIEW_LAYER
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
@@ -576,13 +711,15 @@ class TrainWidget(QWidget):
         elif isinstance(err, CheckpointError):
             what = "resume with the same data and model settings, or start a new run folder"
         elif isinstance(err, FileNotFoundError):
-            what = "choose an existing LIN folder, .h5 or .tif file"
+            what = "choose an existing VNC stack folder" if self.em else "choose an existing LIN folder, .h5 or .tif file"
         else:
             what = "check the data and settings; a smaller batch or width needs less memory"
         self.status.setText(f"failed: {err}")
         _common.report_error(err, what)
-        if (Path(self.run_dir.text()) / "generator.safetensors").is_file():
-            _common.model_registry.register(Path(self.run_dir.text()) / "generator.safetensors")
+        for stem in _common.RUN_FILE_STEMS:  # what the run saved before failing stays usable
+            model = Path(self.run_dir.text()) / f"{stem}.safetensors"
+            if model.is_file():
+                _common.model_registry.register(model)
 
     def _on_finished(self) -> None:
         self._active = False
@@ -597,11 +734,13 @@ class TrainWidget(QWidget):
             return
         self._last_plot = now
         ax = self.plot.ax
-        if not self._lines:
+        keys = _curve_order(self.history)[:MAX_CURVES]
+        if not self._lines or any(key not in self._lines for key in keys):
             ax.clear()
             ax.set_xlabel("iteration", fontsize=8)
             ax.set_ylabel("loss", fontsize=8)
-            for color, key in zip(self.plot.line_colors(), PLOTTED):
+            self._lines = {}
+            for color, key in zip(self.plot.line_colors(), keys or PLOTTED):
                 (self._lines[key],) = ax.plot([], [], color=color, linewidth=1.2, label=key)
         shown = []
         for key, line in self._lines.items():
@@ -621,6 +760,11 @@ class TrainWidget(QWidget):
             ax.relim()
             ax.autoscale_view()
         self.plot.draw()
+
+def _curve_order(losses) -> list[str]:
+    """Loss names to plot: the fluorescence trio first, then the rest (EM losses) alphabetically."""
+    return [k for k in PLOTTED if k in losses] + sorted(k for k in losses if k not in PLOTTED)
+
 
 def _run_name(arch: str) -> str:
     return f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
