@@ -1,0 +1,220 @@
+"""Publish a trained run into pretrained/: half-precision weights, a JSON and a Markdown card, a montage.
+
+    python scripts/publish_model.py --run RUN_DIR --name star-6 --test SIM_TEST --train SIM_TRAIN \\
+        --training-command "biogans train ..." [--c2st-steps 300 --c2st-splits 3 --reconstruct-cells 60]
+    python scripts/publish_model.py --run EM_RUN --name vnc-dsgan --vnc VNC_STACK --training-command "..."
+
+Fluorescence models: the diagnostics are run through the CLI (``biogans evaluate c2st``,
+``biogans evaluate reconstruct`` with the nearest-neighbour baseline, and the growth
+monotonicity of ``biogans interpolate --measure``) on held-out cells, and every command is
+written into the cards. EM models: ``biogans evaluate em`` on the validation sections when the
+``--vnc`` folder has them. Figures land in the cards as measured; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_biogans import checkpoints, cli
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+SIMULATED_NOTE = "trained on simulated cells: not a model of real LIN data"
+
+
+def run_cli(argv: list[str]) -> str:
+    """Run ``biogans ARGV`` in this process; returns the command line for the card."""
+    code = cli.main(argv)
+    if code:
+        raise SystemExit(f"biogans {' '.join(argv)} failed with exit code {code}")
+    return "biogans " + shlex.join(argv)
+
+
+def training_time(run: Path) -> float | None:
+    """Wall time of the run from its loss log (the last logged ``seconds``; resumed legs add up)."""
+    path = run / "losses.csv"
+    if not path.is_file():
+        return None
+    total, last = 0.0, 0.0
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            seconds = float(row["seconds"])
+            if seconds < last:  # a resumed leg restarts its clock
+                total += last
+            last = seconds
+    return round(total + last, 1)
+
+
+def publish_weights(source: Path, target: Path, name: str, extra_meta: dict) -> tuple[dict, float]:
+    """Half-precision copy of a generator model file; returns (meta, largest uint8 change of a sample)."""
+    from napari_biogans.sampling import sample
+
+    generator, meta = checkpoints.load_generator(source)
+    meta = {k: v for k, v in meta.items() if k not in ("kind", "config", "normalisation", "dtype", "versions",
+                                                         "format")}
+    meta.update(name=name, **extra_meta)
+    full = sample(generator, {**meta, "name": name}, 32, seed=0).images.astype(int)
+    checkpoints.save_generator(target, generator, meta, half=True)
+    half_generator, _ = checkpoints.load_generator(target)
+    half = sample(half_generator, {**meta, "name": name}, 32, seed=0).images.astype(int)
+    return meta, float(np.abs(full - half).max())
+
+
+def write_montage(model_file: Path, out: Path) -> str:
+    """8 cells x (red + every protein) as one PNG; returns the command that made the samples."""
+    import imageio.v3 as iio
+
+    from napari_biogans.data.montage import make_montage
+    from napari_biogans.sampling import sample
+
+    generator, meta = checkpoints.load_generator(model_file)
+    samples = sample(generator, {**meta, "name": model_file.stem}, 8, seed=0)
+    n, c, h, w = samples.images.shape
+    pairs = np.stack([np.stack([samples.images[:, 0], samples.images[:, k]], 1) for k in range(1, c)], 1)
+    iio.imwrite(out, make_montage(pairs.reshape(-1, 2, h, w), ncols=c - 1))
+    return f"seeded sample: sampling.sample(seed=0, n=8) of {model_file.name}"
+
+
+def fluorescence_diagnostics(model_file: Path, args, work: Path) -> tuple[dict, list[str]]:
+    commands, diag = [], {}
+    c2st_dir, rec_dir = work / "c2st", work / "reconstruct"
+    commands.append(run_cli(["evaluate", "c2st", "--model", str(model_file), "--data", args.test, "--out",
+                             str(c2st_dir), "--splits", str(args.c2st_splits), "--steps", str(args.c2st_steps),
+                             "--width", str(args.c2st_width), "--batch-size", "64", "--device", args.device]))
+    scores = json.loads((c2st_dir / "c2st.json").read_text())["scores"]
+    diag["c2st"] = {name: {"median": round(r["median"], 3), "mad": round(r["mad"], 3)} for name, r in scores.items()}
+    diag["c2st_settings"] = {"steps": args.c2st_steps, "splits": args.c2st_splits, "critic_width": args.c2st_width,
+                             "algorithm": "wgan-gp"}
+    commands.append(run_cli(["evaluate", "reconstruct", "--model", str(model_file), "--data", args.test, "--train",
+                             args.train, "--out", str(rec_dir), "--max-cells", str(args.reconstruct_cells),
+                             "--steps", str(args.reconstruct_steps), "--restarts", "3", "--device", args.device]))
+    rec = json.loads((rec_dir / "reconstruction.json").read_text())
+    diag["reconstruction"] = {key: [round(v, 4) for v in rec[key]] for key in ("l2", "nn_l2", "nll")}
+    diag["reconstruction"].update(cells=rec["cells"], steps=rec["steps"], restarts=rec["restarts"],
+                                  format="[median, MAD]")
+    interp = work / "interp.tif"
+    commands.append(run_cli(["interpolate", "--model", str(model_file), "--out", str(interp), "--frames", "16",
+                             "--measure", str(args.interpolation_pairs), "--device", args.device]))
+    growth = json.loads(interp.with_suffix(".growth.json").read_text())
+    diag["interpolation"] = {"median_rho": round(growth["median_rho"], 3), "pairs": growth["pairs"],
+                             "frames": growth["frames"], "method": growth["method"]}
+    return diag, commands
+
+
+def em_diagnostics(model_file: Path, args, work: Path) -> tuple[dict, list[str]]:
+    out = work / "em"
+    argv = ["evaluate", "em", "--model", str(model_file), "--data", args.vnc, "--out", str(out),
+            "--device", args.device, *shlex.split(args.em_options)]
+    command = run_cli(argv)
+    return json.loads(next(out.glob("*.json")).read_text()), [command]
+
+
+def markdown_card(card: dict) -> str:
+    lines = [f"# {card['name']}", ""]
+    if card.get("simulated_training_data"):
+        lines += [f"**{SIMULATED_NOTE[0].upper() + SIMULATED_NOTE[1:]}.**", ""]
+    lines += [card["summary"], "", "## Training", "",
+              f"- data: {card['data'].get('description')} ({card['data'].get('cells', card['data'].get('sections'))} "
+              f"{'cells' if 'cells' in card['data'] else 'sections'}; SHA-256 `{card['data'].get('sha256', '')[:16]}…`)",
+              f"- architecture: `{json.dumps(card.get('config') or card.get('image_generator'))}`",
+              f"- objective: {card.get('objective', card.get('mode'))}; iterations: {card['iterations']}",
+              f"- device: {card['device']}; wall time: {card['training_seconds']} s",
+              f"- weights: float16, SHA-256 `{card['sha256']}`; largest change of a seeded uint8 sample from the "
+              f"float32 weights: {card['half_precision_max_change']}",
+              "", "```", card["training_command"], "```", "", "## Diagnostics (measured)", ""]
+    diag = card["diagnostics"]
+    if "c2st" in diag:
+        lines += ["C2ST (WGAN-GP critic, median ± MAD over splits; 0 = indistinguishable from held-out cells):", "",
+                  "| protein | median | MAD |", "|---|---:|---:|"]
+        lines += [f"| {p} | {r['median']:.2f} | {r['mad']:.2f} |" for p, r in diag["c2st"].items()]
+        rec = diag["reconstruction"]
+        lines += ["", f"Reconstruction of {rec['cells']} held-out cells: L2 {rec['l2'][0]:.3f} ± {rec['l2'][1]:.3f} "
+                  f"(median ± MAD) against the nearest training cell's {rec['nn_l2'][0]:.3f} ± {rec['nn_l2'][1]:.3f}; "
+                  f"NLL of the codes {rec['nll'][0]:.1f}.", "",
+                  f"Growth along short → long interpolations: median Spearman ρ "
+                  f"{diag['interpolation']['median_rho']:.2f} over {diag['interpolation']['pairs']} pairs."]
+    else:
+        lines += ["```json", json.dumps(diag, indent=2)[:4000], "```"]
+    lines += ["", "Commands:", "", "```", *card["diagnostics_commands"], "```", "", "## Known limits", ""]
+    lines += [f"- {limit}" for limit in card["known_limits"]]
+    lines += ["", f"![samples]({card['montage']})", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run folder (generator.safetensors or em_model.safetensors)")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--training-command", required=True, help="the exact command that trained the run")
+    parser.add_argument("--summary", default="", help="one paragraph for people")
+    parser.add_argument("--limit", action="append", default=[], help="a known limit (repeatable)")
+    parser.add_argument("--test", help="held-out cells (LIN test split) for the fluorescence diagnostics")
+    parser.add_argument("--train", help="training cells (nearest-neighbour baseline)")
+    parser.add_argument("--vnc", help="VNC stack folder with the validation sections (EM diagnostics)")
+    parser.add_argument("--em-options", default="", help="extra options for biogans evaluate em")
+    parser.add_argument("--c2st-steps", type=int, default=300)
+    parser.add_argument("--c2st-splits", type=int, default=3)
+    parser.add_argument("--c2st-width", type=int, default=16)
+    parser.add_argument("--reconstruct-cells", type=int, default=60)
+    parser.add_argument("--reconstruct-steps", type=int, default=20)
+    parser.add_argument("--interpolation-pairs", type=int, default=20)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=str(PRETRAINED))
+    args = parser.parse_args()
+
+    run, out = Path(args.run), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{args.name}.safetensors"
+    source = run / "generator.safetensors"
+    is_em = not source.is_file()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if is_em:
+            from napari_biogans.training.em_trainer import load_em_model
+
+            source = run / "em_model.safetensors"
+            tensors, meta = checkpoints.load(source, kind="em-generator")
+            if meta.get("dtype") != "float16":
+                raise SystemExit(f"{source}: train EM models with --half so that the model file is float16")
+            target.write_bytes(source.read_bytes())
+            load_em_model(target)  # refuses anything that would not load
+            change = 0.0
+            diag, commands = em_diagnostics(target, args, work) if args.vnc else ({}, [])
+            montage_note = ""
+        else:
+            meta, change = publish_weights(source, target, args.name, {"training_command": args.training_command})
+            diag, commands = fluorescence_diagnostics(target, args, work)
+            montage_note = write_montage(target, out / f"{args.name}.png")
+    card = {
+        **{k: v for k, v in meta.items() if k not in ("format",)},
+        "name": args.name,
+        "kind": "em-generator" if is_em else "generator",
+        "summary": args.summary,
+        "sha256": checkpoints.file_sha256(target),
+        "training_command": args.training_command,
+        "training_seconds": training_time(run),
+        "half_precision_max_change": change,
+        "diagnostics": diag,
+        "diagnostics_commands": commands,
+        "diagnostics_seconds": round(time.perf_counter() - started, 1),
+        "montage": f"{args.name}.png" if not is_em else f"{args.name}.png",
+        "montage_note": montage_note,
+        "known_limits": ([SIMULATED_NOTE] if meta.get("simulated_training_data") else []) + args.limit,
+    }
+    (out / f"{args.name}.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (out / f"{args.name}.md").write_text(markdown_card(card))
+    print(f"published {target} ({target.stat().st_size / 1e6:.1f} MB) with cards {args.name}.json / .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
