@@ -152,7 +152,7 @@ def test_em_models_train_on_vnc_sections_and_land_in_paint_em(make_napari_viewer
 
     viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "em-run", iterations=2)
     widget.source.setCurrentText("VNC EM sections")
-    assert [widget.arch.itemText(i) for i in range(widget.arch.count())] == ["dsgan", "sgan", "joint"]
+    assert [widget.arch.itemText(i) for i in range(widget.arch.count())] == ["dsgan", "sgan", "joint", "conditional"]
     assert not widget.objective.isVisibleTo(widget)  # EM models have their own losses
     widget.vnc_path.set_text(str(Path(__file__).parent / "fixtures" / "vnc" / "stack1"))
     widget.vnc_sections.setText("0-1")

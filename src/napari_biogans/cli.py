@@ -20,6 +20,20 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _sections(text: str) -> tuple[int, ...]:
+    """Section numbers such as ``0-9`` or ``0,2,5-7``."""
+    out = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            out += range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sections such as 0-9 or 0,2,5-7, got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"no sections in {text!r}")
+    return tuple(out)
+
+
 def cmd_simulate(args) -> int:
     from .data import lin
     from .data.simulator import simulate_stack
@@ -187,6 +201,42 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
+def cmd_evaluate_em(args) -> int:
+    from . import checkpoints
+    from .evaluation.em_report import EMEvalSettings, evaluate_em, report_rows, write_report
+    from .training.em_trainer import load_em_model
+
+    path = checkpoints.resolve_model(args.model)
+    model = load_em_model(path, device=args.device)
+    settings = EMEvalSettings(
+        train_sections=args.sections_train, validation_sections=args.sections_val, n_generated=args.generated,
+        size=args.size, segmenter_iterations=args.segmenter_iterations, segmenter_width=args.segmenter_width,
+        c2st_steps=args.c2st_steps, c2st_width=args.width, c2st_batch_size=args.batch_size,
+        c2st_algorithm=args.algorithm, c2st_lr=args.lr, birthday_batch_sizes=tuple(args.birthday_batch_sizes),
+        birthday_repeats=args.birthday_repeats, skip=tuple(args.skip), seed=args.seed,
+    )
+    bars = []
+
+    def progress(done, total):
+        if not bars:  # the bar starts once the inputs are read: a bad input shows its error alone
+            bars.append(_bar(total, "EM evaluation"))
+        bars[0][1](done, total)
+
+    evaluation = evaluate_em(model, args.data, settings, extra_real=args.extra_real, progress=progress)
+    for bar, _ in bars:
+        bar.close()
+    evaluation.results["model"].update(file=str(path), sha256=checkpoints.file_sha256(path))
+    files = write_report(evaluation, args.out)
+    for row in report_rows(evaluation.results):
+        paper = "" if row["paper_generated"] is None else f"   (paper {row['paper_generated']:.3g})"
+        cells = ["—" if v is None else f"{v:.4g}" for v in (row["real"], row["generated"])]
+        print(f"{row['measure']:>32}: real {cells[0]:>9}, generated {cells[1]:>9}{paper}")
+    for part, reason in evaluation.results["skipped"].items():
+        print(f"{part}: {reason}")
+    print(f"report -> {', '.join(str(f) for f in files.values())}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     import csv
 
@@ -195,6 +245,8 @@ def cmd_evaluate(args) -> int:
     from .devices import resolve_device
     from .evaluation import plots
 
+    if args.what == "em":  # reads every input before it writes anything
+        return cmd_evaluate_em(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
@@ -344,7 +396,7 @@ def cmd_render_em(args) -> int:
 
     model = load_em_model(checkpoints.resolve_model(args.model), device=args.device)
     if model.image_generator is None:
-        raise ValueError(f"{args.model} is a joint model: it samples label-image pairs, it does not render labels")
+        raise ValueError(f"{args.model} is a {model.meta['mode']} model: it has no image generator to render labels")
     if args.labels:
         labels = em.read_label_map(args.labels)
     else:
@@ -394,8 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a fluorescence GAN on a LIN folder, .h5 or .tif stack")
     p.add_argument("--data", required=True, help="LIN split folder, .h5 or .tif cell stack")
-    p.add_argument("--model", default="star", choices=["dcgan", "separable", "one-class", "star", "multichannel"])
-    p.add_argument("--objective", default="wgan-gp", choices=["gan", "wgan", "wgan-gp", "lsgan", "hinge"])
+    p.add_argument("--model", default="star", choices=["dcgan", "separable", "one-class", "star", "multichannel",
+                                                       "cgan", "multichannel-masked", "projection"])
+    p.add_argument("--objective", default="wgan-gp", choices=["gan", "wgan", "wgan-gp", "lsgan", "hinge"],
+                   help="hinge is the projection discriminator's loss (Miyato & Koyama)")
     p.add_argument("--iterations", type=int, default=1000, help="generator iterations")
     p.add_argument("--batch-size", type=int, default=64, help="cells per class per step")
     p.add_argument("--width", type=int, default=64, help="base width (ngf = ndf); 64 is the paper's")
@@ -419,10 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .tif or .h5")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("evaluate", help="C2ST, reconstruction or the real-vs-real table; JSON, CSV and PNG")
-    p.add_argument("what", choices=["c2st", "reconstruct", "real-vs-real"])
-    p.add_argument("--model", help="catalogue name or .safetensors (c2st, reconstruct)")
-    p.add_argument("--data", required=True, help="held-out real cells: the LIN test split (folder, .h5, .tif)")
+    p = sub.add_parser("evaluate", help="C2ST, reconstruction, the real-vs-real table or the EM report; JSON, CSV "
+                                        "and PNG")
+    p.add_argument("what", choices=["c2st", "reconstruct", "real-vs-real", "em"])
+    p.add_argument("--model", help="catalogue name or .safetensors (c2st, reconstruct, em)")
+    p.add_argument("--data", required=True, help="held-out real cells: the LIN test split (folder, .h5, .tif); "
+                                                 "em: the VNC stack folder with labels (stack1)")
     p.add_argument("--train", help="training cells: the nearest-neighbour baseline; set A of real-vs-real")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
@@ -437,6 +493,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="regular", choices=["regular", "separable"])
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--max-cells", type=int, default=None, help="reconstruct a random subset of this many cells")
+    em_options = p.add_argument_group("em", "the EM report; --width, --batch-size, --algorithm and --lr set its C2ST")
+    em_options.add_argument("--extra-real", default=None, help="more real sections for the C2ST (a VNC stack folder "
+                                                               "such as stack2; raw/ is enough)")
+    em_options.add_argument("--sections-train", type=_sections, default=tuple(range(10)),
+                            help="real training sections: the segmenter's data, the real-vs-real yardstick (0-9)")
+    em_options.add_argument("--sections-val", type=_sections, default=tuple(range(10, 20)),
+                            help="real validation sections (10-19)")
+    em_options.add_argument("--generated", type=int, default=10, help="generated label/image pairs")
+    em_options.add_argument("--size", type=int, default=None, help="side of the generated pairs (default: the "
+                                                                   "validation sections')")
+    em_options.add_argument("--segmenter-iterations", type=int, default=2000)
+    em_options.add_argument("--segmenter-width", type=int, default=32, help="the U-Net's base width (F.5: 32)")
+    em_options.add_argument("--c2st-steps", type=int, default=2000, help="critic steps of each C2ST")
+    em_options.add_argument("--birthday-batch-sizes", type=int, nargs="+", default=[100, 200, 500, 1000])
+    em_options.add_argument("--birthday-repeats", type=int, default=10)
+    em_options.add_argument("--skip", nargs="+", default=[], choices=["segmentation", "statistics", "birthday", "c2st"],
+                            help="parts to leave out")
+    em_options.add_argument("--seed", type=int, default=0, help="generated pair i uses seed + i")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("interpolate", help="a cell-cycle interpolation between sampled codes, to .tif or .h5")
@@ -454,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-em", help="train a supervised EM GAN on VNC sections (raw + labels)")
     p.add_argument("--data", required=True, help="VNC stack folder with raw/, membranes/, mitochondria/")
-    p.add_argument("--model", default="dsgan", choices=["sgan", "dsgan", "joint"])
+    p.add_argument("--model", default="dsgan", choices=["sgan", "dsgan", "joint", "conditional"],
+                   help="conditional: mitochondria given membranes")
     p.add_argument("--sections", type=int, nargs="*", default=list(range(10)), help="training sections (00-09)")
     p.add_argument("--iterations", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=1)
@@ -492,7 +567,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "steps", 0) is None:
         args.steps = 50 if args.what == "reconstruct" else 5000
-    if getattr(args, "what", None) in ("c2st", "reconstruct") and not args.model:
+    if getattr(args, "what", None) in ("c2st", "reconstruct", "em") and not args.model:
         print(f"biogans evaluate {args.what}: error: --model is required", file=sys.stderr)
         return 2
     if getattr(args, "what", None) == "real-vs-real" and not args.train:

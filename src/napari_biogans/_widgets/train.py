@@ -36,8 +36,8 @@ from qtpy.QtWidgets import (
 
 from . import _common
 
-ARCHS = ["star", "multichannel", "one-class", "separable", "dcgan"]
-EM_MODES = ["dsgan", "sgan", "joint"]
+ARCHS = ["star", "multichannel", "one-class", "separable", "dcgan", "projection", "cgan", "multichannel-masked"]
+EM_MODES = ["dsgan", "sgan", "joint", "conditional"]
 OBJECTIVES = ["wgan-gp", "wgan", "gan", "lsgan", "hinge"]
 SOURCES = ["simulate cells", "file or folder", "layers", "VNC EM sections"]
 EM_SOURCE = SOURCES[3]
@@ -321,8 +321,11 @@ class TrainWidget(QWidget):
         self.arch = QComboBox()
         self.arch.setToolTip("Cells: star (one red tower shared by a green tower per protein: all proteins on one "
                              "cell), multichannel (one network for all channels), one-class (a model per protein), "
-                             "separable / dcgan (every protein pooled). EM: dsgan (labels and image end to end), "
-                             "sgan (label GAN, then image GAN), joint (one GAN over image and labels)")
+                             "separable / dcgan (every protein pooled); conditional: projection (one class-conditional "
+                             "network, all proteins on one red cell; train it with the hinge objective), cgan (label "
+                             "concatenated), multichannel-masked (one channel per protein, others masked). EM: dsgan "
+                             "(labels and image end to end), sgan (label GAN, then image GAN), joint (one GAN over "
+                             "image and labels), conditional (mitochondria given membranes)")
         self.objective = QComboBox()
         self.objective.addItems(OBJECTIVES)
         self.objective.setCurrentText(_common.get_setting("train/objective", "wgan-gp"))

@@ -483,8 +483,13 @@ def _splat(points, cell: _Cell, shape) -> np.ndarray:
     return out.reshape(shape) * (PIXEL_SIZE_UM / cell.px) ** 2
 
 
-def render_cell(protein: str, rng: np.random.Generator, size=(48, 80), phase: float | None = None):
-    """One cell: ``((2, H, W) uint8 image, truth dict)``; ``phase`` overrides the drawn phase."""
+def render_cell(protein: str, rng: np.random.Generator, size=(48, 80), phase: float | None = None,
+                pattern=None):
+    """One cell: ``((2, H, W) uint8 image, truth dict)``; ``phase`` overrides the drawn phase.
+
+    ``pattern`` ``(cell, rng) -> (density, points)`` replaces the protein's green pattern (the
+    synthetic classes vary them); the protein still sets the green brightness.
+    """
     if protein not in PATTERNS:
         raise ValueError(f"unknown protein {protein!r}; known: {', '.join(PROTEINS)}")
     size = _check_size(size)
@@ -514,7 +519,7 @@ def render_cell(protein: str, rng: np.random.Generator, size=(48, 80), phase: fl
         phase, birth_length, width, neto, angle, bend, old_end, offset, nucleus, spb_angle, size
     )
     red = gaussian_filter(_bgs4(cell, red_weights), 1.1 * psf / cell.px)  # longer wavelength, wider PSF
-    density, points = PATTERNS[protein](cell, rng)
+    density, points = (pattern or PATTERNS[protein])(cell, rng)
     green = gaussian_filter(density + _splat(points, cell, size), psf / cell.px)
 
     image = np.zeros((2,) + tuple(size), dtype=np.uint8)

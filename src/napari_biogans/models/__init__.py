@@ -1,5 +1,16 @@
 """Generators and discriminators (torch ``nn.Module``s only)."""
 
+from .conditional import (
+    CONDITIONAL_CRITICS,
+    CONDITIONAL_GENERATORS,
+    CGANCritic,
+    CGANGenerator,
+    ConditionalBatchNorm2d,
+    MaskedMultichannelCritic,
+    ProjectionCritic,
+    ProjectionGenerator,
+    masked_composites,
+)
 from .fluorescence import (
     CRITIC_ARCHS,
     GENERATOR_ARCHS,
@@ -20,20 +31,31 @@ from .fluorescence import (
     tower_plan,
 )
 
+# one table of every architecture, so build_generator / build_critic rebuild any checkpoint
+GENERATOR_ARCHS.update(CONDITIONAL_GENERATORS)
+CRITIC_ARCHS.update(CONDITIONAL_CRITICS)
+
 __all__ = [
     "CRITIC_ARCHS",
     "GENERATOR_ARCHS",
+    "CGANCritic",
+    "CGANGenerator",
+    "ConditionalBatchNorm2d",
     "DCGANCritic",
     "DCGANGenerator",
+    "MaskedMultichannelCritic",
     "MultichannelCritic",
     "MultichannelGenerator",
     "OneClassGenerators",
+    "ProjectionCritic",
+    "ProjectionGenerator",
     "SeparableGenerator",
     "StarGenerator",
     "build_critic",
     "build_generator",
     "count_parameters",
     "make_models",
+    "masked_composites",
     "multichannel_size",
     "native_channels",
     "pairs_from_native",

@@ -84,11 +84,12 @@ def _critic_widths(image_size, width: int) -> list[int]:
 
 
 def _init_weights(module: nn.Module) -> None:
-    """METHODS B.7: convs N(0, 0.02); BN weights N(1, 0.02), biases 0."""
+    """METHODS B.7: convs N(0, 0.02); BN weights N(1, 0.02), biases 0 (BN without affine terms,
+    as in conditional BN, has none)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -469,6 +470,7 @@ class MultichannelCritic(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Factories
 
+# the conditional models (conditional.py) join these two tables when the package is imported
 GENERATOR_ARCHS = {
     "dcgan": DCGANGenerator,
     "separable": SeparableGenerator,
@@ -492,13 +494,16 @@ _ALIASES = {
     "multichannel": ("multichannel", False),
     "multichannel-sep": ("multichannel", True),
     "dcgan-sep-multichannel": ("multichannel", True),
+    "cgan": ("cgan", False),
+    "multichannel-masked": ("multichannel-masked", False),
+    "projection": ("projection", False),
 }
 
 
 def _arch(name: str) -> tuple[str, bool]:
     key = str(name).strip().casefold().replace("_", "-")  # METHODS I.1, I.2: compare case-folded, exactly
     if key not in _ALIASES:
-        raise ValueError(f"unknown model '{name}'; one of {sorted(GENERATOR_ARCHS)}")
+        raise ValueError(f"unknown model '{name}'; one of {sorted({arch for arch, _ in _ALIASES.values()})}")
     return _ALIASES[key]
 
 
@@ -526,7 +531,8 @@ def build_critic(config: dict) -> nn.Module:
 
 def make_models(arch: str, n_classes: int = 1, image_size=(48, 80), width: int = 64, nz: int = 100, *,
                 critic_bn: bool, spectral_norm: bool = False, separable: bool | None = None):
-    """``(G, D)`` for one of ``dcgan, separable, one-class, star, multichannel``.
+    """``(G, D)`` for one of ``dcgan, separable, one-class, star, multichannel`` or a conditional
+    model (``cgan, multichannel-masked, projection``, see :mod:`.conditional`).
 
     ``width``/``nz`` are the DCGAN ngf = ndf and latent size. ``dcgan`` and ``separable`` are
     joint models (C = 1) with the B.2 critic; ``one-class`` and ``star`` get C independent
@@ -539,6 +545,11 @@ def make_models(arch: str, n_classes: int = 1, image_size=(48, 80), width: int =
     name, default_sep = _arch(arch)
     separable = default_sep if separable is None else bool(separable)
     size = _size(image_size)
+    if name in ("cgan", "multichannel-masked", "projection"):
+        from .conditional import make_conditional_models  # built from this module's parts: import on use
+
+        return make_conditional_models(name, n_classes, size, width, nz, critic_bn=critic_bn,
+                                       spectral_norm=spectral_norm)
     critic = dict(image_size=size, bn=critic_bn, spectral_norm=spectral_norm)
     if name in ("dcgan", "separable"):
         if n_classes != 1:

@@ -1,4 +1,5 @@
-"""The EM training loop: SGAN, DSGAN and JointGAN (METHODS F.6-F.7), driven by the CLI and widgets.
+"""The EM training loop: SGAN, DSGAN, JointGAN (METHODS F.6-F.7) and conditional label synthesis,
+driven by the CLI and widgets.
 
 Modes
 -----
@@ -10,6 +11,12 @@ Modes
   λ_fake 1). ``init_label_gan`` starts G_y (and D_y when the pyramids match) from a finished
   label GAN, the reference's undocumented "pretrained" step (I.7).
 * ``joint``: one GAN over (membrane, mitochondria, image).
+* ``conditional``: mitochondria given membranes (the paper's split y = (y1, y2), its
+  supplement B): the CRN :class:`ConditionalLabelGenerator` draws the mitochondria channel from
+  a real membrane channel and noise; D_y, the label GAN's pyramid (F.3, F.7 stage 1), judges
+  (membrane, mitochondria) pairs. The label GAN's recipe otherwise (crops, down-sampling, pool,
+  ``g_steps`` 2), with the adversarial loss alone: a regression term would pull the mitochondria
+  towards their mean layout, and diverse layouts for one membrane map are the point (Fig. 14).
 
 The label GAN works at ``1 / label_downsample`` of the section's resolution (F.7: sections
 resized 1024 -> 512; DSGAN: 512 crops seen at 256); G_x works at full resolution. The one
@@ -45,12 +52,21 @@ import torch.nn.functional as F
 from .. import checkpoints
 from ..data import em
 from ..devices import describe_device, resolve_device
-from ..models.em import CascadeGenerator, JointGenerator, LabelGenerator, MultiScaleDiscriminator, UNet, build_em_module
+from ..models.em import (
+    CascadeGenerator,
+    ConditionalLabelGenerator,
+    JointGenerator,
+    LabelGenerator,
+    MultiScaleDiscriminator,
+    UNet,
+    build_em_module,
+)
 from .trainer import TrainingDiverged, _optimizer_state, _restore_optimizer
 
-MODES = ("sgan", "dsgan", "joint")
+MODES = ("sgan", "dsgan", "joint", "conditional")
 LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3, 1, 0.5), (3, 2, 0.4)),
-                  "joint": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1))}
+                  "joint": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)),
+                  "conditional": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1))}
 IMAGE_PYRAMIDS = {"sgan": ((3, 1, 0.5), (4, 1, 0.5)), "dsgan": ((3, 1, 0.3), (4, 1, 0.3), (3, 2, 0.2), (4, 2, 0.2))}
 MODEL_KIND = "em-generator"
 STATE_FILE, MODEL_FILE = "train_state.safetensors", "em_model.safetensors"
@@ -66,12 +82,12 @@ class EMTrainConfig:
     decay_iterations: int | None = None  # None: the last quarter (the reference's 150 + 50 epochs)
     batch_size: int = 1  # the reference's
     crop: int = 512  # image crops at full resolution (SGAN stage 2, DSGAN)
-    label_crop: int | None = None  # sgan/joint label-GAN crops; None: whole sections (dsgan uses ``crop``)
+    label_crop: int | None = None  # sgan/joint/conditional label-GAN crops; None: whole sections (dsgan: ``crop``)
     label_downsample: int = 2
-    label_width: int = 32  # G_y
+    label_width: int = 32  # G_y (the conditional CRN too)
     label_layers: int = 5  # G_y factor 2**(layers+1) = 64
     image_width: int = 64  # G_x
-    image_blocks: int = 6  # G_x factor 2**blocks = 64
+    image_blocks: int = 6  # G_x and the conditional CRN: factor 2**blocks = 64
     label_d_width: int = 32
     image_d_width: int = 64
     label_pyramid: tuple | None = None  # None: the mode's recipe (F.7)
@@ -101,7 +117,7 @@ class EMTrainConfig:
 @dataclass
 class EMPreview:
     labels: np.ndarray  # (H, W) uint8 codes 0/1/2
-    image: np.ndarray  # (H, W) uint8
+    image: np.ndarray  # (H, W) uint8; for ``conditional``, the generated mitochondria channel
 
 
 @dataclass
@@ -171,6 +187,18 @@ def _uint8(image: torch.Tensor) -> np.ndarray:
     return np.clip(np.rint((image.float().cpu().numpy() + 1) * 127.5), 0, 255).astype(np.uint8)
 
 
+def _given_membranes(generator, membranes: np.ndarray, z: torch.Tensor, downsample: int):
+    """Conditional synthesis on a membrane mask (H, W) bool whose sides are multiples of
+    ``generator.factor·downsample``: (codes (H, W) with the membranes exactly as given and the
+    mitochondria only off them, the mitochondria channel as uint8)."""
+    y = torch.from_numpy(membranes[None, None].astype(np.float32) * 2 - 1).to(z.device)
+    with torch.no_grad():  # the condition is pooled like the training crops (``EMTrainer._down``)
+        mito = generator(F.avg_pool2d(y, downsample), z).float()
+        mito = F.interpolate(mito, scale_factor=downsample, mode="bilinear", align_corners=False)[0, 0]
+    drawn = (mito.cpu().numpy() > 0) & ~membranes
+    return em.labels_from_masks(membranes, drawn), _uint8(mito)
+
+
 class EMTrainer:
     """Trains one EM mode on sections ``images`` (S, H, W) uint8 with ``labels`` (S, H, W) codes."""
 
@@ -192,13 +220,16 @@ class EMTrainer:
         self.decay = cfg.iterations // 4 if cfg.decay_iterations is None else cfg.decay_iterations
 
         torch.manual_seed(cfg.seed)
-        label_cls = JointGenerator if mode == "joint" else LabelGenerator
+        if mode == "conditional":
+            label_generator = ConditionalLabelGenerator(width=cfg.label_width, n_blocks=cfg.image_blocks)
+        else:
+            label_generator = (JointGenerator if mode == "joint" else LabelGenerator)(cfg.label_width, cfg.label_layers)
         self.models = {
-            "Gy": label_cls(cfg.label_width, cfg.label_layers),
+            "Gy": label_generator,
             "Dy": MultiScaleDiscriminator(3 if mode == "joint" else 2, cfg.label_d_width,
                                           cfg.label_pyramid or LABEL_PYRAMIDS[mode]),
         }
-        if mode != "joint":
+        if mode in ("sgan", "dsgan"):
             self.models["Gx"] = CascadeGenerator(width=cfg.image_width, n_blocks=cfg.image_blocks)
             self.models["Dx"] = MultiScaleDiscriminator(3, cfg.image_d_width, cfg.image_pyramid or IMAGE_PYRAMIDS[mode])
         if mode == "dsgan":
@@ -216,13 +247,16 @@ class EMTrainer:
         self.data_rng = np.random.default_rng(cfg.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(cfg.seed)
         self.pools = {"y": HistoryPool(cfg.pool_size, self.data_rng)}
-        if mode != "joint":
+        if "Gx" in self.models:
             self.pools["x"] = HistoryPool(cfg.pool_size, self.data_rng)
         preview_rng = torch.Generator(self.device).manual_seed(cfg.seed + 1)
-        side = cfg.crop if mode != "joint" else self.label_crop
+        side = cfg.crop if "Gx" in self.models else self.label_crop
         self.preview_noise = self._noise(self.models["Gy"], side // cfg.label_downsample, 1, preview_rng)
-        if mode != "joint":
+        if "Gx" in self.models:
             self.preview_image_noise = self._noise(self.models["Gx"], side, 1, preview_rng)
+        if mode == "conditional":  # a fixed real membrane map; its own RNG keeps the data stream as it is
+            crop = em.random_crops(images, labels, side, 1, np.random.default_rng(cfg.seed + 1), augment=False)[1]
+            self.preview_membranes = crop[0] == em.MEMBRANE
         self.iteration = 0
         self.last_checkpoint: Path | None = None
         self._stop = False
@@ -239,7 +273,7 @@ class EMTrainer:
         cfg = self.config
         h, w = self.images.shape[1:]
         gy, dy = self.models["Gy"], self.models["Dy"]
-        if self.label_crop > min(h, w) or (self.config.mode != "joint" and cfg.crop > min(h, w)):
+        if self.label_crop > min(h, w) or ("Gx" in self.models and cfg.crop > min(h, w)):
             raise ValueError(f"crops ({self.label_crop}, {cfg.crop}) must fit the {h}x{w} sections")
         if self.label_crop % cfg.label_downsample or self.label_side % gy.factor:
             raise ValueError(f"label crop {self.label_crop} / {cfg.label_downsample} must be a multiple of "
@@ -285,7 +319,7 @@ class EMTrainer:
         return {
             "mode": cfg.mode,
             "label_downsample": cfg.label_downsample,
-            "crop": cfg.crop if cfg.mode != "joint" else self.label_crop,
+            "crop": cfg.crop if "Gx" in self.models else self.label_crop,
             "label_codes": {str(k): v for k, v in em.LABEL_NAMES.items()},
             "label_channels": ["membrane", "mitochondria"],
             "data": {"description": self.description, "sha256": self.data_hash, "sections": int(len(self.images)),
@@ -297,7 +331,7 @@ class EMTrainer:
 
     def geometry(self) -> dict:
         """The crop sizes the pools' fakes depend on."""
-        return {"crop": None if self.config.mode == "joint" else self.config.crop, "label_crop": self.label_crop,
+        return {"crop": self.config.crop if "Gx" in self.models else None, "label_crop": self.label_crop,
                 "label_downsample": self.config.label_downsample}
 
     def request_stop(self) -> None:
@@ -443,16 +477,21 @@ class EMTrainer:
         for name in names:
             self.optimizers[name].step()
 
-    def _label_gan(self, real: torch.Tensor) -> dict:
-        """D_y step, then ``g_steps`` G_y steps (the first on the fakes D_y saw)."""
+    def _generated_labels(self) -> torch.Tensor:
         Gy = self.models["Gy"]
+        return Gy(self._noise(Gy, self.label_side))
+
+    def _label_gan(self, real: torch.Tensor, generate=None) -> dict:
+        """D_y step, then ``g_steps`` G_y steps (the first on the fakes D_y saw); ``generate()`` draws
+        fakes with new noise (default: G_y from noise alone)."""
+        generate = generate or self._generated_labels
         with self._autocast():
-            fake = Gy(self._noise(Gy, self.label_side))
+            fake = generate()
         d_loss = self._d_step("Dy", real, self.pools["y"].query(fake.float()))
         for k in range(self.g_steps):
             with self._autocast():
                 if k:
-                    fake = Gy(self._noise(Gy, self.label_side))
+                    fake = generate()
                 g_loss = self._adversarial("Dy", fake)
             self._g_step(("Gy",), g_loss)
         return {"D_y": d_loss, "G_y": g_loss.detach()}
@@ -513,22 +552,37 @@ class EMTrainer:
         y, x = self._crops(self.label_crop)
         return self._label_gan(self._down(torch.cat([y, x], 1)))
 
+    def _conditional_step(self) -> dict:
+        """The label GAN on real (membrane, mitochondria) pairs; fakes keep the real membranes."""
+        real = self._down(self._crops(self.label_crop)[0])
+        membranes, Gy = real[:, :1], self.models["Gy"]
+
+        def generate():
+            return torch.cat([membranes, Gy(membranes, self._noise(Gy, self.label_side))], 1)
+
+        return self._label_gan(real, generate)
+
     def step(self) -> dict:
         """One iteration; returns the losses as 0-d tensors."""
         self._set_lr()
         for model in self.models.values():
             model.train()
-        losses = {"sgan": self._sgan_step, "dsgan": self._dsgan_step, "joint": self._joint_step}[self.config.mode]()
+        steps = {"sgan": self._sgan_step, "dsgan": self._dsgan_step, "joint": self._joint_step,
+                 "conditional": self._conditional_step}
+        losses = steps[self.config.mode]()
         self.iteration += 1
         return losses
 
     # -- previews ------------------------------------------------------------------------------
     def preview(self) -> EMPreview:
         """A fixed-noise sample: labels from G_y (up-sampled to full resolution), then the image
-        G_x renders from those hard labels, as the product does; the joint image for ``joint``."""
+        G_x renders from those hard labels, as the product does; the joint image for ``joint``;
+        mitochondria drawn on a fixed real membrane map for ``conditional``."""
         Gy, d = self.models["Gy"], self.config.label_downsample
         Gy.eval()
         try:
+            if self.config.mode == "conditional":
+                return EMPreview(*_given_membranes(Gy, self.preview_membranes, self.preview_noise, d))
             with torch.no_grad():
                 out = F.interpolate(Gy(self.preview_noise).float(), scale_factor=d, mode="bilinear",
                                     align_corners=False)
@@ -606,8 +660,9 @@ class EMTrainer:
 
 @dataclass
 class EMModel:
-    """A trained EM model: ``label_generator`` (G_y; the joint generator for ``joint``),
-    ``image_generator`` (G_x, None for ``joint``) and the file's ``meta``."""
+    """A trained EM model: ``label_generator`` (G_y; the joint generator for ``joint``, the
+    conditional CRN for ``conditional``), ``image_generator`` (G_x, None for ``joint`` and
+    ``conditional``) and the file's ``meta``."""
 
     label_generator: torch.nn.Module
     image_generator: torch.nn.Module | None
@@ -618,21 +673,43 @@ class EMModel:
     def label_downsample(self) -> int:
         return int(self.meta["label_downsample"])
 
-    def _sample(self, height: int, width: int, seed: int) -> torch.Tensor:
-        """G_y output up-sampled to full resolution, cropped to (height, width): (1, C, H, W)."""
+    def _noise(self, height: int, width: int, seed: int) -> tuple[torch.Tensor, int, int]:
+        """G_y's noise seeded by ``seed`` for at least (height, width) at full resolution:
+        (z, padded height, padded width)."""
         g, d = self.label_generator, self.label_downsample
         step = g.factor * d
         h, w = math.ceil(height / step) * step, math.ceil(width / step) * step
         rng = torch.Generator("cpu").manual_seed(int(seed))
-        nz, nh, nw = g.noise_shape(h // d, w // d)
-        z = torch.randn((1, nz, nh, nw), generator=rng).to(self.device)
+        z = torch.randn((1, *g.noise_shape(h // d, w // d)), generator=rng).to(self.device)
+        return z, h, w
+
+    def _sample(self, height: int, width: int, seed: int) -> torch.Tensor:
+        """G_y output up-sampled to full resolution, cropped to (height, width): (1, C, H, W)."""
+        if self.meta["mode"] == "conditional":
+            raise ValueError("a conditional model draws mitochondria given membranes: use mitochondria_given_membranes")
+        z, _, _ = self._noise(height, width, seed)
         with torch.inference_mode():
-            out = F.interpolate(g(z).float(), scale_factor=d, mode="bilinear", align_corners=False)
+            out = F.interpolate(self.label_generator(z).float(), scale_factor=self.label_downsample, mode="bilinear",
+                                align_corners=False)
         return out[..., :height, :width]
 
     def sample_labels(self, height: int, width: int, seed: int = 0) -> np.ndarray:
         """A label map (height, width) of codes 0/1/2 drawn from G_y with noise seeded by ``seed``."""
         return _codes(self._sample(height, width, seed)[:, :2])[0]
+
+    def mitochondria_given_membranes(self, membranes: np.ndarray, seed: int = 0) -> np.ndarray:
+        """A label map of codes 0/1/2 for a membrane mask (H, W) (> 0 = membrane) of any size: the
+        membranes exactly as given, mitochondria drawn off them with noise seeded by ``seed``."""
+        if self.meta["mode"] != "conditional":
+            raise ValueError(f"a {self.meta['mode']} model draws whole label maps; mitochondria given membranes "
+                             "needs a conditional model")
+        membranes = np.asarray(membranes) > 0
+        if membranes.ndim != 2 or membranes.size == 0:
+            raise ValueError(f"expected a 2-D membrane mask, got shape {membranes.shape}")
+        height, width = membranes.shape
+        z, h, w = self._noise(height, width, seed)
+        padded = np.pad(membranes, ((0, h - height), (0, w - width)), mode="symmetric")
+        return _given_membranes(self.label_generator, padded, z, self.label_downsample)[0][:height, :width]
 
     def sample_joint(self, height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(labels, image) of a joint model."""

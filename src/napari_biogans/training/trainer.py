@@ -33,8 +33,11 @@ from ..data.lin import CellStack
 from ..devices import describe_device, resolve_device
 from .data import CellBatches, stack_hash
 
+# the conditional models score column c of their input as class c, so they take per-class
+# batches like the star model (multichannel-masked masks the other greens in its critic)
 BATCH_MODE = {"dcgan": "pooled", "separable": "pooled", "one-class": "per-class", "star": "per-class",
-              "multichannel": "composite"}
+              "multichannel": "composite", "cgan": "per-class", "multichannel-masked": "per-class",
+              "projection": "per-class"}
 
 
 class TrainingDiverged(RuntimeError):

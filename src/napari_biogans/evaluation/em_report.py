@@ -1,0 +1,352 @@
+"""``biogans evaluate em``: the SGAN paper's EM evaluation of one trained model, as a report.
+
+Generated label/image pairs (G_y's labels rendered by G_x in tiles, or a joint model's pairs) are
+set against the real validation sections (10-19) with the measures of
+:mod:`~napari_biogans.evaluation.em_metrics`:
+
+* ``segmentation`` (Table 2): a U-Net trained on the real training sections (00-09) segments the
+  real validation images and the generated images (their labels as ground truth): mean IU,
+  per-class IU, NLL.
+* ``statistics`` (Table 1): means and χ² distances of the global label statistics, validation
+  against generated; the same for training against validation as the real-vs-real yardstick.
+* ``birthday`` (supplement D): G_y's support size from 2x2 noise "atoms" (128² labels).
+* ``c2st``: a C2ST between real EM patches (validation sections, plus any extra real stack such
+  as stack2) and generated ones; with training against the same real set as the yardstick.
+
+A conditional model (mitochondria given membranes) draws mitochondria on the validation
+membranes: only its statistics apply (no images, no noise-only labels). Any part can be
+skipped for a quick run. :func:`write_report` writes the JSON, a CSV table beside the paper's
+numbers and a PNG of generated pairs beside real ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..data import em
+from . import em_metrics
+
+PARTS = ("segmentation", "statistics", "birthday", "c2st")
+IU_CLASSES = ("cytoplasm", "membrane", "mitochondria")
+SEGMENTER_DEPTH = 7  # F.5's U-Net
+SEGMENTER_CROP = 256
+BIRTHDAY_NOISE_SIDE = 2  # supplement D's "atom": 2x2 noise -> 128² labels
+
+# The paper's EM numbers: Han, Murphy & Ramanan (WACV 2018), ../shared/papers/004_a71b84a955e8dd49.txt,
+# Tables 1 and 2. METHODS.md section H lists only the LIN numbers, so these are quoted from the paper.
+# "real" is Table 2's Non-Param row (real training images) and Table 1's Training row (ground truth).
+# Table 1's mean cell and mitochondria sizes are left out: its unit ("μm") cannot be matched to our areas
+# in pixels. Its χ² bins are not given, so χ² values compare in magnitude only.
+PAPER_NUMBERS = {
+    "segmentation.mean_iu": {"real": 0.883, "dsgan": 0.893, "sgan": 0.872, "joint": 0.818},
+    "segmentation.nll": {"real": 0.112, "dsgan": 0.108, "sgan": 0.132, "joint": 0.177},
+    "statistics.mito_roundness.mean": {"real": 0.843, "dsgan": 0.819, "sgan": 0.839, "joint": 0.779},
+    "statistics.mito_per_cell.mean": {"real": 0.067, "dsgan": 0.068, "sgan": 0.073, "joint": 0.060},
+    "statistics.cell_area.chi2": {"dsgan": 0.050, "sgan": 0.057, "joint": 0.058},
+    "statistics.mito_area.chi2": {"dsgan": 0.130, "sgan": 0.112, "joint": 0.129},
+    "statistics.mito_roundness.chi2": {"dsgan": 0.109, "sgan": 0.122, "joint": 0.095},
+}
+
+__all__ = ["PARTS", "PAPER_NUMBERS", "EMEvalSettings", "EMEvaluation", "generate_pairs", "score_pairs", "evaluate_em",
+           "report_rows", "write_report"]
+
+
+@dataclass
+class EMEvalSettings:
+    train_sections: tuple = em.TRAIN_SECTIONS
+    validation_sections: tuple = em.VALIDATION_SECTIONS
+    n_generated: int = 10
+    size: int | None = None  # side of the generated maps; None: the validation sections' side
+    segmenter_iterations: int = 2000
+    segmenter_width: int = 32
+    c2st_steps: int = 2000
+    c2st_width: int = 64  # D.1's ndf
+    c2st_batch_size: int = 64
+    c2st_patch: int = 64
+    c2st_algorithm: str = "wgan-gp"
+    c2st_lr: float | None = None  # None: the algorithm's reference learning rate
+    birthday_batch_sizes: tuple = (100, 200, 500, 1000)
+    birthday_repeats: int = 10
+    skip: tuple = ()
+    seed: int = 0  # generated pair i uses seed + i for its labels and its image noise
+
+    def __post_init__(self):
+        unknown = set(self.skip) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown evaluation parts {sorted(unknown)}; parts are {', '.join(PARTS)}")
+
+
+@dataclass
+class EMEvaluation:
+    """The JSON-able ``results`` and the pairs they were measured on (for the report's figure)."""
+
+    results: dict
+    generated_images: np.ndarray | None  # (N, H, W) uint8; None for a conditional model
+    generated_labels: np.ndarray  # (N, H, W) codes
+    real_images: np.ndarray  # the validation sections
+    real_labels: np.ndarray
+
+
+class _Progress:
+    """One count over all parts of an evaluation, reported as ``callback(done, total)``."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None):
+        self.done, self.total, self.callback = 0, total, callback
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def part(self) -> Callable[[int, int], None]:
+        """A ``progress(step, steps)`` callback for a sub-task whose steps count here."""
+        start = self.done
+        return lambda step, _steps: self.advance(start + step - self.done)
+
+
+def _skipped(settings: EMEvalSettings, images: bool, sampler: bool) -> dict[str, str]:
+    """Parts left out, with the reason: asked for, or not applicable (a conditional model has no
+    images and draws no labels from noise alone)."""
+    out = {part: "skipped" for part in settings.skip}
+    if not images:
+        out.setdefault("segmentation", "no generated images")
+        out.setdefault("c2st", "no generated images")
+    if not sampler:
+        out.setdefault("birthday", "no label generator to sample from noise")
+    return out
+
+
+def _work(settings: EMEvalSettings, skipped) -> int:
+    """Progress steps of the measures: segmenter iterations, C2ST critic steps, one per other part."""
+    steps = {"segmentation": settings.segmenter_iterations, "statistics": 1, "birthday": 1,
+             "c2st": 2 * settings.c2st_steps}
+    return sum(n for part, n in steps.items() if part not in skipped)
+
+
+def generate_pairs(model, n: int, size: int, seed: int = 0, membranes: np.ndarray | None = None,
+                   progress: Callable[[int, int], None] | None = None):
+    """``n`` generated (images (n, size, size) uint8 or None, labels (n, size, size)) from an EMModel,
+    in the order :func:`~napari_biogans.data.em.read_sections` returns real ones.
+
+    Pair i uses ``seed + i``. A conditional model draws mitochondria on ``membranes`` (masks
+    (S, H, W), used in turn, cropped to ``size``) and has no images.
+    """
+    from ..rendering import render_tiled
+
+    mode = model.meta["mode"]
+    if mode == "conditional" and membranes is None:
+        raise ValueError("a conditional model needs membrane masks to draw mitochondria on")
+    labels, images = [], []
+    for i in range(n):
+        s = seed + i
+        if mode == "joint":
+            y, x = model.sample_joint(size, size, seed=s)
+        elif mode == "conditional":
+            y, x = model.mitochondria_given_membranes(membranes[i % len(membranes), :size, :size], seed=s), None
+        else:
+            y = model.sample_labels(size, size, seed=s)
+            x = render_tiled(model.image_generator, y, noise_seed=s, device=model.device)
+        labels.append(y)
+        images.append(x)
+        if progress is not None:
+            progress(i + 1, n)
+    return None if mode == "conditional" else np.stack(images), np.stack(labels)
+
+
+def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EMEvalSettings | None = None, *,
+                c2st_real: np.ndarray | None = None, label_sampler=None, device="cpu",
+                progress: Callable[[int, int], None] | None = None) -> dict:
+    """The measures of every part not skipped for generated (images or None, labels) against the
+    real (images, labels) of the ``train`` and ``validation`` sections. ``c2st_real``: the real
+    images of the C2ST (None: the validation images); ``label_sampler``: ``sample(n, rng)`` for the
+    birthday test (None: no birthday test)."""
+    settings = settings or EMEvalSettings()
+    skipped = _skipped(settings, generated[0] is not None, label_sampler is not None)
+    progress = _Progress(_work(settings, skipped), progress)
+    (gen_images, gen_labels), (train_images, train_labels), (val_images, val_labels) = generated, train, validation
+    results: dict = {"skipped": skipped}
+
+    if "segmentation" not in skipped:
+        crop = min(SEGMENTER_CROP, *train_images.shape[1:])
+        segmenter = em_metrics.train_segmenter(train_images, train_labels, settings.segmenter_iterations, crop=crop,
+                                               width=settings.segmenter_width, depth=SEGMENTER_DEPTH, device=device,
+                                               seed=settings.seed, progress=progress.part())
+        results["segmentation"] = {
+            "real": em_metrics.segmentation_scores(segmenter, val_images, val_labels, device),
+            "generated": em_metrics.segmentation_scores(segmenter, gen_images, gen_labels, device),
+            "segmenter": {"iterations": settings.segmenter_iterations, "width": settings.segmenter_width,
+                          "depth": SEGMENTER_DEPTH, "crop": crop},
+        }
+
+    if "statistics" not in skipped:
+        results["statistics"] = {"generated": em_metrics.compare_statistics(val_labels, gen_labels),
+                                 "train_vs_validation": em_metrics.compare_statistics(train_labels, val_labels)}
+        progress.advance()
+
+    if "birthday" not in skipped:
+        found = em_metrics.birthday_test(label_sampler, settings.birthday_batch_sizes, settings.birthday_repeats,
+                                         seed=settings.seed)
+        results["birthday"] = {**asdict(found), "smallest_batch": found.smallest_batch,
+                               "support_estimate": found.support_estimate, "noise_side": BIRTHDAY_NOISE_SIDE}
+        progress.advance()
+
+    if "c2st" not in skipped:
+        real = val_images if c2st_real is None else c2st_real
+        kwargs = dict(patch=settings.c2st_patch, steps=settings.c2st_steps, batch_size=settings.c2st_batch_size,
+                      width=settings.c2st_width, algorithm=settings.c2st_algorithm, lr=settings.c2st_lr,
+                      device=device, seed=settings.seed)
+        scores = {}
+        for name, other in (("generated", gen_images), ("train_vs_validation", train_images)):
+            scores[name] = em_metrics.c2st_realism(real, other, **kwargs)["score"]
+            progress.advance(settings.c2st_steps)
+        results["c2st"] = {**scores, "real_sections": len(real), "algorithm": settings.c2st_algorithm}
+    return results
+
+
+def _read_real(vnc_dir, sections, role: str):
+    em.section_indices(vnc_dir)  # a clear error for a folder that is not a VNC stack
+    images, labels = em.read_sections(vnc_dir, sections)
+    if labels is None:
+        raise ValueError(f"{vnc_dir}: the {role} sections need membrane and mitochondria labels beside raw/")
+    return images, labels
+
+
+def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra_real=None, device=None,
+                progress: Callable[[int, int], None] | None = None) -> EMEvaluation:
+    """Evaluate an :class:`~napari_biogans.training.em_trainer.EMModel` on a VNC stack folder
+    (``settings``' training and validation sections); ``extra_real``: a stack folder of more real
+    sections (raw only is enough) for the C2ST. Reads every input before the long work."""
+    settings = settings or EMEvalSettings()
+    device = model.device if device is None else device
+    mode = model.meta["mode"]
+    unconditional = mode != "conditional"
+    skipped = _skipped(settings, images=unconditional, sampler=unconditional)
+    train = _read_real(vnc_dir, settings.train_sections, "training")
+    val_images, val_labels = _read_real(vnc_dir, settings.validation_sections, "validation")
+    c2st_real = None
+    if extra_real is not None and "c2st" not in skipped:
+        extra = em.read_sections(extra_real, em.section_indices(extra_real))[0]
+        if extra.shape[1:] != val_images.shape[1:]:
+            raise ValueError(f"{extra_real}: its sections are {extra.shape[1]}x{extra.shape[2]}, the validation "
+                             f"sections {val_images.shape[1]}x{val_images.shape[2]}; the C2ST pools them, so they "
+                             "must match")
+        c2st_real = np.concatenate([val_images, extra])
+    size = settings.size or min(val_images.shape[1:])
+    tracker = _Progress(settings.n_generated + _work(settings, skipped), progress)
+    gen_images, gen_labels = generate_pairs(model, settings.n_generated, size, settings.seed,
+                                            None if unconditional else val_labels == em.MEMBRANE, tracker.part())
+    sampler = None
+    if "birthday" not in skipped:
+        sampler = em_metrics.label_generator_sampler(model.label_generator, BIRTHDAY_NOISE_SIDE, device)
+    results = score_pairs((gen_images, gen_labels), train, (val_images, val_labels), settings,
+                          c2st_real=c2st_real, label_sampler=sampler, device=device, progress=tracker.part())
+    results["model"] = {"mode": mode, "iterations": model.meta.get("iterations"),
+                        "data": model.meta.get("data", {}).get("description")}
+    results["settings"] = {**asdict(settings), "size": size, "data": str(vnc_dir),
+                           "extra_real": None if c2st_real is None else str(extra_real), "device": str(device)}
+    return EMEvaluation(results, gen_images, gen_labels, val_images, val_labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+
+
+def report_rows(results: dict) -> list[dict]:
+    """One row per measure: ours on real data (the real-vs-real yardstick where the measure compares
+    two sets), ours on generated data, and the paper's numbers for real data and for this mode."""
+    mode = results.get("model", {}).get("mode")
+    rows = []
+
+    def row(measure, real, generated, note=""):
+        paper = PAPER_NUMBERS.get(measure, {})
+        rows.append({"measure": measure, "real": real, "generated": generated, "paper_real": paper.get("real"),
+                     "paper_generated": paper.get(mode), "note": note})
+
+    seg = results.get("segmentation")
+    if seg:
+        row("segmentation.mean_iu", seg["real"]["mean_iu"], seg["generated"]["mean_iu"],
+            "real: validation sections; generated: their own labels as truth")
+        for i, name in enumerate(IU_CLASSES):
+            row(f"segmentation.iu.{name}", seg["real"]["iu"][i], seg["generated"]["iu"][i])
+        row("segmentation.nll", seg["real"]["nll"], seg["generated"]["nll"], "nats per pixel")
+    stats = results.get("statistics")
+    if stats:
+        for key, value in stats["generated"].items():
+            unit = ", pixels" if key.endswith("area") else ""
+            row(f"statistics.{key}.mean", value["real_mean"], value["fake_mean"],
+                f"real: validation sections{unit}")
+            row(f"statistics.{key}.chi2", stats["train_vs_validation"][key]["chi2"], value["chi2"],
+                "real: training vs validation; generated: validation vs generated")
+    birthday = results.get("birthday")
+    if birthday:
+        row("birthday.support_estimate", None, birthday["support_estimate"],
+            f"≈ s² for the smallest batch s with a duplicate in half the repeats; empty: none up to "
+            f"{max(birthday['batch_sizes'])}")
+    c2st = results.get("c2st")
+    if c2st:
+        row("c2st.score", c2st["train_vs_validation"], c2st["generated"],
+            "real: training vs validation sections; near 0 = indistinguishable")
+    return rows
+
+
+def _finite(value):
+    """JSON and CSV cells: NaN and infinities (a class absent from both maps) become empty."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _label_rgb(labels: np.ndarray) -> np.ndarray:
+    palette = np.array([em.LABEL_COLORS[code][:3] for code in sorted(em.LABEL_COLORS)]) * 255
+    return palette.astype(np.uint8)[labels]
+
+
+def _pairs_figure(path: Path, evaluation: EMEvaluation, examples: int) -> None:
+    """Generated labels and images beside real validation crops of the same size, one pair a row."""
+    from matplotlib.figure import Figure
+
+    n = min(examples, len(evaluation.generated_labels))
+    h, w = evaluation.generated_labels.shape[1:]
+    columns = [("generated labels", lambda i: _label_rgb(evaluation.generated_labels[i]))]
+    if evaluation.generated_images is not None:
+        columns.append(("generated image", lambda i: evaluation.generated_images[i]))
+    real = len(evaluation.real_labels)
+    columns += [("real labels", lambda i: _label_rgb(evaluation.real_labels[i % real, :h, :w])),
+                ("real image", lambda i: evaluation.real_images[i % real, :h, :w])]
+    fig = Figure(figsize=(2.5 * len(columns), 2.5 * n), dpi=120, layout="constrained")
+    axes = fig.subplots(n, len(columns), squeeze=False)
+    for i in range(n):
+        for j, (title, image) in enumerate(columns):
+            axes[i, j].imshow(image(i), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            axes[i, j].set_axis_off()
+            if i == 0:
+                axes[i, j].set_title(title, fontsize=9)
+    fig.savefig(path)
+
+
+def write_report(evaluation: EMEvaluation, out_dir, examples: int = 4) -> dict[str, Path]:
+    """``em_report.json`` (everything), ``em_report.csv`` (:func:`report_rows`) and
+    ``em_pairs.png`` (``examples`` generated pairs beside real ones) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "em_report.json", "csv": out / "em_report.csv", "png": out / "em_pairs.png"}
+    files["json"].write_text(json.dumps(_finite(evaluation.results), indent=2, allow_nan=False))
+    rows = report_rows(evaluation.results)
+    with open(files["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["measure", "real", "generated", "paper_real", "paper_generated",
+                                               "note"])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in _finite(row).items()} for row in rows)
+    _pairs_figure(files["png"], evaluation, examples)
+    return files
