@@ -51,7 +51,7 @@ def test_info_describes_folders_stacks_and_checkpoints(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", ["dcgan", "separable", "one-class", "star", "multichannel"])
+@pytest.mark.parametrize("model", ["dcgan", "separable", "one-class", "star", "multichannel", "projection"])
 def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
     monkeypatch.setenv("BIOGANS_CACHE", str(tmp_path / "cache"))
     cli.main(["simulate", "--out", str(tmp_path / "data"), "--cells-per-class", "6", "--proteins", "Sid2,Tea1"])
@@ -165,3 +165,30 @@ def test_train_em_and_render_any_size(tmp_path, model, capsys):
     assert set(np.unique(em.read_label_map(tmp_path / "gen.labels.png"))) <= {0, 1, 2}
     assert cli.main(["train-em", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "raw/ sub-folder" in capsys.readouterr().err
+
+
+def test_sample_longer_moves_codes_along_the_length_vector(tmp_path, capsys):
+    import h5py
+    import torch
+
+    from napari_biogans import checkpoints
+    from napari_biogans.models import make_models
+
+    torch.manual_seed(0)
+    G, _ = make_models("star", n_classes=2, width=4, nz=16, critic_bn=False)
+    model = checkpoints.save_generator(tmp_path / "tiny.safetensors", G, {"class_names": ["Sid2", "Tea1"]})
+    codes = {}
+    for longer in ("0", "2.5"):
+        out = tmp_path / f"s{longer}.h5"
+        assert cli.main(["sample", "--model", str(model), "--n", "4", "--seed", "3", "--longer", longer,
+                         "--out", str(out)]) == 0
+        with h5py.File(out) as f:
+            codes[longer] = f["z"][()]
+            provenance = f.attrs["provenance"]
+    assert "long minus short" in capsys.readouterr().out and "long minus short" in provenance
+    plain = checkpoints.load_generator(model)[0]
+    from napari_biogans.sampling import latent_codes
+
+    np.testing.assert_array_equal(codes["0"], latent_codes(4, 16, plain.nz_red, 3))  # 0: the identity
+    assert not np.allclose(codes["2.5"], codes["0"])
+    assert np.allclose(codes["2.5"] - codes["0"], (codes["2.5"] - codes["0"])[0])  # one vector added to every code

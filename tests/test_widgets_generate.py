@@ -162,7 +162,7 @@ def test_settings_remember_model_and_device(make_napari_viewer, qtbot):
 
 def test_manifest_opens_the_widgets(make_napari_viewer):
     viewer = make_napari_viewer()
-    for name in ("Generate cells", "Cell cycle", "Train"):
+    for name in ("Generate cells", "Cell cycle", "Train", "Paint EM", "Diagnostics"):
         dock, widget = viewer.window.add_plugin_dock_widget("napari-biogans", name)
         assert widget is not None
     assert len(viewer.layers) == 0

@@ -167,7 +167,16 @@ def cmd_sample(args) -> int:
     meta.setdefault("name", path.stem)
     meta.setdefault("sha256", checkpoints.file_sha256(path))
     proteins = args.proteins.split(",") if args.proteins else None
-    samples = sample(generator, meta, n=args.n, seed=args.seed, proteins=proteins, red_seed=args.red_seed)
+    attribute = None
+    if args.longer:
+        from .evaluation.profiling import length_attribute
+
+        found = length_attribute(generator, seed=args.seed)
+        attribute = ("long minus short", found["vector"], args.longer)
+        print(f"latent arithmetic: {args.longer} × (long minus short), the mean code of generated cells "
+              f"~{found['long_px']:.0f} px long minus that of cells ~{found['short_px']:.0f} px long")
+    samples = sample(generator, meta, n=args.n, seed=args.seed, proteins=proteins, red_seed=args.red_seed,
+                     attribute=attribute)
     write_samples(samples, args.out)
     print(f"{args.n} cells ({', '.join(samples.channel_names)}) from {path.name} -> {args.out}")
     return 0
@@ -345,7 +354,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    import numpy as np
 
     from .evaluation import interpolation
     from .sampling import latent_codes, sample, write_samples
@@ -469,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--red-seed", type=int, default=None, help="seed of the red noise alone (same red, new greens)")
+    p.add_argument("--longer", type=float, default=0.0,
+                   help="latent arithmetic: add this many 'long minus short' vectors to the codes (negative: shorter)")
     p.add_argument("--proteins", default=None, help="comma-separated proteins (default: all the model has)")
     p.add_argument("--out", required=True, help="output .tif or .h5")
     p.set_defaults(func=cmd_sample)

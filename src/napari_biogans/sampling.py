@@ -62,10 +62,18 @@ def pairs_to_channels(pairs: np.ndarray, class_names: list[str], proteins=None):
 
 
 def sample(generator, meta: dict, n: int, seed: int = 0, proteins=None, red_seed: int | None = None,
-           z: np.ndarray | None = None) -> Samples:
-    """``n`` cells from ``generator`` (in eval mode) with the model card ``meta``."""
+           z: np.ndarray | None = None, attribute: tuple[str, np.ndarray, float] | None = None) -> Samples:
+    """``n`` cells from ``generator`` (in eval mode) with the model card ``meta``.
+
+    ``attribute`` = (name, vector, strength) moves every code by ``strength · vector`` (latent
+    arithmetic, :mod:`napari_biogans.evaluation.profiling`); the codes returned are the moved ones.
+    """
     if z is None:
         z = latent_codes(n, generator.nz, generator.nz_red, seed, red_seed)
+    if attribute is not None:
+        from .evaluation.profiling import shift_codes
+
+        z = shift_codes(z, attribute[1], attribute[2])
     pairs = render(generator, z)
     channels, names, reds = pairs_to_channels(pairs, meta["class_names"], proteins)
     provenance = {
@@ -77,6 +85,8 @@ def sample(generator, meta: dict, n: int, seed: int = 0, proteins=None, red_seed
         "proteins": names[1:],
         "simulated_training_data": meta.get("simulated_training_data", False),
     }
+    if attribute is not None:
+        provenance["attribute"] = {"name": attribute[0], "strength": float(attribute[2])}
     return Samples(
         images=to_uint8(channels),
         channel_names=names,

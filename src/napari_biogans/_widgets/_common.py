@@ -567,3 +567,33 @@ def add_or_update_layers(viewer, layer_data: list[tuple], group: str | None = No
             viewer.layers.remove(existing)
         layers.append(viewer.add_image(data, **kwargs))
     return layers
+
+
+def stack_from_layers(red, green):
+    """The cells of a red and a green image layer (cells, H, W) as a CellStack.
+
+    Classes come from the red layer's metadata as the plugin's readers leave it; layers without
+    them count as one protein named after the green layer (as in the Train widget).
+    """
+    import numpy as np
+
+    from ..data.lin import CellStack
+
+    if red is green:
+        raise ValueError("the red and the green layer must be different layers")
+    r, g = np.asarray(red.data), np.asarray(green.data)
+    if r.shape != g.shape or r.ndim != 3:
+        raise ValueError(f"'{red.name}' {r.shape} and '{green.name}' {g.shape} must both be (cells, H, W)")
+    images = np.stack([r, g], axis=1)
+    if images.dtype != np.uint8:
+        if images.min() < 0 or images.max() > 255:
+            raise ValueError(f"'{red.name}' / '{green.name}' must hold 0..255 intensities (uint8 cells)")
+        images = np.round(images).astype(np.uint8)
+    meta, n = red.metadata, len(images)
+    class_names, class_index = list(meta.get("class_names", [])), meta.get("class_index")
+    if not class_names or class_index is None or len(class_index) != n:
+        class_names, class_index = [green.name], [0] * n
+    return CellStack(images=images, class_index=np.asarray(class_index), class_names=class_names,
+                     file_names=list(meta.get("file_names", [f"cell{i}" for i in range(n)]))[:n],
+                     description=f"napari layers '{red.name}' + '{green.name}'",
+                     simulated=bool(meta.get("simulated", False)))

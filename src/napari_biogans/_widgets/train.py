@@ -467,31 +467,10 @@ class TrainWidget(QWidget):
         return ("stack", self._stack_from_layers())
 
     def _stack_from_layers(self):
-        from ..data.lin import CellStack
-
         red_name, green_name = self.red_layer.currentText(), self.green_layer.currentText()
         if not red_name or not green_name:
             raise ValueError("choose a red and a green image layer of cells (cells, H, W)")
-        if red_name == green_name:
-            raise ValueError("the red and the green layer must be different layers")
-        red, green = self.viewer.layers[red_name], self.viewer.layers[green_name]
-        r, g = np.asarray(red.data), np.asarray(green.data)
-        if r.shape != g.shape or r.ndim != 3:
-            raise ValueError(f"'{red_name}' {r.shape} and '{green_name}' {g.shape} must both be (cells, H, W)")
-        images = np.stack([r, g], axis=1)
-        if images.dtype != np.uint8:
-            if images.min() < 0 or images.max() > 255:
-                raise ValueError(f"'{red_name}' / '{green_name}' must hold 0..255 intensities (uint8 cells)")
-            images = np.round(images).astype(np.uint8)
-        meta = red.metadata
-        n = len(images)
-        class_names, class_index = list(meta.get("class_names", [])), meta.get("class_index")
-        if not class_names or class_index is None or len(class_index) != n:
-            class_names, class_index = [green_name], [0] * n
-        return CellStack(images=images, class_index=np.asarray(class_index), class_names=class_names,
-                         file_names=list(meta.get("file_names", [f"cell{i}" for i in range(n)]))[:n],
-                         description=f"napari layers '{red_name}' + '{green_name}'",
-                         simulated=bool(meta.get("simulated", False)))
+        return _common.stack_from_layers(self.viewer.layers[red_name], self.viewer.layers[green_name])
 
     # -- run control ---------------------------------------------------------------------------
     @property

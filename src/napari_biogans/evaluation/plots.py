@@ -21,17 +21,26 @@ def _style_axes(ax, style):
     ax.title.set_color(style["foreground"])
 
 
-def reconstruction_scatter(ax, l2, nll, nn_l2=None, nz: int = 100, style=LIGHT, label="reconstruction"):
-    """L2 against NLL of the found codes (Osokin et al. Figure 6), with the NN line and prior band."""
+def prior_nll(nz: int) -> tuple[float, float]:
+    """Mean and standard deviation of the NLL of codes drawn from the N(0, I_nz) prior.
+
+    NLL = ½‖z‖² + (nz/2)·ln 2π and ‖z‖² is χ² with nz degrees of freedom (mean nz, variance 2·nz).
+    """
     import math
 
+    return nz / 2 * (1 + math.log(2 * math.pi)), math.sqrt(nz / 2)
+
+
+def reconstruction_scatter(ax, l2, nll, nn_l2=None, nz: int = 100, style=LIGHT, label="reconstruction",
+                           prior_sd: float = 2.0, nn_label="nearest neighbour (median)"):
+    """L2 against NLL of the found codes (Osokin et al. Figure 6), with the NN line and the prior band
+    (NLL of prior codes, mean ± ``prior_sd`` standard deviations)."""
     ax.scatter(l2, nll, s=8, alpha=0.6, color=style["accent"], label=label)
-    prior_mean = nz / 2 + nz / 2 * math.log(2 * math.pi)
-    prior_std = math.sqrt(nz / 2)
-    ax.axhspan(prior_mean - prior_std, prior_mean + prior_std, color=style["foreground"], alpha=0.12,
-               label="prior NLL ± 1 std")
+    prior_mean, prior_std = prior_nll(nz)
+    ax.axhspan(prior_mean - prior_sd * prior_std, prior_mean + prior_sd * prior_std, color=style["foreground"],
+               alpha=0.12, label=f"prior NLL, mean ± {prior_sd:g} sd")
     if nn_l2 is not None and len(nn_l2):
-        ax.axvline(float(np.median(nn_l2)), color=style["secondary"], linestyle="--", label="nearest neighbour (median)")
+        ax.axvline(float(np.median(nn_l2)), color=style["secondary"], linestyle="--", label=nn_label)
     ax.set_xlabel("L2 error (RMSE in [0, 1])")
     ax.set_ylabel("NLL of the latent code")
     ax.legend(fontsize=8, frameon=False, labelcolor=style["foreground"])
@@ -47,7 +56,7 @@ def c2st_scores(ax, report: dict, style=LIGHT):
         ax.hlines(report[name]["median"], i - 0.3, i + 0.3, color=style["secondary"], linewidth=2)
     ax.axhline(0.0, color=style["foreground"], linewidth=0.8, alpha=0.5)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylabel("C2ST score (lower is closer to real)")
+    ax.set_ylabel("C2ST score\n(lower is closer to real)")
     _style_axes(ax, style)
 
 
@@ -59,12 +68,13 @@ def score_matrix(ax, matrix: np.ndarray, names: list[str], style=LIGHT, title="r
     ax.set_xlabel("B (test set)")
     ax.set_ylabel("A (train set)")
     ax.set_title(title)
-    high = np.nanmax(matrix)
+    low, high = np.nanmin(matrix), np.nanmax(matrix)
     for i in range(len(names)):
         for j in range(len(names)):
             value = matrix[i, j]
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
-                    color="black" if value > 0.6 * high else "white")
+            # dark text on the bright (high) end of viridis; scores may be negative, so compare within the range
+            bright = high > low and (value - low) / (high - low) > 0.6
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="black" if bright else "white")
     _style_axes(ax, style)
     return image
 
