@@ -78,3 +78,29 @@ def test_latent_arithmetic_zero_is_identity_and_length_vector_lengthens():
     G, _ = make_models("star", n_classes=2, width=4, nz=16, critic_bn=False)
     result = profiling.length_attribute(G.eval(), pool=64)
     assert result["vector"].shape == (16,) and result["long_px"] >= result["short_px"]
+
+
+def test_cli_fid_and_features(tmp_path, capsys):
+    import csv
+    import json
+
+    from napari_biogans import cli
+
+    cli.main(["simulate", "--out", str(tmp_path / "data"), "--cells-per-class", "20", "--proteins", "Sid2,Tea1"])
+    train, test = (str(tmp_path / "data" / f"LIN_Simulated_WT_size-48-80_{s}") for s in ("train", "test"))
+    run = tmp_path / "run"
+    assert cli.main(["train", "--data", train, "--model", "star", "--iterations", "1", "--batch-size", "4", "--width",
+                     "4", "--device", "cpu", "--out", str(run)]) == 0
+    quick = ["--classifier-iterations", "20", "--classifier-width", "8", "--device", "cpu"]
+    assert cli.main(["evaluate", "fid", "--model", str(run / "generator.safetensors"), "--data", test, "--train", train,
+                     "--generated", "16", "--out", str(tmp_path / "fid"), *quick]) == 0
+    with open(tmp_path / "fid" / "fid.csv") as f:
+        rows = list(csv.reader(f))
+    assert [r[0] for r in rows[1:]] == ["Sid2", "Tea1"] and all(float(v) >= 0 for r in rows[1:] for v in r[1:])
+    assert cli.main(["evaluate", "features", "--critic", str(run / "train_state.safetensors"), "--data", test,
+                     "--train", train, "--out", str(tmp_path / "features"), *quick]) == 0
+    accuracy = json.loads((tmp_path / "features" / "features.json").read_text())["accuracy"]
+    assert set(accuracy) == {"raw pixels", "LIN classifier", "critic"} and all(0 <= v <= 1 for v in accuracy.values())
+    assert cli.main(["evaluate", "fid", "--model", str(run / "generator.safetensors"), "--data", test,
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "--train is required" in capsys.readouterr().err

@@ -202,3 +202,18 @@ def test_model_lists_hold_only_their_kind(make_napari_viewer, qtbot, model_dir, 
         assert widget.model.path().stem == "tiny-star" and "Paint EM" in shown[-1]
     finally:
         em_file.unlink()
+
+
+def test_cell_length_control_moves_every_code_by_one_vector(make_napari_viewer, qtbot):
+    viewer, widget = make_widget(make_napari_viewer, n=4)
+    plain = generate(qtbot, widget)
+    widget.longer.setValue(2.0)
+    longer = generate(qtbot, widget)
+    step = longer.z - plain.z
+    assert np.abs(step).max() > 0 and np.allclose(step, step[0])  # the same vector added to every code
+    assert longer.provenance["attribute"] == {"name": "long minus short", "strength": 2.0}
+    assert viewer.layers["generated Bgs4"].metadata["provenance"]["attribute"]["strength"] == 2.0
+    widget.longer.setValue(0.0)
+    again = generate(qtbot, widget)
+    np.testing.assert_array_equal(again.z, plain.z)
+    assert "attribute" not in again.provenance

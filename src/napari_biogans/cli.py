@@ -256,6 +256,8 @@ def cmd_evaluate(args) -> int:
 
     if args.what == "em":  # reads every input before it writes anything
         return cmd_evaluate_em(args)
+    if args.what in ("fid", "features"):
+        return cmd_evaluate_features(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
@@ -350,6 +352,59 @@ def cmd_evaluate(args) -> int:
         print("        " + " ".join(f"{n:>6}" for n in names))
         for i, name in enumerate(names):
             print(f"{name:>7} " + " ".join(f"{v:6.1f}" for v in mean[i]))
+    return 0
+
+
+def cmd_evaluate_features(args) -> int:
+    """FID per protein with a LIN classifier, or 1-NN protein accuracy of pixels / classifier / critic features."""
+    import csv
+
+    import numpy as np
+
+    from .devices import resolve_device
+    from .evaluation import fid, profiling
+
+    device = resolve_device(args.device)
+    train, test = _load_cells(args.train, None), _load_cells(args.data, None)
+    if args.what == "fid":
+        generator, meta = _model(args.model, args.device)
+        names = list(meta["class_names"]) if generator.n_classes > 1 else list(test.class_names)
+        train, test = train.select_classes(names), test.select_classes(names)
+    critic = None
+    if args.what == "features" and args.critic:
+        critic, _ = profiling.load_critic(args.critic, device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bar, update = _bar(args.classifier_iterations, "classifier")
+    classifier = fid.train_classifier(train, test, iterations=args.classifier_iterations, width=args.classifier_width,
+                                      device=device, progress=update)
+    bar.close()
+    print(f"LIN classifier: {classifier.accuracy:.1%} protein accuracy on the held-out cells")
+    settings = {"classifier_iterations": args.classifier_iterations, "classifier_width": args.classifier_width,
+                "classifier_accuracy": classifier.accuracy, "train": train.description, "test": test.description,
+                "device": str(device)}
+    if args.what == "fid":
+        real = np.diagonal(fid.class_fid_matrix(classifier, train, test))
+        fake = fid.generator_fid(classifier, generator, test, n=args.generated)
+        rows = [[name, real[i], fake[name]] for i, name in enumerate(test.class_names)]
+        with open(out / "fid.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["protein", "real (train vs test)", meta["name"]], *rows])
+        _write_json(out / "fid.json", {"settings": {**settings, "model": meta["name"], "generated": args.generated},
+                                       "fid": {r[0]: {"real": r[1], "generated": r[2]} for r in rows}})
+        for name, r, g in rows:
+            print(f"{name:>10}: FID real {r:.3f}, generated {g:.3f}")
+        return 0
+    embeddings = {"raw pixels": test.images.reshape(len(test), -1).astype(np.float64),
+                  "LIN classifier": fid.classifier_features(classifier, test.images)}
+    if critic is not None:
+        embeddings["critic"] = profiling.critic_features(critic, test.images)
+    accuracy = {name: profiling.loo_1nn_accuracy(x, test.class_index) for name, x in embeddings.items()}
+    with open(out / "features.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["embedding", "1-NN protein accuracy", "dimensions"],
+                                 *[[k, v, embeddings[k].shape[1]] for k, v in accuracy.items()]])
+    _write_json(out / "features.json", {"settings": {**settings, "critic": args.critic}, "accuracy": accuracy})
+    for name, value in accuracy.items():
+        print(f"{name:>15}: leave-one-out 1-NN protein accuracy {value:.1%}")
     return 0
 
 
@@ -485,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="C2ST, reconstruction, the real-vs-real table or the EM report; JSON, CSV "
                                         "and PNG")
-    p.add_argument("what", choices=["c2st", "reconstruct", "real-vs-real", "em"])
+    p.add_argument("what", choices=["c2st", "reconstruct", "real-vs-real", "em", "fid", "features"])
     p.add_argument("--model", help="catalogue name or .safetensors (c2st, reconstruct, em)")
     p.add_argument("--data", required=True, help="held-out real cells: the LIN test split (folder, .h5, .tif); "
                                                  "em: the VNC stack folder with labels (stack1)")
@@ -503,6 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="regular", choices=["regular", "separable"])
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--max-cells", type=int, default=None, help="reconstruct a random subset of this many cells")
+    lin_options = p.add_argument_group("fid, features", "FID with a LIN classifier trained on --train; 1-NN protein "
+                                                        "accuracy of embeddings of the --data cells")
+    lin_options.add_argument("--classifier-iterations", type=int, default=2000)
+    lin_options.add_argument("--classifier-width", type=int, default=32)
+    lin_options.add_argument("--generated", type=int, default=None, help="fid: generated cells per protein (500); "
+                                                                         "em: generated label/image pairs (10)")
+    lin_options.add_argument("--critic", default=None, help="features: a run's train_state.safetensors whose critic "
+                                                            "embeds the cells")
     em_options = p.add_argument_group("em", "the EM report; --width, --batch-size, --algorithm and --lr set its C2ST")
     em_options.add_argument("--extra-real", default=None, help="more real sections for the C2ST (a VNC stack folder "
                                                                "such as stack2; raw/ is enough)")
@@ -510,7 +573,6 @@ def build_parser() -> argparse.ArgumentParser:
                             help="real training sections: the segmenter's data, the real-vs-real yardstick (0-9)")
     em_options.add_argument("--sections-val", type=_sections, default=tuple(range(10, 20)),
                             help="real validation sections (10-19)")
-    em_options.add_argument("--generated", type=int, default=10, help="generated label/image pairs")
     em_options.add_argument("--size", type=int, default=None, help="side of the generated pairs (default: the "
                                                                    "validation sections')")
     em_options.add_argument("--segmenter-iterations", type=int, default=2000)
@@ -577,11 +639,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "steps", 0) is None:
         args.steps = 50 if args.what == "reconstruct" else 5000
+    if getattr(args, "generated", 0) is None:
+        args.generated = 10 if args.what == "em" else 500
     if getattr(args, "what", None) in ("c2st", "reconstruct", "em") and not args.model:
         print(f"biogans evaluate {args.what}: error: --model is required", file=sys.stderr)
         return 2
-    if getattr(args, "what", None) == "real-vs-real" and not args.train:
-        print("biogans evaluate real-vs-real: error: --train is required (set A)", file=sys.stderr)
+    if getattr(args, "what", None) in ("fid", "features", "real-vs-real") and not args.train:
+        print(f"biogans evaluate {args.what}: error: --train is required", file=sys.stderr)
+        return 2
+    if getattr(args, "what", None) == "fid" and not args.model:
+        print("biogans evaluate fid: error: --model is required", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -15,6 +15,7 @@ import numpy as np
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
+    QDoubleSpinBox,
     QFormLayout,
     QLabel,
     QLineEdit,
@@ -43,15 +44,27 @@ def tile(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
     return out
 
 
-def _sample_job(path, device, n, seed, red_seed, proteins):
+_length_vectors: dict[tuple, np.ndarray] = {}  # (weights sha256, device) -> "long minus short" code vector
+
+
+def _sample_job(path, device, n, seed, red_seed, proteins, longer=0.0):
     """Worker body: load (cached) and sample; yields status text, returns (Samples, meta, device)."""
     from ..sampling import sample
 
     yield "loading model…"
     generator, meta, torch_device = _common.load_generator_cached(path, device)
+    attribute = None
+    if longer:
+        key = (meta["sha256"], str(torch_device))
+        if key not in _length_vectors:
+            from ..evaluation.profiling import length_attribute
+
+            yield "measuring 512 generated cells for the length vector…"
+            _length_vectors[key] = length_attribute(generator)["vector"]
+        attribute = ("long minus short", _length_vectors[key], longer)
     yield f"sampling {n} cells on {torch_device}…"
     t0 = time.perf_counter()
-    samples = sample(generator, meta, n=n, seed=seed, proteins=proteins, red_seed=red_seed)
+    samples = sample(generator, meta, n=n, seed=seed, proteins=proteins, red_seed=red_seed, attribute=attribute)
     return samples, meta, torch_device, time.perf_counter() - t0
 
 
@@ -118,6 +131,15 @@ class GenerateWidget(QWidget):
         same_red.setToolTip("Keep the red cells (fix the red seed) and draw a new seed for the green proteins")
         same_red.clicked.connect(self.same_red_new_greens)
 
+        self.longer = QDoubleSpinBox()
+        self.longer.setRange(-3.0, 3.0)
+        self.longer.setSingleStep(0.5)
+        self.longer.setDecimals(1)
+        self.longer.setSuffix(" × (long − short)")
+        self.longer.setToolTip(
+            "Latent arithmetic: move every code by this many 'long minus short' vectors (the mean code of the "
+            "longest generated cells minus that of the shortest); positive grows the cells, negative shrinks them"
+        )
         self.montage = QCheckBox("montage")
         self.montage.setToolTip("Tile the cells into one 2-D grid per channel instead of stacking them over a cell axis")
         self.columns = QSpinBox()
@@ -145,6 +167,7 @@ class GenerateWidget(QWidget):
         form.addRow("", _common.row(all_button, none_button))
         form.addRow("seed", _common.row(self.seed, new_seed))
         form.addRow("red seed", _common.row(self.red_seed, same_red))
+        form.addRow("cell length", self.longer)
         form.addRow("layout", _common.row(self.montage, self.columns))
         form.addRow("name", self.name)
         layout = QVBoxLayout(self)
@@ -238,7 +261,8 @@ class GenerateWidget(QWidget):
         self.run_button.setEnabled(False)
         self.status.setText("starting…")
         worker = create_worker(_sample_job, path, self.device.device(), params["n"], params["seed"], red_seed,
-                               proteins, _connect={"errored": self._failed}, _start_thread=False)
+                               proteins, self.longer.value(), _connect={"errored": self._failed},
+                               _start_thread=False)
         worker.yielded.connect(self.status.setText)
         worker.returned.connect(lambda result: self._show(result, params))
         worker.finished.connect(lambda: self.run_button.setEnabled(self.model.path() is not None))

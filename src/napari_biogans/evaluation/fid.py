@@ -82,7 +82,7 @@ def train_classifier(train: CellStack, test: CellStack | None = None, iterations
         loss.backward()
         optimizer.step()
         if progress is not None:
-            progress(step + 1)
+            progress(step + 1, iterations)
     model.eval()
     accuracy = float("nan")
     if test is not None:
