@@ -1,10 +1,11 @@
-"""Screenshots of the dock widgets at work, for the README: generate.png, cell_cycle.png, train.png.
+"""Screenshots of the dock widgets at work, for the README: generate, cell_cycle, train, paint_em, diagnostics.
 
 Needs a display (run under Xvfb: ``xvfb-run -a python docs/screenshots/make_screenshots.py``).
 It trains a small demo model first (star-shaped WGAN-GP, width 16, about 200 iterations on
 simulated cells, on the CPU, a few minutes) in a temporary folder that is not kept, unless
 ``--model`` points at an existing ``generator.safetensors``. Settings go to that folder too, so
-the user's own napari-biogans settings are not touched.
+the user's own napari-biogans settings are not touched. Paint EM needs an EM model (``--em-model``,
+e.g. ``vnc-dsgan`` from the catalogue).
 """
 
 from __future__ import annotations
@@ -174,6 +175,62 @@ def train(workdir: Path, out: Path, demo_run: Path | None) -> None:
     viewer.close()
 
 
+def paint_em(em_model: Path, out: Path) -> None:
+    """Paint EM: the shipped real VNC crop beside its render, then a generated label map with a painted stroke."""
+    import numpy as np
+
+    from napari_biogans._widgets.paint_em import PaintEMWidget
+
+    viewer = new_viewer()
+    widget = PaintEMWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Paint EM", area="right")
+    widget.model.set_path(em_model)
+    widget.device.combo.setCurrentText("cpu")
+    widget.height_box.setValue(512)
+    widget.width_box.setValue(512)
+    widget.seed.setValue(3)
+    widget.new_map_button.click()
+    wait_until(lambda: not widget.busy() and "EM render" in viewer.layers, timeout=300)
+    labels = viewer.layers["EM labels"]
+    # a hand-painted mitochondrion and a membrane stroke, as a user would add them
+    yy, xx = np.mgrid[:512, :512]
+    blob = ((yy - 150) / 28.0) ** 2 + ((xx - 360) / 45.0) ** 2 <= 1
+    labels.data_setitem(np.nonzero(blob), 2)
+    line = (np.abs(yy - (0.6 * xx + 180)) < 3) & (xx > 40) & (xx < 300)
+    labels.data_setitem(np.nonzero(line), 1)
+    settle(0.5)
+    wait_until(lambda: not widget.busy(), timeout=300)
+    viewer.layers.selection.active = labels
+    viewer.reset_view()
+    shoot(viewer, "paint_em.png", out)
+    viewer.close()
+
+
+def diagnostics(model: Path, workdir: Path, out: Path) -> None:
+    """Diagnostics: reconstruction of simulated held-out cells, its scatter, and a short C2ST."""
+    from napari_biogans._widgets.diagnostics import DiagnosticsWidget
+    from napari_biogans.data.lin import write_lin_folder
+    from napari_biogans.data.simulator import simulate_stack
+
+    test = workdir / "LIN_Simulated_WT_size-48-80_test"
+    write_lin_folder(simulate_stack(n_per_class=20, proteins=PROTEINS, seed=123), test)
+    viewer = new_viewer()
+    widget = DiagnosticsWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Diagnostics", area="right")
+    widget.source.setCurrentIndex(0)
+    widget.data_path.set_text(str(test))
+    widget.model.set_path(model)
+    widget.device.combo.setCurrentText("cpu")
+    widget.n_cells.setValue(48)
+    widget.restarts.setValue(3)
+    widget.steps.setValue(10)
+    widget.run_reconstruction()
+    wait_until(lambda: widget.reconstruction is not None and not widget.busy, timeout=900)
+    viewer.reset_view()
+    shoot(viewer, "diagnostics.png", out)
+    viewer.close()
+
+
 def _common_card(path: Path) -> dict:
     from napari_biogans._widgets._common import read_card
 
@@ -186,7 +243,9 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=200, help="demo model iterations")
     parser.add_argument("--width", type=int, default=16, help="demo model width")
     parser.add_argument("--out", default=str(HERE), help="where the PNGs go")
-    parser.add_argument("--only", nargs="*", default=["generate", "train"], help="generate (with cell cycle), train")
+    parser.add_argument("--em-model", help="an EM model file or catalogue name for Paint EM")
+    parser.add_argument("--only", nargs="*", default=["generate", "train", "paint_em", "diagnostics"],
+                        help="generate (with cell cycle), train, paint_em, diagnostics")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="biogans-screenshots-"))
@@ -208,6 +267,12 @@ def main(argv=None) -> int:
             generate_and_cell_cycle(model, out)
         if "train" in args.only:
             train(workdir, out, demo_run)
+        if "diagnostics" in args.only:
+            diagnostics(model, workdir, out)
+        if "paint_em" in args.only and args.em_model:
+            from napari_biogans.checkpoints import resolve_model
+
+            paint_em(resolve_model(args.em_model), out)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the demo model and runs are not kept
     return 0

@@ -479,12 +479,15 @@ def cmd_render_em(args) -> int:
 
 
 def cmd_view(args) -> int:
-    """Open napari with the plugin's offline sample data (the README's first command)."""
+    """Open napari with the plugin's offline sample data and its widgets at work (the README's first command)."""
     import napari
 
+    from ._widgets.demo import open_demo
+
     viewer = napari.Viewer(title="napari-biogans")
-    for key in args.samples:
-        viewer.open_sample("napari-biogans", key)
+    opened = open_demo(viewer, args.model or None, args.em_model or None, args.samples)
+    for note in opened["notes"]:
+        print(f"biogans view: {note}", file=sys.stderr)
     napari.run()
     return 0
 
@@ -626,8 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .png or .tif")
     p.set_defaults(func=cmd_render_em)
 
-    p = sub.add_parser("view", help="open napari with the plugin and its offline sample data")
+    p = sub.add_parser("view", help="open napari with the sample data, Generate cells and Paint EM at work")
     p.add_argument("--samples", nargs="*", default=["simulated_lin", "vnc_em"], help="sample keys to open")
+    p.add_argument("--model", default="star-6", help="fluorescence model for Generate cells ('' for none)")
+    p.add_argument("--em-model", default="vnc-dsgan", help="EM model for Paint EM ('' for none)")
     p.set_defaults(func=cmd_view)
     return parser
 
