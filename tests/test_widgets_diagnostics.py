@@ -298,3 +298,27 @@ def test_write_csv_round_trips(tmp_path):
     with open(write_csv(tmp_path / "t.csv", header, rows), newline="") as f:
         back = list(csv.reader(f))
     assert back[0] == header and [float(r[1]) for r in back[1:]] == [0.1, 1 / 3]
+
+
+def test_reconstructed_real_cells_are_cell_cycle_anchors(make_napari_viewer, qtbot, data):
+    from napari_biogans._widgets.cell_cycle import CellCycleWidget
+
+    viewer, widget = make_widget(make_napari_viewer, data, model="tiny-varied")
+    widget.n_cells.setValue(3)
+    widget.steps.setValue(1)
+    result = run(qtbot, widget, widget.reconstruct_button, "reconstruction")
+    cycle = CellCycleWidget(viewer)
+    viewer.window.add_dock_widget(cycle, name="Cell cycle")
+    sources = [cycle.source.itemText(i) for i in range(cycle.source.count())]
+    assert "reconstruction" in sources
+    cycle.source.setCurrentText("reconstruction")
+    cycle.anchors.setText("0, 2")
+    cycle.frames.setValue(5)
+    cycle.device.combo.setCurrentText("cpu")
+    with qtbot.waitSignal(cycle.finished, timeout=60_000):
+        cycle.run()
+    codes = viewer.layers["cell cycle Bgs4"].metadata["provenance"]
+    assert codes["source"] == "layers 'reconstruction'" and codes["cells"] == [0, 2]
+    z = result["reconstruction"].z
+    frames = np.asarray(viewer.layers["cell cycle Bgs4"].metadata["codes"])
+    np.testing.assert_allclose(frames[0, : z.shape[1] // 2], z[0, : z.shape[1] // 2], rtol=1e-5)  # starts at cell 0's red code
