@@ -46,6 +46,7 @@ def make_widget(make_napari_viewer):
     widget = PaintEMWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Paint EM")
     assert len(viewer.layers) == 0  # nothing added before a button is pressed
+    widget.model.set_path(checkpoints.catalogue()["tiny-em"])  # not a shipped model, which may come first
     widget.device.combo.setCurrentText("cpu")
     widget.tile.setValue(TILE)
     return viewer, widget

@@ -1,6 +1,7 @@
 """Train dock widget in a real viewer (Xvfb): a tiny run end to end, cancel, resume, responsiveness."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def test_tiny_run_trains_previews_and_registers_the_model(make_napari_viewer, qt
     viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "run", iterations=2)
     assert_tooltips(widget)
     generate = GenerateWidget(viewer)  # open before training: its list must update when the run ends
-    assert generate.model.path() is None
+    assert "run (trained)" not in [generate.model.combo.itemText(i) for i in range(generate.model.combo.count())]
     widget.start_button.click()
     assert widget.running and not widget.start_button.isEnabled() and widget.cancel_button.isEnabled()
     wait_done(qtbot, widget)
@@ -64,8 +65,11 @@ def test_tiny_run_trains_previews_and_registers_the_model(make_napari_viewer, qt
     # 4 fixed codes x 2 proteins, 48 x 80 tiles with 2-pixel gaps
     assert preview.data.shape[:2] == (4 * 50 + 2, 2 * 82 + 2)
     assert widget.simulated_label.isVisibleTo(widget)
-    # the model is in Generate's list, and marked as trained on simulated cells
-    assert generate.model.path() is not None and generate.model.path().resolve() == model.resolve()
+    # the model is in Generate's list (chosen when nothing else was), and marked as trained on simulated cells
+    listed = {generate.model.combo.itemText(i): generate.model.combo.itemData(i)
+              for i in range(generate.model.combo.count())}
+    assert Path(listed["run (trained)"]).resolve() == model.resolve()
+    generate.model.set_path(model)
     assert generate.model.combo.currentText() == "run (trained)"
     assert generate.simulated_label.isVisibleTo(generate)
     assert generate.checked_proteins() == ["Sid2", "Tea1"]
@@ -146,8 +150,6 @@ def test_learning_rate_reaches_the_trainer_and_resume_keeps_it(make_napari_viewe
 
 
 def test_em_models_train_on_vnc_sections_and_land_in_paint_em(make_napari_viewer, qtbot, tmp_path):
-    from pathlib import Path
-
     from napari_biogans.training.em_trainer import MODEL_KIND, load_em_model
 
     viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "em-run", iterations=2)
