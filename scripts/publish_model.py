@@ -58,11 +58,10 @@ def publish_weights(source: Path, target: Path, name: str, extra_meta: dict) -> 
     from napari_biogans.sampling import sample
 
     generator, meta = checkpoints.load_generator(source)
-    meta = {k: v for k, v in meta.items() if k not in ("kind", "config", "normalisation", "dtype", "versions",
-                                                         "format")}
+    meta = {k: v for k, v in meta.items() if k not in ("kind", "normalisation", "dtype", "versions", "format")}
     meta.update(name=name, **extra_meta)
     full = sample(generator, {**meta, "name": name}, 32, seed=0).images.astype(int)
-    checkpoints.save_generator(target, generator, meta, half=True)
+    checkpoints.save_generator(target, generator, {k: v for k, v in meta.items() if k != "config"}, half=True)
     half_generator, _ = checkpoints.load_generator(target)
     half = sample(half_generator, {**meta, "name": name}, 32, seed=0).images.astype(int)
     return meta, float(np.abs(full - half).max())
