@@ -14,7 +14,6 @@ registered, so it shows up in the Generate and Cell cycle (or Paint EM) model li
 
 from __future__ import annotations
 
-import csv
 import gc
 import time
 from pathlib import Path
@@ -218,23 +217,6 @@ def em_preview_pair(preview, gap: int = 4) -> np.ndarray:
 
 def preview_image(preview) -> np.ndarray:
     return preview_montage(preview) if isinstance(preview, np.ndarray) else em_preview_pair(preview)
-
-
-def read_losses(run_dir, up_to: int | None = None) -> dict[str, list]:
-    """``losses.csv`` of a run folder as {name: [(iteration, value)]}, rows up to ``up_to``."""
-    path = Path(run_dir) / "losses.csv"
-    history: dict[str, list] = {}
-    if not path.is_file():
-        return history
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            it = int(row["iteration"])
-            if up_to is not None and it > up_to:
-                continue
-            for key, value in row.items():
-                if key not in ("iteration", "seconds") and value not in (None, ""):
-                    history.setdefault(key, []).append((it, float(value)))
-    return history
 
 
 class TrainWidget(QWidget):
@@ -547,7 +529,9 @@ class TrainWidget(QWidget):
             _common.report_error(f"the run is already at iteration {card.get('iteration')}",
                                  "raise 'iterations' to train further")
             return None
-        self.history = read_losses(self.run_dir.text(), up_to=card.get("iteration"))
+        from ..training import loss_log
+
+        self.history = loss_log.read(self.run_dir.text(), up_to=card.get("iteration"))
         # everything that shapes the models comes from the run itself (a CLI run may differ from the controls)
         kept = {k: v for k, v in saved.items() if k not in RUN_CONTROLS}
         return self._launch(resume=True, saved=kept)

@@ -38,7 +38,6 @@ checkpoint; checkpoints are only written from finite weights.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import time
@@ -61,6 +60,7 @@ from ..models.em import (
     UNet,
     build_em_module,
 )
+from . import loss_log
 from .trainer import TrainingDiverged, _optimizer_state, _restore_optimizer
 
 MODES = ("sgan", "dsgan", "joint", "conditional")
@@ -596,34 +596,11 @@ class EMTrainer:
             Gy.train()
 
     # -- the loop ------------------------------------------------------------------------------
-    def _log(self, row: dict) -> None:
-        path = self.run_dir / "losses.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            names = ["iteration", "seconds", *sorted(set(row) - {"iteration", "seconds"})]
-            writer = csv.DictWriter(f, fieldnames=names)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    def _truncate_log(self) -> None:
-        """On resume, drop rows written after the checkpoint (those iterations run again)."""
-        path = self.run_dir / "losses.csv"
-        if not path.exists():
-            return
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows:
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(r for r in rows if int(r["iteration"]) <= self.iteration)
-
     def run(self):
         """Train to ``config.iterations``, yielding an :class:`EMTrainEvent` per logged iteration."""
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._truncate_log()
+        loss_log.truncate(self.run_dir, self.iteration)
         start, t0 = self.iteration, time.perf_counter()
         while self.iteration < cfg.iterations and not self._stop:
             losses = self.step()
@@ -640,7 +617,7 @@ class EMTrainer:
             seconds = time.perf_counter() - t0
             event = EMTrainEvent(iteration=i, total=cfg.iterations, losses=values,
                                  iterations_per_s=(i - start) / max(seconds, 1e-9))
-            self._log({"iteration": i, "seconds": round(seconds, 3), **values})
+            loss_log.append(self.run_dir, {"iteration": i, "seconds": round(seconds, 3), **values})
             if i % cfg.preview_every == 0:
                 event.preview = self.preview()
             if i % cfg.checkpoint_every == 0:

@@ -19,7 +19,6 @@ because the gradient penalty differentiates through it twice per step.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ import torch
 from .. import checkpoints
 from ..data.lin import CellStack
 from ..devices import describe_device, resolve_device
+from . import loss_log
 from .data import CellBatches, stack_hash
 
 # the conditional models score column c of their input as class c, so they take per-class
@@ -309,37 +309,12 @@ class Trainer:
         self.G.train()
         return images
 
-    def _log(self, row: dict) -> None:
-        if self.rank != 0:
-            return
-        path = self.run_dir / "losses.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["iteration", "seconds", *sorted(k for k in row if k not in ("iteration", "seconds"))])
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    def _truncate_log(self) -> None:
-        """On resume, drop log rows written after the checkpoint (they will be trained again)."""
-        path = self.run_dir / "losses.csv"
-        if self.rank != 0 or not path.exists():
-            return
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
-            return
-        keep = [r for r in rows if int(r["iteration"]) <= self.iteration]
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(keep)
-
     def run(self):
         """Train to ``config.iterations``, yielding a :class:`TrainEvent` per logged iteration."""
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._truncate_log()
+        if self.rank == 0:
+            loss_log.truncate(self.run_dir, self.iteration)
         start, t0 = self.iteration, time.perf_counter()
         while self.iteration < cfg.iterations and not self._stop:
             losses = self.step()
@@ -356,7 +331,9 @@ class Trainer:
                 )
             speed = (i - start) / max(time.perf_counter() - t0, 1e-9)
             event = TrainEvent(iteration=i, total=cfg.iterations, losses=values, iterations_per_s=speed)
-            self._log({"iteration": i, "seconds": round(time.perf_counter() - t0, 3), **values})
+            if self.rank == 0:
+                seconds = round(time.perf_counter() - t0, 3)
+                loss_log.append(self.run_dir, {"iteration": i, "seconds": seconds, **values})
             if i % cfg.preview_every == 0 and self.rank == 0:
                 event.preview = self.preview()
             if i % cfg.checkpoint_every == 0:
