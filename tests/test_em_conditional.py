@@ -1,5 +1,5 @@
 """The ``conditional`` EM mode: mitochondria given real membranes (the paper's supplement B), trained
-on the VNC fixture crops; its model file, its exact resume, the CLI and its place in the EM report."""
+on the VNC fixture crops; its model file, the CLI (its exact resume is in test_em_training.py) and its place in the EM report."""
 
 from pathlib import Path
 
@@ -32,10 +32,6 @@ def trained(sections, tmp_path_factory):
                         description="VNC fixture")
     events = list(trainer.run())
     return trainer, events
-
-
-def weights(trainer):
-    return {f"{n}.{k}": v.clone() for n, m in trainer.models.items() for k, v in m.state_dict().items()}
 
 
 def test_trains_two_iterations_and_saves_a_loadable_model(trained):
@@ -79,23 +75,6 @@ def test_membranes_are_kept_and_mitochondria_drawn_only_off_them(trained):
     unconditional = EMModel(LabelGenerator(width=4), None, {"mode": "sgan", "label_downsample": 2}, torch.device("cpu"))
     with pytest.raises(ValueError, match="needs a conditional model"):
         unconditional.mitochondria_given_membranes(membranes)
-
-
-def test_resume_equals_an_uninterrupted_run(tmp_path, sections):
-    cfg = EMTrainConfig(iterations=4, **{**TINY, "preview_every": 100})  # pools of 3 fill at iteration 2, then swap
-    straight = EMTrainer(cfg, *sections, tmp_path / "straight")
-    list(straight.run())
-    first = EMTrainer(cfg, *sections, tmp_path / "split")
-    for event in first.run():
-        if event.iteration == 2:
-            first.request_stop()
-    assert first.iteration == 2
-    resumed = EMTrainer(cfg, *sections, tmp_path / "split", resume=True)
-    assert resumed.iteration == 2 and len(resumed.pools["y"].items) == 3
-    list(resumed.run())
-    expected, got = weights(straight), weights(resumed)
-    for key in expected:
-        assert torch.equal(expected[key], got[key]), key
 
 
 def test_cli_trains_a_conditional_model_that_the_em_report_evaluates(tmp_path, capsys):

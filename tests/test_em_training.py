@@ -35,7 +35,7 @@ def sections():
 
 
 def config(mode, **kwargs):
-    return EMTrainConfig(mode=mode, **{**TINY, **MODES[mode], **kwargs})
+    return EMTrainConfig(mode=mode, **{**TINY, **MODES.get(mode, {}), **kwargs})
 
 
 def weights(trainer):
@@ -80,7 +80,7 @@ def test_every_mode_trains_and_saves_a_loadable_model(tmp_path, sections, mode):
     assert len(lines) == 3 and lines[0].startswith("iteration,seconds,")
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("mode", [*sorted(MODES), "conditional"])  # conditional: its own label GAN
 def test_resume_equals_an_uninterrupted_run(tmp_path, sections, mode):
     cfg = config(mode, iterations=4, preview_every=100)  # pools of 3 fill at iteration 2, then swap
     straight = EMTrainer(cfg, *sections, tmp_path / "straight")
