@@ -521,6 +521,25 @@ def row(*widgets, stretch_last: bool = False) -> QWidget:
     return box
 
 
+def spin(lo: int, hi: int, value: int, tooltip: str):
+    """An integer spin box with its range, value and tooltip."""
+    from qtpy.QtWidgets import QSpinBox
+
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    box.setToolTip(tooltip)
+    return box
+
+
+def button(text: str, tooltip: str, slot) -> QPushButton:
+    """A push button with a tooltip that calls ``slot()`` when clicked."""
+    widget = QPushButton(text)
+    widget.setToolTip(tooltip)
+    widget.clicked.connect(lambda *_: slot())
+    return widget
+
+
 def set_row_visible(form, field: QWidget, visible: bool) -> None:
     """Show or hide a QFormLayout row by its field widget (Qt ≥ 6.4 has this built in)."""
     if hasattr(form, "setRowVisible"):

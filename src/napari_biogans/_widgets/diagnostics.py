@@ -29,7 +29,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QLabel,
-    QPushButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -366,7 +365,7 @@ class DiagnosticsWidget(QWidget):
         self.mode.setCurrentText(_common.get_setting("diagnostics/mode", "regular"))
         self.mode.setToolTip("regular: optimise the whole code on both channels; separable (star and separable "
                              "models): the red code on the red channel, then the green code on the green channel")
-        self.reconstruct_button = _button("Reconstruct", "Find the codes that best reproduce the real cells "
+        self.reconstruct_button = _common.button("Reconstruct", "Find the codes that best reproduce the real cells "
                                           "(in the background), then show them as layers and plot them",
                                           self.run_reconstruction)
         self.summary = QLabel("")
@@ -378,7 +377,7 @@ class DiagnosticsWidget(QWidget):
         self.scatter.setToolTip("Each dot a cell: its reconstruction error (L2) and how likely its code is under "
                                 "the prior (NLL). Dots left of the dashed line beat the nearest real cell; dots "
                                 "inside the band have codes as plausible as random ones")
-        self.export_reconstruction = _button("Export CSV…", "Save the per-cell L2, NLL and nearest-neighbour L2",
+        self.export_reconstruction = _common.button("Export CSV…", "Save the per-cell L2, NLL and nearest-neighbour L2",
                                              lambda: self.export("reconstruction"))
 
         # -- C2ST ---------------------------------------------------------------------------
@@ -396,9 +395,9 @@ class DiagnosticsWidget(QWidget):
         self.algorithm.setToolTip("The critics' objective: wgan-gp is the one the paper reports (score ≈ 0 for "
                                   "indistinguishable sets, higher when they differ); gan scores lie in (−∞, 0], "
                                   "≈ −1.39 when the critic cannot tell the sets apart")
-        self.c2st_button = _button("Run C2ST", "Train critics to tell generated from real cells, per protein and "
+        self.c2st_button = _common.button("Run C2ST", "Train critics to tell generated from real cells, per protein and "
                                    "split, in the background", self.run_c2st)
-        self.rvr_button = _button("Real vs real", "The reference: the same test with real cells on both sides, "
+        self.rvr_button = _common.button("Real vs real", "The reference: the same test with real cells on both sides, "
                                   "every protein against every protein, with the settings above", self.run_real_vs_real)
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels(["protein", "median", "MAD", "mean", "std", "splits"])
@@ -414,13 +413,13 @@ class DiagnosticsWidget(QWidget):
         self.matrix_plot.MARGINS_PX = (58, 10, 12, 64)
         self.matrix_plot.setToolTip("Real vs real C2ST, mean over splits: row = set A, column = set B; the "
                                     "diagonal is the score of two real sets of one protein")
-        self.export_c2st = _button("Export C2ST CSV…", "Save the C2ST table with the score of every split",
+        self.export_c2st = _common.button("Export C2ST CSV…", "Save the C2ST table with the score of every split",
                                    lambda: self.export("c2st"))
-        self.export_matrix = _button("Export matrix CSV…", "Save the real vs real matrix (mean over splits)",
+        self.export_matrix = _common.button("Export matrix CSV…", "Save the real vs real matrix (mean over splits)",
                                      lambda: self.export("real-vs-real"))
 
         # -- shared -------------------------------------------------------------------------
-        self.cancel_button = _button("Cancel", "Stop the running job at its next progress report", self.cancel)
+        self.cancel_button = _common.button("Cancel", "Stop the running job at its next progress report", self.cancel)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setToolTip("What the widget is doing, or what the last job did")
@@ -783,11 +782,8 @@ def _finish(canvas) -> None:
 
 
 def _spin(lo: int, hi: int, key: str, default: int, tooltip: str) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(lo, hi)
-    spin.setValue(_common.get_int_setting(key, default))
-    spin.setToolTip(tooltip)
-    spin.setProperty("settings_key", key)
+    spin = _common.spin(lo, hi, _common.get_int_setting(key, default), tooltip)
+    spin.setProperty("settings_key", key)  # saved by _remember when a job starts
     return spin
 
 
@@ -796,8 +792,4 @@ def _remember(*spins: QSpinBox) -> None:
         _common.set_setting(spin.property("settings_key"), spin.value())
 
 
-def _button(text: str, tooltip: str, slot) -> QPushButton:
-    button = QPushButton(text)
-    button.setToolTip(tooltip)
-    button.clicked.connect(lambda *_: slot())
-    return button
+

@@ -299,10 +299,7 @@ class PaintEMWidget(QWidget):
 
     @staticmethod
     def _spin(low, high, key, default, tooltip) -> QSpinBox:
-        box = QSpinBox()
-        box.setRange(low, high)
-        box.setValue(_common.get_int_setting(key, default))
-        box.setToolTip(tooltip)
+        box = _common.spin(low, high, _common.get_int_setting(key, default), tooltip)
         box.valueChanged.connect(lambda value: _common.set_setting(key, value))
         return box
 

@@ -275,7 +275,7 @@ class TrainWidget(QWidget):
         self.vnc_sections = QLineEdit(_common.get_setting("train/vnc_sections", "0-9"))
         self.vnc_sections.setToolTip("Sections to train on, e.g. 0-9 (the papers' training sections; 10-19 are "
                                      "kept for validation)")
-        self.em_crop = _spin(64, 4096, _common.get_int_setting("train/em_crop", 256),
+        self.em_crop = _common.spin(64, 4096, _common.get_int_setting("train/em_crop", 256),
                              "Side of the random crops the EM models train on (a multiple of 64; the paper's is 512)")
         self.em_crop.setSingleStep(64)
 
@@ -312,10 +312,10 @@ class TrainWidget(QWidget):
         self.objective.addItems(OBJECTIVES)
         self.objective.setCurrentText(_common.get_setting("train/objective", "wgan-gp"))
         self.objective.setToolTip("Loss: wgan-gp is the papers' choice and the most stable")
-        self.iterations = _spin(1, 10_000_000, _common.get_int_setting("train/iterations", 5000),
+        self.iterations = _common.spin(1, 10_000_000, _common.get_int_setting("train/iterations", 5000),
                                 "Generator iterations to train to (Resume can raise it)")
-        self.batch = _spin(1, 4096, _common.get_int_setting("train/batch", 64), "Cells per protein in each batch")
-        self.width = _spin(2, 1024, _common.get_int_setting("train/width", 64),
+        self.batch = _common.spin(1, 4096, _common.get_int_setting("train/batch", 64), "Cells per protein in each batch")
+        self.width = _common.spin(2, 1024, _common.get_int_setting("train/width", 64),
                            "Base width of generator and critic (64 is the papers'; smaller trains faster). "
                            "EM: the width of G_x and its critic; G_y and its critics get half")
         self.lr = QDoubleSpinBox()
@@ -336,12 +336,12 @@ class TrainWidget(QWidget):
         new_dir.clicked.connect(self.new_run_dir)
 
         # -- buttons, progress, plot ---------------------------------------------------------
-        self.start_button = _button("Start", "Start a new run in the run folder", self.start)
-        self.pause_button = _button("Pause", "Stop at the next iteration and save a checkpoint; Resume continues",
+        self.start_button = _common.button("Start", "Start a new run in the run folder", self.start)
+        self.pause_button = _common.button("Pause", "Stop at the next iteration and save a checkpoint; Resume continues",
                                     self.pause)
-        self.resume_button = _button("Resume", "Continue the run in the run folder from its last checkpoint "
+        self.resume_button = _common.button("Resume", "Continue the run in the run folder from its last checkpoint "
                                      "(to the iterations above)", self.resume)
-        self.cancel_button = _button("Cancel", "Stop at the next iteration; the last checkpoint is saved and kept",
+        self.cancel_button = _common.button("Cancel", "Stop at the next iteration; the last checkpoint is saved and kept",
                                      self.cancel)
         self.progress = QProgressBar()
         self.progress.setToolTip("Iterations done")
@@ -734,18 +734,3 @@ def _curve_order(losses) -> list[str]:
 
 def _run_name(arch: str) -> str:
     return f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _spin(lo: int, hi: int, value: int, tooltip: str) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(lo, hi)
-    spin.setValue(value)
-    spin.setToolTip(tooltip)
-    return spin
-
-
-def _button(text: str, tooltip: str, slot) -> QPushButton:
-    button = QPushButton(text)
-    button.setToolTip(tooltip)
-    button.clicked.connect(lambda *_: slot())
-    return button
