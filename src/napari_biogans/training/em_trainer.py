@@ -61,7 +61,7 @@ from ..models.em import (
     build_em_module,
 )
 from . import loss_log
-from .trainer import TrainingDiverged, _optimizer_state, _restore_optimizer
+from .trainer import TrainingDiverged, _optimizer_state, _restore_optimizer, restore_torch_rng, torch_rng_state
 
 MODES = ("sgan", "dsgan", "joint", "conditional")
 LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3, 1, 0.5), (3, 2, 0.4)),
@@ -355,9 +355,7 @@ class EMTrainer:
         for key, pool in self.pools.items():
             tensors.update({f"pool.{key}.{i}": item for i, item in enumerate(pool.items)})
         tensors["rng.noise"] = self.noise_rng.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors.update(torch_rng_state(self.device))
         meta = {
             "kind": "train-state",
             "mode": self.config.mode,
@@ -422,9 +420,7 @@ class EMTrainer:
             pool.items = [tensors[f"pool.{key}.{i}"].to(self.device) for i in range(meta["pools"][key])]
         self.data_rng.bit_generator.state = meta["data_rng"]
         self.noise_rng.set_state(tensors["rng.noise"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        restore_torch_rng(tensors, self.device)
         self.iteration = meta["iteration"]
         self.last_checkpoint = self.state_path
 

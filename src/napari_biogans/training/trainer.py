@@ -97,6 +97,21 @@ def _average_gradients(module: torch.nn.Module, world: int) -> None:
         offset += g.numel()
 
 
+def torch_rng_state(device: torch.device) -> dict:
+    """torch's CPU (and the device's CUDA) random state as checkpoint tensors ``rng.torch`` / ``rng.cuda``."""
+    state = {"rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_torch_rng(tensors: dict, device: torch.device) -> None:
+    """Undo :func:`torch_rng_state` from a checkpoint's tensors."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+
+
 def _optimizer_state(prefix: str, optimizer) -> tuple[dict, dict]:
     """Split an optimiser state dict into tensors (safetensors) and JSON (everything else)."""
     state = optimizer.state_dict()
@@ -221,9 +236,7 @@ class Trainer:
         tensors.update(opt_g_t)
         tensors.update(opt_d_t)
         tensors["rng.data"] = self.rng.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors.update(torch_rng_state(self.device))
         meta = {
             "kind": "train-state",
             "generator_config": self.G.config,
@@ -255,9 +268,7 @@ class Trainer:
         _restore_optimizer("optG", self.opt_G, tensors, meta["optimizers"]["G"])
         _restore_optimizer("optD", self.opt_D, tensors, meta["optimizers"]["D"])
         self.rng.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        restore_torch_rng(tensors, self.device)
         self.iteration = meta["iteration"]
         self.last_checkpoint = self.state_path
 
