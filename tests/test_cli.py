@@ -5,7 +5,7 @@ import pytest
 import tifffile
 from napari.components import ViewerModel
 
-from napari_biogans import cli
+from napari_biogans import checkpoints, cli
 from napari_biogans.data import lin
 from napari_biogans.data.simulator import simulate_stack
 
@@ -51,7 +51,8 @@ def test_info_describes_folders_stacks_and_checkpoints(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", ["dcgan", "separable", "one-class", "star", "multichannel", "projection"])
+@pytest.mark.parametrize("model", ["dcgan", "separable", "one-class", "one-class-sep", "star", "multichannel",
+                                   "projection"])
 def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
     monkeypatch.setenv("BIOGANS_CACHE", str(tmp_path / "cache"))
     cli.main(["simulate", "--out", str(tmp_path / "data"), "--cells-per-class", "6", "--proteins", "Sid2,Tea1"])
@@ -85,6 +86,15 @@ def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
     assert [layer.name for layer in layers] == [f"s {name}" for name in names]
     np.testing.assert_array_equal(np.stack([layer.data for layer in layers], axis=1), pixels)
     assert layers[0].metadata["provenance"]["seed"] == 7
+    if model == "one-class-sep":  # the separable baseline: new green noise, same red cells
+        generator, _ = checkpoints.load_generator(model_file)
+        assert generator.config["separable"] is True
+        for seed in (1, 2):
+            cli.main(["sample", "--model", model_file, "--n", "3", "--seed", str(seed), "--red-seed", "5",
+                      "--out", str(tmp_path / f"r{seed}.tif")])
+        first, second = (tifffile.imread(tmp_path / f"r{seed}.tif") for seed in (1, 2))
+        np.testing.assert_array_equal(first[:, 0], second[:, 0])
+        assert not np.array_equal(first[:, 1:], second[:, 1:])
 
 
 def test_train_errors_are_clear(tmp_path, capsys):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .training import TRAIN_MODELS
 
 SIMULATED_RELEASE = "LIN_Simulated_WT_size-{h}-{w}_{role}"
 TEST_SEED_OFFSET = 10_000  # the test split is drawn from a disjoint seed so no cell repeats
@@ -512,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a fluorescence GAN on a LIN folder, .h5 or .tif stack")
     p.add_argument("--data", required=True, help="LIN split folder, .h5 or .tif cell stack")
-    p.add_argument("--model", default="star", choices=["dcgan", "separable", "one-class", "star", "multichannel",
-                                                       "cgan", "multichannel-masked", "projection"])
+    p.add_argument("--model", default="star", choices=TRAIN_MODELS,
+                   help="one-class-sep / multichannel-sep: the green-on-red separable variants")
     p.add_argument("--objective", default="wgan-gp", choices=["gan", "wgan", "wgan-gp", "lsgan", "hinge"],
                    help="hinge is the projection discriminator's loss (Miyato & Koyama)")
     p.add_argument("--iterations", type=int, default=1000, help="generator iterations")

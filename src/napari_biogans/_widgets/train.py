@@ -33,9 +33,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..training import TRAIN_MODELS
 from . import _common
 
-ARCHS = ["star", "multichannel", "one-class", "separable", "dcgan", "projection", "cgan", "multichannel-masked"]
 EM_MODES = ["dsgan", "sgan", "joint", "conditional"]
 OBJECTIVES = ["wgan-gp", "wgan", "gan", "lsgan", "hinge"]
 SOURCES = ["simulate cells", "file or folder", "layers", "VNC EM sections"]
@@ -302,7 +302,8 @@ class TrainWidget(QWidget):
         # -- model and run -------------------------------------------------------------------
         self.arch = QComboBox()
         self.arch.setToolTip("Cells: star (one red tower shared by a green tower per protein: all proteins on one "
-                             "cell), multichannel (one network for all channels), one-class (a model per protein), "
+                             "cell), multichannel (one network for all channels), one-class (a model per protein), the -sep "
+                             "variants of both (green-on-red separable: red never sees green), "
                              "separable / dcgan (every protein pooled); conditional: projection (one class-conditional "
                              "network, all proteins on one red cell; train it with the hinge objective), cgan (label "
                              "concatenated), multichannel-masked (one channel per protein, others masked). EM: dsgan "
@@ -402,7 +403,7 @@ class TrainWidget(QWidget):
     def _source_changed(self, *_):
         self.source_pages.setCurrentIndex(self.source.currentIndex())
         _common.set_setting("train/source", self.source.currentText())
-        choices = EM_MODES if self.em else ARCHS
+        choices = EM_MODES if self.em else TRAIN_MODELS
         if [self.arch.itemText(i) for i in range(self.arch.count())] != choices:
             self.arch.clear()
             self.arch.addItems(choices)

@@ -491,6 +491,7 @@ _ALIASES = {
     "one-class": ("one-class", False),
     "independent": ("one-class", False),
     "independent-sep": ("one-class", True),
+    "one-class-sep": ("one-class", True),
     "multichannel": ("multichannel", False),
     "multichannel-sep": ("multichannel", True),
     "dcgan-sep-multichannel": ("multichannel", True),
@@ -500,7 +501,8 @@ _ALIASES = {
 }
 
 
-def _arch(name: str) -> tuple[str, bool]:
+def canonical_arch(name: str) -> tuple[str, bool]:
+    """``(architecture, separable)`` for any accepted spelling, e.g. ``one-class-sep`` -> ``("one-class", True)``."""
     key = str(name).strip().casefold().replace("_", "-")  # METHODS I.1, I.2: compare case-folded, exactly
     if key not in _ALIASES:
         raise ValueError(f"unknown model '{name}'; one of {sorted({arch for arch, _ in _ALIASES.values()})}")
@@ -540,9 +542,9 @@ def make_models(arch: str, n_classes: int = 1, image_size=(48, 80), width: int =
     (:func:`multichannel_size`: ngf = ndf = 224 and nz = 350 for C = 6, width 64, nz 100, the
     published configuration); its critic is the B.6 critic on 1 + C channels with that width.
     ``separable`` picks the green-on-red variant of ``one-class`` and ``multichannel``
-    (aliases: ``independent-sep``, ``multichannel-sep``). ``critic_bn`` comes from the objective.
+    (aliases: ``one-class-sep`` = ``independent-sep``, ``multichannel-sep``). ``critic_bn`` comes from the objective.
     """
-    name, default_sep = _arch(arch)
+    name, default_sep = canonical_arch(arch)
     separable = default_sep if separable is None else bool(separable)
     size = _size(image_size)
     if name in ("cgan", "multichannel-masked", "projection"):

@@ -34,7 +34,8 @@ from . import loss_log
 from .data import CellBatches, stack_hash
 
 # the conditional models score column c of their input as class c, so they take per-class
-# batches like the star model (multichannel-masked masks the other greens in its critic)
+# batches like the star model (multichannel-masked masks the other greens in its critic).
+# Keys are canonical architectures; TrainConfig.arch may also name a variant such as one-class-sep.
 BATCH_MODE = {"dcgan": "pooled", "separable": "pooled", "one-class": "per-class", "star": "per-class",
               "multichannel": "composite", "cgan": "per-class", "multichannel-masked": "per-class",
               "projection": "per-class"}
@@ -141,7 +142,7 @@ class Trainer:
     """Trains one generator/critic pair on a :class:`CellStack` into ``run_dir``."""
 
     def __init__(self, config: TrainConfig, data: CellStack, run_dir, resume: bool = False):
-        from ..models import make_models
+        from ..models import canonical_arch, make_models
         from .objectives import get_objective
 
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
@@ -149,7 +150,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
-        if config.arch not in BATCH_MODE:
+        arch, _ = canonical_arch(config.arch)
+        if arch not in BATCH_MODE:
             raise ValueError(f"unknown model '{config.arch}'; one of {sorted(BATCH_MODE)}")
         self.objective = get_objective(config.objective)
         self.amp = config.amp and self.device.type == "cuda"
@@ -158,7 +160,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         torch.manual_seed(config.seed)  # same initial weights on every rank
-        mode = BATCH_MODE[config.arch]
+        mode = BATCH_MODE[arch]
         n_classes = 1 if mode == "pooled" else len(data.class_names)
         self.G, self.D = make_models(
             config.arch, n_classes=n_classes, image_size=data.image_size, width=config.width, nz=config.nz,
