@@ -38,7 +38,6 @@ from .fluorescence import (
     _size,
     _spectral_norm,
     _stack_pairs,
-    multichannel_size,
     tower_plan,
 )
 
@@ -285,9 +284,10 @@ def make_conditional_models(name: str, n_classes: int, image_size, width: int, n
                             spectral_norm: bool):
     """``(G, D)`` for ``cgan``, ``multichannel-masked`` or ``projection`` (see :func:`.make_models`).
 
-    ``multichannel-masked`` uses the ``multichannel`` generator at the same matched size
-    (:func:`.multichannel_size`), so the two differ only in how they are trained; its critic
-    has the plain ``width``. The projection critic has no BN and always spectral norm.
+    All three use the plain ``width`` and ``nz``: ``multichannel-masked`` is the ``multichannel``
+    generator with 1 + C output channels but not grown to match a star model (that size grows
+    with C², some 2·10⁹ parameters for 41 classes at width 64), so it scales to many classes like
+    the other two. The projection critic has no BN and always spectral norm.
     """
     size = _size(image_size)
     if name == "cgan":
@@ -295,7 +295,6 @@ def make_conditional_models(name: str, n_classes: int, image_size, width: int, n
     if name == "projection":
         return ProjectionGenerator(n_classes, size, nz, width), ProjectionCritic(n_classes, size, width)
     if name == "multichannel-masked":
-        ngf, nz_mc = multichannel_size(n_classes, width, nz)
-        G = MultichannelGenerator(n_classes, size, nz_mc, ngf)
+        G = MultichannelGenerator(n_classes, size, nz, width)
         return G, MaskedMultichannelCritic(n_classes, size, width, critic_bn, spectral_norm)
     raise ValueError(f"'{name}' is not a conditional model; one of {sorted(CONDITIONAL_CRITICS)}")
