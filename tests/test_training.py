@@ -130,6 +130,9 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     loaded_half, _ = checkpoints.load_generator(half)
     with torch.no_grad():
         assert torch.allclose(G(z), loaded_half(z), atol=2e-2)
+    # readable like any file the user writes (their umask), not private like safetensors' save_file makes it
+    (tmp_path / "plain").write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
 
 
 def test_bad_checkpoints_give_clear_errors(tmp_path):

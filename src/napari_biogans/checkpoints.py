@@ -56,13 +56,16 @@ def file_sha256(path) -> str:
 
 def save(path, tensors: dict, meta: dict) -> Path:
     """Write tensors and JSON metadata atomically (temporary file in the same folder, then rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as serialize
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     header = {HEADER_KEY: json.dumps({"format": FORMAT_VERSION, **meta})}
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=header)
+    # serialised here and written with open() so the file gets the user's umask, not save_file's 0600
+    data = serialize({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=header)
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
     return path
 
