@@ -161,6 +161,10 @@ def test_train_em_and_render_any_size(tmp_path, model, capsys):
             "--crop", "128", "--label-width", "4", "--image-width", "4", "--device", "cpu", "--out", str(run)]
     assert cli.main(args) == 0
     assert "iteration 2" in capsys.readouterr().out
+    if model == "dsgan":  # a time limit stops at the next logged iteration, saved and resumable
+        limited = args[:args.index("--iterations")] + ["--iterations", "100000"] + args[args.index("--crop"):]
+        assert cli.main(limited + ["--resume", "--time-limit", "0.0001"]) == 0
+        assert "stopped at iteration" in capsys.readouterr().out
     model_file = run / "em_model.safetensors"
     assert model_file.is_file()
     labels = em.read_sections(fixture, [10])[1][0, :100, :170]  # a real label map of an odd size

@@ -233,3 +233,10 @@ def test_torchrun_trains_with_two_processes(tmp_path, cells):
     assert result.returncode == 0, result.stderr[-2000:]
     _, meta = checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")
     assert meta["iterations"] == 3 and meta["device"].endswith("x2")
+    # a time limit stops both processes at the same iteration (rank 0 decides), saved and resumable
+    cmd[cmd.index("3")] = "100000"
+    cmd += ["--resume", "--time-limit", "0.002", "--log-every", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, meta = checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")
+    assert 3 < meta["iterations"] < 100000 and "stopped at iteration" in result.stdout

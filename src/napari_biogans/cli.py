@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -103,16 +104,33 @@ def _load_cells(path, proteins):
     return stack.select_classes(proteins) if proteins else stack
 
 
-def _drive(trainer, total: int, shown_losses, quiet: bool = False) -> int:
+def _time_is_up(deadline: float | None, device) -> bool:
+    """Past the wall-clock deadline? Under torchrun every rank gets rank 0's answer, so all stop together."""
+    import torch
+
+    up = deadline is not None and time.monotonic() > deadline
+    dist = torch.distributed
+    if deadline is not None and dist.is_available() and dist.is_initialized():
+        flag = torch.tensor([float(up)], device=device)
+        dist.broadcast(flag, src=0)
+        up = bool(flag.item())
+    return up
+
+
+def _drive(trainer, total: int, shown_losses, quiet: bool = False, time_limit_min: float | None = None) -> int:
     """Run a trainer's events behind a terminal progress bar; Ctrl-C saves and exits with 130.
 
-    ``shown_losses`` names the losses on the bar (None: the first three).
+    ``shown_losses`` names the losses on the bar (None: the first three). ``time_limit_min``:
+    stop, save and exit normally after this many minutes (checked at every logged iteration).
     """
     from tqdm import tqdm
 
+    deadline = time.monotonic() + 60 * time_limit_min if time_limit_min else None
     bar = tqdm(total=total, initial=trainer.iteration, disable=quiet, unit="it")
     try:
         for event in trainer.run():
+            if not event.done and _time_is_up(deadline, trainer.device):
+                trainer.request_stop()
             bar.update(event.iteration - bar.n)
             if event.losses:
                 keys = shown_losses or list(event.losses)[:3]
@@ -152,7 +170,7 @@ def cmd_train(args) -> int:
         quiet = trainer.rank != 0
         if stack.simulated and not quiet:
             print("training on SIMULATED cells: the model will be marked as a model of simulated data")
-        return _drive(trainer, config.iterations, ("critic", "generator"), quiet)
+        return _drive(trainer, config.iterations, ("critic", "generator"), quiet, args.time_limit)
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
@@ -449,7 +467,7 @@ def cmd_train_em(args) -> int:
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
     trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
-    return _drive(trainer, config.iterations, None)
+    return _drive(trainer, config.iterations, None, time_limit_min=args.time_limit)
 
 
 def cmd_render_em(args) -> int:
@@ -525,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop and save after this many minutes of training (resume continues)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast / TF32 on CUDA")
     p.add_argument("--out", required=True, help="run folder (checkpoints, generator, losses.csv)")
@@ -617,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop and save after this many minutes of training (resume continues)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_train_em)
