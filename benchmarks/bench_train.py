@@ -15,6 +15,8 @@ import tempfile
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from napari_biogans.data.simulator import simulate_stack
 from napari_biogans.devices import describe_device, resolve_device
@@ -23,6 +25,26 @@ from napari_biogans.training.trainer import TrainConfig, Trainer
 # Dense peak TFLOP/s from the vendors' data sheets (without sparsity): (bf16, tf32, fp32)
 PEAKS = {"H100": (989.0, 494.0, 67.0), "H200": (989.0, 494.0, 67.0), "A100": (312.0, 156.0, 19.5)}
 PROTEINS = ["Alp14", "Arp3", "Cki2", "Mkh1", "Sid2", "Tea1"]
+
+
+class CountFlops(TorchDispatchMode):
+    """Model FLOPs of the ops torch's flop counter knows (matmuls, convolutions), forward and backward.
+
+    ``torch.utils.flop_counter.FlopCounterMode`` cannot be used here: its module tracker breaks
+    ``autograd.grad`` (the gradient penalty) in torch 2.13; its formulas are used as they are.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def peak_for(device, dtype: str):
@@ -47,12 +69,10 @@ def measure(stack, device: str, tuned: bool, args) -> dict:
             torch.backends.cudnn.allow_tf32 = False
         for _ in range(args.warmup):
             trainer.step()
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
+        counter = CountFlops()
         with counter:
             trainer.step()
-        flops = counter.get_total_flops()
+        flops = counter.total
         sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()

@@ -211,6 +211,7 @@ def main() -> int:
     np.savez_compressed(out / f"{args.name}.reference.npz", **arrays)
     # the commands as a reader would type them: the model by catalogue name, outputs in DIR
     commands = [c.replace(str(target), args.name).replace(str(work), "DIR") for c in commands]
+    diag = json.loads(json.dumps(diag, default=str).replace(str(target), args.name))  # no local paths in cards
     card = {
         **{k: v for k, v in meta.items() if k not in ("format",)},
         "name": args.name,

@@ -122,7 +122,7 @@ def label_statistics(labels: np.ndarray, exclude_border: bool = True) -> dict[st
     """Per-object statistics of one label map, in pixels.
 
     ``cell_area``: areas of the 4-connected non-membrane components (cells, mitochondria
-    included); ``mito_area`` and ``mito_roundness`` (4πA/P², skimage's perimeter) of the
+    included); ``mito_area`` and ``mito_roundness`` (4πA/P², skimage's perimeter, capped at 1) of the
     8-connected mitochondria; ``mito_per_cell``: mitochondria whose pixels mostly lie in each
     cell. Cells (and their mitochondria) touching the border are left out when
     ``exclude_border``: their size is unknown.
@@ -144,7 +144,9 @@ def label_statistics(labels: np.ndarray, exclude_border: bool = True) -> dict[st
             continue
         counts[owner] += 1
         areas.append(region.area)
-        roundness.append(4 * np.pi * region.area / max(region.perimeter, 1.0) ** 2)
+        # at most 1 (the isoperimetric bound): skimage's perimeter of a few-pixel object is too short
+        # (0 for one pixel), which gave specks roundness up to 4π and swamped the mean
+        roundness.append(min(1.0, 4 * np.pi * region.area / max(region.perimeter, 1.0) ** 2))
     return {
         "cell_area": cell_area[valid].astype(np.float64),
         "mito_area": np.asarray(areas, dtype=np.float64),
