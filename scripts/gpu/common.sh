@@ -1,0 +1,55 @@
+# Shared by the GPU stage scripts: settings, a clock, and how results go back through $OUT.
+# SMOKE=1 runs every stage on the CPU in a minute or two with tiny settings (tests/test_gpu_scripts.py).
+set -euo pipefail
+: "${OUT:?set OUT to the folder whose files come back}"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # the device image has torch & co.; no install needed
+PY=${PY:-$(command -v python3 || command -v python)}
+BIOGANS="$PY -m napari_biogans.cli"
+WORK=${WORK:-$ROOT/.gpu/work}  # git-ignored
+mkdir -p "$WORK" "$OUT"
+START=$(date +%s)
+BUDGET_S=${BUDGET_S:-560}  # one device call runs at most 600 s; leave room to pack
+SMOKE=${SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then
+  DEVICE=cpu; CELLS=12; TEST_CELLS=12; WIDTH=8; COND_WIDTH=8; BATCH=4; LOG_EVERY=2; BUDGET_S=${SMOKE_BUDGET_S:-150}
+  THREADS=1
+else
+  DEVICE=cuda; CELLS=3400; TEST_CELLS=500; WIDTH=48; COND_WIDTH=48; BATCH=64; LOG_EVERY=50; THREADS=4
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS}  # several runs share the machine's cores
+STAR_PROTEINS=Alp14,Arp3,Cki2,Mkh1,Sid2,Tea1
+ALL_PROTEINS=Alp14,Arp3,Cki2,Fim1,Mkh1,Sid2,Tea1,Tea4
+SIM="$WORK/sim/LIN_Simulated_WT_size-48-80"
+
+log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/log.txt"; }
+
+# minutes left for training, keeping $1 seconds for what comes after it
+minutes_left() { $PY -c "print(max(0.2, ($BUDGET_S - ($(date +%s) - $START) - $1) / 60))"; }
+
+simulate() {  # the simulated release every stage uses (seeded: the same cells on any machine)
+  [ -d "${SIM}_train" ] || $BIOGANS simulate --out "$WORK/sim" --cells-per-class "$CELLS" \
+    --test-cells-per-class "$TEST_CELLS" --proteins "$ALL_PROTEINS" --seed 7 >> "$OUT/log.txt"
+}
+
+# pack NAME PATH...: one tar.gz of the paths, split into parts under 15 MB (the 16 MB per-file limit)
+pack() {
+  local name=$1; shift
+  tar -czf "$WORK/$name.tar.gz" "$@"
+  split -b 15m -d "$WORK/$name.tar.gz" "$OUT/$name.tar.gz.part"
+  log "packed $name: $(du -h "$WORK/$name.tar.gz" | cut -f1)"
+}
+
+# train NAME ARGS...: biogans train in $WORK/runs/NAME until $LIMIT minutes, its exact command in command.txt
+train() {  # train NAME ARGS...: a run folder under $WORK/runs, stopped by the time limit
+  local name=$1; shift
+  local args=(train --data sim/LIN_Simulated_WT_size-48-80_train --out "runs/$name" --device $DEVICE
+              --iterations 1000000 --batch-size $BATCH --seed 42 --checkpoint-every 1000 --log-every $LOG_EVERY
+              --time-limit "$LIMIT" "$@")
+  mkdir -p "$WORK/runs/$name"
+  echo "biogans simulate --out sim --cells-per-class $CELLS --test-cells-per-class $TEST_CELLS" \
+       "--proteins $ALL_PROTEINS --seed 7 && biogans ${args[*]}" > "$WORK/runs/$name/command.txt"
+  (cd "$WORK" && $BIOGANS "${args[@]}") > "$WORK/$name.log" 2>&1 \
+    || log "$name failed: $(tail -c 300 "$WORK/$name.log")"
+}
