@@ -70,3 +70,25 @@ def test_batched_critics_equal_sequential_ones(algorithm):
 def test_summary_statistics():
     s = c2st.summarize([1.0, 2.0, 4.0, np.nan])
     assert s == {"median": 2.0, "mad": 1.0, "mean": pytest.approx(7 / 3), "std": pytest.approx(np.std([1, 2, 4])), "n": 3}
+
+
+def test_real_vs_real_reports_every_step_so_cancel_is_prompt():
+    from napari_biogans.data.simulator import simulate_stack
+
+    stack = simulate_stack(n_per_class=8, proteins=["Sid2", "Tea1"], seed=0)
+    calls = []
+
+    def progress(done, total):
+        calls.append((done, total))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a Cancel does: raise from the callback
+
+    with pytest.raises(KeyboardInterrupt):
+        c2st.real_vs_real(stack, stack, ["Sid2", "Tea1"], n_splits=2, steps=50, batch_size=4, test_batches=1,
+                          width=4, progress=progress)
+    assert calls[-1][0] < calls[-1][1] == 2 * 2 * 2  # stopped inside the first pass of 8 critic pairs
+    finished = []
+    scores = c2st.real_vs_real(stack, stack, ["Sid2", "Tea1"], n_splits=2, steps=3, batch_size=4, test_batches=1,
+                               width=4, pairs_per_pass=4, progress=lambda d, t: finished.append((d, t)))
+    assert scores.shape == (2, 2, 2) and np.isfinite(scores).all()
+    assert len(finished) == 6 and finished[-1] == (8, 8) and finished[2] == (4, 8)

@@ -284,7 +284,8 @@ def real_vs_real(
 
     Critic (s, a, b) trains on A's train-role cells against B's train-role cells of split s, and
     is scored on their test roles. Returns scores of shape (n_splits, C, C). Critics train
-    ``pairs_per_pass`` at a time (all of them would not fit a small GPU at full width).
+    ``pairs_per_pass`` at a time (all of them would not fit a small GPU at full width);
+    ``progress(done, total)`` counts critic pairs and is called at every training step.
     """
     from ..data.lin import c2st_splits
 
@@ -310,12 +311,14 @@ def real_vs_real(
             return Pools(both, [members(b_stack, b_splits[s], role, j, offset) for s, _, j in chunk], device, gen)
 
         a_train, b_train, a_test, b_test = pools("train", "a"), pools("train", "b"), pools("test", "a"), pools("test", "b")
+        def step_progress(done, total, start=start, size=len(chunk)):  # every critic step, so Cancel is prompt
+            if progress is not None:
+                progress(start + size * done // total, len(jobs))
+
         result = train_and_score(
             lambda b: (a_train(b), b_train(b)), lambda b: (a_test(b), b_test(b)), groups=len(chunk),
-            image_size=a_stack.image_size, device=device, seed=seed + start, **kwargs,
+            image_size=a_stack.image_size, device=device, seed=seed + start, progress=step_progress, **kwargs,
         )
         for (s, i, j), score in zip(chunk, result.scores):
             scores[s, i, j] = score
-        if progress is not None:
-            progress(min(start + pairs_per_pass, len(jobs)), len(jobs))
     return scores
