@@ -1,18 +1,22 @@
-"""Generate-cells speed: one click = load (cached) + sample n cells of every protein.
+"""Generate-cells and Cell-cycle speed on a CPU: one click of each widget, model already loaded.
 
     python benchmarks/bench_generate.py                           # star-6 at widths 16 and 64, random weights
     python benchmarks/bench_generate.py --model star-6 --device cpu
 
-Prints a markdown table of median wall times for ``sampling.sample`` (what the Generate widget
-and ``biogans sample`` run) at 1 and 2 torch threads. Random weights cost the same as trained ones.
-Target (issue 6): 16 cells of 6 proteins well under 0.3 s on a CPU.
+Prints a markdown table of median wall times at 1 and 2 torch threads for ``sampling.sample``
+(what the Generate widget and ``biogans sample`` run: 16 cells of 6 proteins) and for the Cell
+cycle widget's worker body (a 64-frame slerp through 3 anchors, rendered in chunks to uint8, red
+lengths measured). Random weights cost the same as trained ones. Targets (DESIGN): Generate well
+under 0.3 s, a 64-frame interpolation under 1 s on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,19 +26,45 @@ from napari_biogans.sampling import sample
 PROTEINS = ["Alp14", "Arp3", "Cki2", "Mkh1", "Sid2", "Tea1"]
 
 
-def models(args, device):
-    if args.model:
-        from napari_biogans import checkpoints
+def models(args, device, folder: Path):
+    """(name, generator, meta, model file) for the given model or two random star-6 generators."""
+    from napari_biogans import checkpoints
 
-        generator, meta = checkpoints.load_generator(checkpoints.resolve_model(args.model), device)
-        yield f"{args.model} (width {generator.config['width']})", generator, meta
+    if args.model:
+        path = checkpoints.resolve_model(args.model)
+        generator, meta = checkpoints.load_generator(path, device)
+        yield f"{args.model} (width {generator.config['width']})", generator, meta, path
         return
     from napari_biogans.models import make_models
 
     for width in (16, 64):
         torch.manual_seed(0)
         generator, _ = make_models("star", n_classes=len(PROTEINS), width=width, critic_bn=False)
-        yield f"star-6, width {width} (random)", generator.to(device).eval(), {"class_names": PROTEINS}
+        path = checkpoints.save_generator(folder / f"star-{width}.safetensors", generator, {"class_names": PROTEINS})
+        yield f"star-6, width {width} (random)", generator.to(device).eval(), {"class_names": PROTEINS}, path
+
+
+def median_seconds(run, repeats: int, device) -> float:
+    run()  # warm-up (first call allocates)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interpolation(path, device, frames: int):
+    """The Cell cycle widget's worker body, run to the end (the model comes from its cache)."""
+    from napari_biogans._widgets.cell_cycle import _interpolate_job
+
+    job = _interpolate_job(path, str(device), None, 3, 0, frames, "slerp", False, None)
+    for _ in job:
+        pass
 
 
 def main() -> None:
@@ -42,28 +72,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", help="catalogue name or model file (default: random star-6 generators)")
     parser.add_argument("--cells", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     device = resolve_device(args.device)
     thread_counts = (1, 2) if device.type == "cpu" else (torch.get_num_threads(),)
-    print(f"device: {describe_device(device)}; {args.cells} cells, median of {args.repeats}\n")
-    print("| model | torch threads | ms per click |")
-    print("|---|---:|---:|")
-    for name, generator, meta in models(args, device):
-        for threads in thread_counts:
-            torch.set_num_threads(threads)
-            sample(generator, meta, args.cells, seed=0)  # warm-up (first call allocates)
-            times = []
-            for seed in range(args.repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                sample(generator, meta, args.cells, seed=seed)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-            print(f"| {name} | {threads} | {statistics.median(times) * 1000:.0f} |")
-
+    print(f"device: {describe_device(device)}; Generate: {args.cells} cells; Cell cycle: {args.frames} frames; "
+          f"median of {args.repeats}\n")
+    print("| model | torch threads | Generate, ms per click | Cell cycle, ms per interpolation |")
+    print("|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, generator, meta, path in models(args, device, Path(folder)):
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                seeds = iter(range(10**6))
+                click = median_seconds(lambda: sample(generator, meta, args.cells, seed=next(seeds)), args.repeats,
+                                       device)
+                interp = median_seconds(lambda: interpolation(path, device, args.frames), args.repeats, device)
+                print(f"| {name} | {threads} | {click * 1000:.0f} | {interp * 1000:.0f} |")
 
 if __name__ == "__main__":
     main()

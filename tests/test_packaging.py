@@ -49,3 +49,12 @@ def test_readme_test_command_is_what_ci_runs():
     command = ci.split("# README test command:\n", 1)[1].strip().splitlines()[0]
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.S)
     assert any(command in block for block in blocks), command
+
+
+def test_models_resolve_by_name_from_a_source_checkout(tmp_path):
+    """The GPU machine runs the package from src/ without installing it: names still resolve."""
+    code = ("import sys; sys.path.insert(0, 'src'); from napari_biogans import checkpoints; "
+            "print(checkpoints.resolve_model('star-6'))")
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Path(result.stdout.strip()) == ROOT / "pretrained" / "star-6.safetensors"

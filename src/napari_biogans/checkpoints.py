@@ -152,10 +152,18 @@ def load_generator(path, device: str = "cpu"):
 # The catalogue of shipped and user model folders
 
 
-def model_folders() -> list[Path]:
+def shipped_folder() -> Path:
+    """The installed ``pretrained/`` folder (the package ``napari_biogans.pretrained``)."""
     from importlib import resources
 
-    folders = [Path(str(resources.files("napari_biogans.pretrained")))]
+    try:
+        return Path(str(resources.files("napari_biogans.pretrained")))
+    except ModuleNotFoundError:  # run from a source checkout (PYTHONPATH=src, as on the GPU machine)
+        return Path(__file__).resolve().parents[2] / "pretrained"
+
+
+def model_folders() -> list[Path]:
+    folders = [shipped_folder()]
     folders += [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
     return folders
 
