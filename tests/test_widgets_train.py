@@ -92,7 +92,10 @@ def test_cancel_is_quick_keeps_the_checkpoint_and_the_gui_stays_responsive(make_
     qtbot.wait(1500)
     timer.stop()
     gaps = np.diff(ticks)
-    assert len(gaps) > 30 and gaps.max() < 0.2, f"largest gap between GUI ticks: {gaps.max():.3f} s"
+    # typical gaps stay near the 20 ms tick; one scheduler hiccup on a loaded 2-core machine may reach
+    # a few hundred ms, but training on the GUI thread would stop the ticks for the whole run
+    assert len(gaps) > 30 and np.percentile(gaps, 90) < 0.1 and gaps.max() < 0.4, \
+        f"gaps between GUI ticks: 90th percentile {np.percentile(gaps, 90):.3f} s, largest {gaps.max():.3f} s"
     assert len(widget.history["critic"]) >= 2  # losses arrive while training
 
     t0 = time.perf_counter()
