@@ -101,7 +101,7 @@ def test_cancel_is_quick_keeps_the_checkpoint_and_the_gui_stays_responsive(make_
     t0 = time.perf_counter()
     widget.cancel_button.click()
     wait_done(qtbot, widget, timeout=5_000)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # the next iteration's end and one checkpoint write
     result = widget.last_result
     assert result["stopped"] and 2 <= result["iteration"] < 100_000
     state = _common.read_card(tmp_path / "run" / "train_state.safetensors")

@@ -23,6 +23,8 @@ STAR_PROTEINS=Alp14,Arp3,Cki2,Mkh1,Sid2,Tea1
 ALL_PROTEINS=Alp14,Arp3,Cki2,Fim1,Mkh1,Sid2,Tea1,Tea4
 SIM="$WORK/sim/LIN_Simulated_WT_size-48-80"
 
+STAGE=runs-$(basename "$0" .sh)  # each call's run folders apart, also on a machine still warm from the last
+
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/log.txt"; }
 
 # minutes left for training, keeping $1 seconds for what comes after it
@@ -33,6 +35,10 @@ simulate() {  # the simulated release every stage uses (seeded: the same cells o
     --test-cells-per-class "$TEST_CELLS" --proteins "$ALL_PROTEINS" --seed 7 >> "$OUT/log.txt"
 }
 
+trained() {  # one line: every run of this call and the iteration it reached
+  log "trained: $(cd "$WORK/$STAGE" && for r in *; do echo -n "$r $(tail -1 $r/losses.csv | cut -d, -f1) it; "; done)"
+}
+
 # pack NAME PATH...: one tar.gz of the paths, split into parts under 15 MB (the 16 MB per-file limit)
 pack() {
   local name=$1; shift
@@ -41,15 +47,15 @@ pack() {
   log "packed $name: $(du -h "$WORK/$name.tar.gz" | cut -f1)"
 }
 
-# train NAME ARGS...: biogans train in $WORK/runs/NAME until $LIMIT minutes, its exact command in command.txt
-train() {  # train NAME ARGS...: a run folder under $WORK/runs, stopped by the time limit
+# train NAME ARGS...: biogans train in $WORK/$STAGE/NAME until $LIMIT minutes, its exact command in command.txt
+train() {
   local name=$1; shift
-  local args=(train --data sim/LIN_Simulated_WT_size-48-80_train --out "runs/$name" --device $DEVICE
+  local args=(train --data sim/LIN_Simulated_WT_size-48-80_train --out "$STAGE/$name" --device $DEVICE
               --iterations 1000000 --batch-size $BATCH --seed 42 --checkpoint-every 1000 --log-every $LOG_EVERY
               --time-limit "$LIMIT" "$@")
-  mkdir -p "$WORK/runs/$name"
+  mkdir -p "$WORK/$STAGE/$name"
   echo "biogans simulate --out sim --cells-per-class $CELLS --test-cells-per-class $TEST_CELLS" \
-       "--proteins $ALL_PROTEINS --seed 7 && biogans ${args[*]}" > "$WORK/runs/$name/command.txt"
+       "--proteins $ALL_PROTEINS --seed 7 && biogans ${args[*]}" > "$WORK/$STAGE/$name/command.txt"
   (cd "$WORK" && $BIOGANS "${args[@]}") > "$WORK/$name.log" 2>&1 \
     || log "$name failed: $(tail -c 300 "$WORK/$name.log")"
 }

@@ -18,22 +18,22 @@ timeout 120 $PY benchmarks/bench_em_render.py --device $DEVICE $RENDER > "$OUT/b
 LIMIT=$(minutes_left $EM_EVAL_S)
 log "training for $LIMIT min"
 EM_ARGS=(train-em --data "$VNC" --model dsgan $EM --iterations 1000000 --device $DEVICE --checkpoint-every 1000
-         --half --time-limit "$LIMIT" --out "$WORK/runs/vnc-dsgan")
-mkdir -p "$WORK/runs/vnc-dsgan"
-echo "biogans ${EM_ARGS[*]}" | sed "s#$VNC#VNC/stack1#; s#$WORK/runs/##" > "$WORK/runs/vnc-dsgan/command.txt"
+         --half --time-limit "$LIMIT" --out "$WORK/$STAGE/vnc-dsgan")
+mkdir -p "$WORK/$STAGE/vnc-dsgan"
+echo "biogans ${EM_ARGS[*]}" | sed "s#$VNC#VNC/stack1#; s#$WORK/$STAGE/##" > "$WORK/$STAGE/vnc-dsgan/command.txt"
 $BIOGANS "${EM_ARGS[@]}" > "$WORK/vnc-dsgan.log" 2>&1 || log "vnc-dsgan failed: $(tail -c 300 "$WORK/vnc-dsgan.log")" &
 train cgan-6 --model cgan --objective wgan-gp --proteins $STAR_PROTEINS --width $COND_WIDTH &
 train multichannel-masked-6 --model multichannel-masked --objective wgan-gp --proteins $STAR_PROTEINS \
   --width $COND_WIDTH &
 train projection-6 --model projection --objective hinge --proteins $STAR_PROTEINS --width $COND_WIDTH &
 wait
-log "trained: $(cd "$WORK/runs" && for r in *; do echo -n "$r $(tail -1 $r/losses.csv | cut -d, -f1) it; "; done)"
+trained
 # the EM diagnostics need the VNC sections, which are here now: publish vnc-dsgan in this call
-timeout $((EM_EVAL_S - 20)) $PY scripts/publish_model.py --run "$WORK/runs/vnc-dsgan" --name vnc-dsgan --vnc "$VNC" \
+timeout $((EM_EVAL_S - 20)) $PY scripts/publish_model.py --run "$WORK/$STAGE/vnc-dsgan" --name vnc-dsgan --vnc "$VNC" \
   --device $DEVICE --em-options "$EM_EVAL" --out "$WORK/em/pretrained" \
-  --training-command "$(cat "$WORK/runs/vnc-dsgan/command.txt")" \
+  --training-command "$(cat "$WORK/$STAGE/vnc-dsgan/command.txt")" \
   --summary "DSGAN (label generator G_y + image generator G_x, trained end to end with a reconstructor) on the real VNC sections 00-09." \
   >> "$OUT/log.txt" 2>&1 || log "publishing vnc-dsgan failed"
-$PY scripts/gpu/half.py "$WORK/runs" "$WORK/em"
+$PY scripts/gpu/half.py "$WORK/$STAGE" "$WORK/em"
 pack em -C "$WORK" em
 log "done"

@@ -18,7 +18,7 @@ train star-6 --model star --objective wgan-gp --proteins $STAR_PROTEINS --width 
 train one-class-sep-2 --model one-class-sep --objective wgan-gp --proteins Sid2,Tea1 --width $WIDTH &
 train projection-8 --model projection --objective hinge --width $COND_WIDTH &
 wait
-log "trained: $(cd "$WORK/runs" && for r in *; do echo -n "$r $(tail -1 $r/losses.csv | cut -d, -f1) it; "; done)"
-$PY scripts/gpu/half.py "$WORK/runs" "$WORK/fluorescence"
+trained
+$PY scripts/gpu/half.py "$WORK/$STAGE" "$WORK/fluorescence"
 pack fluorescence -C "$WORK" fluorescence
 log "done"
