@@ -72,12 +72,13 @@ def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
     assert "iterations: 3" in capsys.readouterr().out
     assert cli.main(["sample", "--model", model_file, "--n", "5", "--seed", "7", "--out", str(tmp_path / "s.tif")]) == 0
     assert cli.main(["sample", "--model", model_file, "--n", "5", "--seed", "7", "--out", str(tmp_path / "s.h5")]) == 0
-    n_channels = 2 if model in ("dcgan", "separable") else 3
+    # pooled models: red + one green; one-class: each protein's own red before its green; the rest share one red
+    n_channels = {"dcgan": 2, "separable": 2, "one-class": 4, "one-class-sep": 4}.get(model, 3)
     with tifffile.TiffFile(tmp_path / "s.tif") as tif:
         pixels = tif.asarray()
         names = tif.shaped_metadata[0]["channel_names"]
     assert pixels.shape == (5, n_channels, 48, 80) and pixels.dtype == np.uint8
-    assert names[0] == "Bgs4" and len(names) == n_channels
+    assert names[0].startswith("Bgs4") and len(names) == n_channels
 
     viewer = ViewerModel()
     viewer.open(str(tmp_path / "s.tif"))  # napari's own TIFF reader
@@ -93,8 +94,9 @@ def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
             cli.main(["sample", "--model", model_file, "--n", "3", "--seed", str(seed), "--red-seed", "5",
                       "--out", str(tmp_path / f"r{seed}.tif")])
         first, second = (tifffile.imread(tmp_path / f"r{seed}.tif") for seed in (1, 2))
-        np.testing.assert_array_equal(first[:, 0], second[:, 0])
-        assert not np.array_equal(first[:, 1:], second[:, 1:])
+        np.testing.assert_array_equal(first[:, 0::2], second[:, 0::2])  # Bgs4 (Sid2), Bgs4 (Tea1)
+        assert not np.array_equal(first[:, 1::2], second[:, 1::2])
+        assert names == ["Bgs4 (Sid2)", "Sid2", "Bgs4 (Tea1)", "Tea1"]
 
 
 def test_train_errors_are_clear(tmp_path, capsys):

@@ -217,3 +217,17 @@ def test_cell_length_control_moves_every_code_by_one_vector(make_napari_viewer, 
     again = generate(qtbot, widget)
     np.testing.assert_array_equal(again.z, plain.z)
     assert "attribute" not in again.provenance
+
+
+def test_one_class_models_show_each_protein_on_its_own_red_cell(make_napari_viewer, qtbot, model_dir):
+    save_tiny_model(model_dir / "tiny-oneclass.safetensors", arch="one-class-sep")
+    viewer, widget = make_widget(make_napari_viewer, model="tiny-oneclass", n=3)
+    samples = generate(qtbot, widget)
+    assert samples.channel_names == ["Bgs4 (Alp14)", "Alp14", "Bgs4 (Sid2)", "Sid2", "Bgs4 (Tea1)", "Tea1"]
+    reds = samples.images[:, 0::2]
+    assert not np.array_equal(reds[:, 0], reds[:, 1])  # separate generators draw separate cells
+    name = widget.name.text()
+    assert viewer.layers[f"{name} Bgs4 (Sid2)"].colormap.name == "red"
+    assert viewer.layers[f"{name} Sid2"].colormap.name != "red"
+    assert [layer.visible for layer in viewer.layers][:3] == [True, True, False]
+    assert "own red cell" in widget.status.text() and "3 proteins" in widget.status.text()

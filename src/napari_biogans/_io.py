@@ -40,10 +40,14 @@ GREEN_COLORMAPS = ("green", "cyan", "yellow", "magenta", "bop orange", "bop blue
 
 
 def sample_layers(images: np.ndarray, channel_names: list[str], name: str, metadata: dict) -> list[tuple]:
-    """Generated cells (n, 1 + c, H, W): red Bgs4 plus one additive layer per protein, own colormap each."""
-    layers = []
+    """Generated cells (n, channels, H, W): red Bgs4 channels in red, each protein additive in its own
+    green-ish colormap; the first red and the first protein are visible."""
+    layers, greens = [], 0
     for k, channel in enumerate(channel_names):
-        colormap = "red" if k == 0 else GREEN_COLORMAPS[(k - 1) % len(GREEN_COLORMAPS)]
+        if channel.startswith("Bgs4"):
+            colormap = "red"
+        else:
+            colormap, greens = GREEN_COLORMAPS[greens % len(GREEN_COLORMAPS)], greens + 1
         layers.append(
             (
                 images[:, k],

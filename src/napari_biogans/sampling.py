@@ -1,8 +1,10 @@
 """Sampling cells from a generator: reproducible latent codes, red and green noise apart.
 
 A sample is ``(n, 1 + c, H, W)``: channel 0 is the red Bgs4 cell, channels 1..c the green
-proteins, all rendered on that same red cell when the model shares its red tower (star,
-multichannel, and the one-protein models). The latent codes come back with the pixels, so any
+proteins, all rendered on that same red cell, when the model shares its red (star, projection,
+multichannel and the one-protein models). Models whose proteins each draw their own red cell
+(one-class, cGAN) give ``(n, 2c, H, W)``, each protein's red ("Bgs4 (Sid2)") before its green, so
+no green is shown on a cell it was not made with. The latent codes come back with the pixels, so any
 cell can be drawn again, and a seed fixes them: ``red_seed`` draws the red part of the codes
 from its own stream ("same red, new greens" keeps ``red_seed`` and changes ``seed``).
 """
@@ -18,11 +20,10 @@ from .data.lin import to_uint8
 
 @dataclass
 class Samples:
-    images: np.ndarray  # (n, 1 + c, H, W) uint8
+    images: np.ndarray  # (n, channels, H, W) uint8, channels as named (see pairs_to_channels)
     channel_names: list[str]
     z: np.ndarray  # (n, nz) float32 latent codes
     provenance: dict = field(default_factory=dict)
-    reds: np.ndarray | None = None  # (n, c, H, W) uint8 when each protein has its own red (one-class)
 
 
 def latent_codes(n: int, nz: int, nz_red: int, seed: int, red_seed: int | None = None) -> np.ndarray:
@@ -48,17 +49,37 @@ def render(generator, z: np.ndarray, batch_size: int = 256):
     return np.concatenate(out) if out else np.zeros((0,))
 
 
-def pairs_to_channels(pairs: np.ndarray, class_names: list[str], proteins=None):
-    """Pairs (n, C, 2, H, W) -> (channels (n, 1 + c, H, W), names, reds (n, c, H, W)) for chosen proteins."""
+def chosen_proteins(class_names: list[str], proteins=None) -> list[str]:
     chosen = list(class_names) if proteins is None else list(proteins)
     unknown = [p for p in chosen if p not in class_names]
     if unknown:
         raise ValueError(f"the model has no {unknown}; it knows {list(class_names)}")
+    return chosen
+
+
+def channel_names(class_names: list[str], proteins=None, shares_red: bool = True) -> list[str]:
+    """Channel names of :func:`pairs_to_channels`: ``Bgs4, Sid2, Tea1`` or ``Bgs4 (Sid2), Sid2, Bgs4 (Tea1), Tea1``."""
+    chosen = chosen_proteins(class_names, proteins)
+    if shares_red or len(chosen) == 1:
+        return ["Bgs4", *chosen]
+    return [name for protein in chosen for name in (f"Bgs4 ({protein})", protein)]
+
+
+def pairs_to_channels(pairs: np.ndarray, class_names: list[str], proteins=None, shares_red: bool = True):
+    """Pairs (n, C, 2, H, W) -> (channels, names) for the chosen proteins.
+
+    When the model's proteins share one red cell (star, projection, multichannel): the red Bgs4
+    channel, then one green per protein, (n, 1 + c, H, W). When each protein has its own red cell
+    (one-class, cGAN): each protein's red before its green, (n, 2c, H, W), so no green is ever
+    shown on a red cell it was not generated with.
+    """
+    chosen = chosen_proteins(class_names, proteins)
     idx = [class_names.index(p) for p in chosen]
-    greens = pairs[:, idx, 1]
-    reds = pairs[:, idx, 0]
-    channels = np.concatenate([reds[:, :1], greens], axis=1)
-    return channels, ["Bgs4", *chosen], reds
+    if shares_red or len(idx) == 1:
+        channels = np.concatenate([pairs[:, idx[:1], 0], pairs[:, idx, 1]], axis=1)
+    else:
+        channels = pairs[:, idx].reshape(len(pairs), 2 * len(idx), *pairs.shape[-2:])
+    return channels, channel_names(class_names, chosen, shares_red)
 
 
 def sample(generator, meta: dict, n: int, seed: int = 0, proteins=None, red_seed: int | None = None,
@@ -75,14 +96,14 @@ def sample(generator, meta: dict, n: int, seed: int = 0, proteins=None, red_seed
 
         z = shift_codes(z, attribute[1], attribute[2])
     pairs = render(generator, z)
-    channels, names, reds = pairs_to_channels(pairs, meta["class_names"], proteins)
+    channels, names = pairs_to_channels(pairs, meta["class_names"], proteins, generator.shares_red)
     provenance = {
         "model": meta.get("name", "unnamed"),
         "weights_sha256": meta.get("sha256"),
         "seed": seed,
         "red_seed": red_seed,
         "n": n,
-        "proteins": names[1:],
+        "proteins": chosen_proteins(meta["class_names"], proteins),
         "simulated_training_data": meta.get("simulated_training_data", False),
     }
     if attribute is not None:
@@ -92,12 +113,11 @@ def sample(generator, meta: dict, n: int, seed: int = 0, proteins=None, red_seed
         channel_names=names,
         z=np.asarray(z, dtype=np.float32),
         provenance=provenance,
-        reds=None if generator.shares_red else to_uint8(reds),
     )
 
 
 def write_samples(samples: Samples, path) -> None:
-    """TIFF (n, 1 + c, H, W) with channel names in its description, or HDF5 with the codes too."""
+    """TIFF (n, channels, H, W) with channel names in its description, or HDF5 with the codes too."""
     import json
     import os
     from pathlib import Path

@@ -1,7 +1,7 @@
 """Cell cycle: interpolate latent codes between anchor cells and show the result as time.
 
 Anchors are cells of a Generate result (their codes are in the layers' metadata) or new random
-codes. The widget preallocates a ``(T, 1 + c, H, W)`` stack, adds one layer per channel with
+codes. The widget preallocates a ``(T, channels, H, W)`` stack (channels as in :mod:`..sampling`), adds one layer per channel with
 an axis labelled ``t``, and fills frames as the worker yields chunks, so napari's play button
 scrubs the cell cycle. The red cell's length is measured in every frame and its Spearman ρ
 against frame index says how steadily the sequence grows (the core's
@@ -50,7 +50,7 @@ def _interpolate_job(path, device, anchors, n_anchors, seed, frames, method, red
     """Worker body: yields ('start', …) then ('frames', start, uint8 chunk); returns (red lengths, ρ)."""
     from ..data.lin import to_uint8
     from ..evaluation.interpolation import interpolate_codes, monotonicity, red_lengths
-    from ..sampling import latent_codes, pairs_to_channels, render
+    from ..sampling import channel_names, latent_codes, pairs_to_channels, render
 
     generator, meta, torch_device = _common.load_generator_cached(path, device)
     if anchors is None:
@@ -63,13 +63,14 @@ def _interpolate_job(path, device, anchors, n_anchors, seed, frames, method, red
                          "choose 'greens free'")
     codes = interpolate_codes(anchors, frames, method, red_only, generator.nz_red)
     class_names = meta["class_names"]
-    names = ["Bgs4", *(proteins if proteins else class_names)]
+    proteins = proteins or class_names
+    names = channel_names(class_names, proteins, generator.shares_red)
     h, w = generator.image_size
     yield "start", names, (frames, len(names), h, w), meta, codes, anchors, str(torch_device)
     reds = []
     for start in range(0, frames, CHUNK):
         pairs = render(generator, codes[start : start + CHUNK])
-        channels, _, _ = pairs_to_channels(pairs, class_names, names[1:])
+        channels, _ = pairs_to_channels(pairs, class_names, proteins, generator.shares_red)
         chunk = to_uint8(channels)
         reds.append(chunk[:, 0])
         yield "frames", start, chunk
@@ -342,7 +343,7 @@ class CellCycleWidget(QWidget):
         self._draw_lengths(None)
         provenance = {
             "model": meta.get("name"), "weights_sha256": meta.get("sha256"), "model_path": meta.get("path"),
-            "device": device, "proteins": names[1:], "anchors": anchors,
+            "device": device, "proteins": [n for n in names if not n.startswith("Bgs4")], "anchors": anchors,
             "simulated_training_data": bool(meta.get("simulated_training_data", False)), **params,
         }
         layer_data = sample_layers(self.stack, names, GROUP, {"provenance": provenance, "codes": codes})

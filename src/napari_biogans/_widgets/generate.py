@@ -302,9 +302,11 @@ class GenerateWidget(QWidget):
         self.samples = samples
         flag = "  [model trained on SIMULATED cells]" if provenance.get("simulated_training_data") else ""
         self.status.setText(
-            f"{len(samples.images)} cells × {len(samples.channel_names) - 1} proteins in {seconds * 1000:.0f} ms "
+            f"{len(samples.images)} cells × {len(provenance['proteins'])} proteins in {seconds * 1000:.0f} ms "
             f"on {torch_device}; seed {provenance['seed']}"
-            + (f", red seed {provenance['red_seed']}" if provenance.get("red_seed") is not None else "") + flag
+            + (f", red seed {provenance['red_seed']}" if provenance.get("red_seed") is not None else "")
+            + ("; each protein on its own red cell (this model does not share one)"
+               if len(samples.channel_names) > len(provenance["proteins"]) + 1 else "") + flag
         )
         self.generated.emit(samples)
 
