@@ -40,8 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +59,8 @@ from ..models.em import (
     UNet,
     build_em_module,
 )
-from . import loss_log
-from .trainer import TrainingDiverged, _optimizer_state, _restore_optimizer, restore_torch_rng, torch_rng_state
+from .loop import TrainEvent, TrainingDiverged, TrainingLoop
+from .trainer import _optimizer_state, _restore_optimizer, restore_torch_rng, torch_rng_state
 
 MODES = ("sgan", "dsgan", "joint", "conditional")
 LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3, 1, 0.5), (3, 2, 0.4)),
@@ -71,7 +70,7 @@ IMAGE_PYRAMIDS = {"sgan": ((3, 1, 0.5), (4, 1, 0.5)), "dsgan": ((3, 1, 0.3), (4,
 MODEL_KIND = "em-generator"
 STATE_FILE, MODEL_FILE = "train_state.safetensors", "em_model.safetensors"
 
-__all__ = ["MODES", "EMTrainConfig", "EMTrainEvent", "EMPreview", "EMTrainer", "EMModel", "HistoryPool",
+__all__ = ["MODES", "EMTrainConfig", "TrainEvent", "EMPreview", "EMTrainer", "EMModel", "HistoryPool",
            "TrainingDiverged", "load_em_model", "data_hash"]
 
 
@@ -118,18 +117,6 @@ class EMTrainConfig:
 class EMPreview:
     labels: np.ndarray  # (H, W) uint8 codes 0/1/2
     image: np.ndarray  # (H, W) uint8; for ``conditional``, the generated mitochondria channel
-
-
-@dataclass
-class EMTrainEvent:
-    iteration: int
-    total: int
-    losses: dict = field(default_factory=dict)
-    iterations_per_s: float = 0.0
-    preview: EMPreview | None = None
-    checkpoint: Path | None = None
-    done: bool = False
-    message: str = ""
 
 
 def data_hash(images: np.ndarray, labels: np.ndarray) -> str:
@@ -199,8 +186,11 @@ def _given_membranes(generator, membranes: np.ndarray, z: torch.Tensor, downsamp
     return em.labels_from_masks(membranes, drawn), _uint8(mito)
 
 
-class EMTrainer:
-    """Trains one EM mode on sections ``images`` (S, H, W) uint8 with ``labels`` (S, H, W) codes."""
+class EMTrainer(TrainingLoop):
+    """Trains one EM mode on sections ``images`` (S, H, W) uint8 with ``labels`` (S, H, W) codes (the loop:
+    :mod:`.loop`)."""
+
+    check_every_step = True  # an EM step is long: one host sync per step costs nothing and stops NaN at once
 
     def __init__(self, config: EMTrainConfig, images: np.ndarray, labels: np.ndarray, run_dir, resume: bool = False,
                  description: str = ""):
@@ -333,10 +323,6 @@ class EMTrainer:
         """The crop sizes the pools' fakes depend on."""
         return {"crop": self.config.crop if "Gx" in self.models else None, "label_crop": self.label_crop,
                 "label_downsample": self.config.label_downsample}
-
-    def request_stop(self) -> None:
-        """Ask the loop to save and return after the current iteration (safe from any thread)."""
-        self._stop = True
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _weights_finite(self) -> bool:
@@ -590,41 +576,6 @@ class EMTrainer:
                 return EMPreview(codes[0], _uint8(image[0, 0]))
         finally:
             Gy.train()
-
-    # -- the loop ------------------------------------------------------------------------------
-    def run(self):
-        """Train to ``config.iterations``, yielding an :class:`EMTrainEvent` per logged iteration."""
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        loss_log.truncate(self.run_dir, self.iteration)
-        start, t0 = self.iteration, time.perf_counter()
-        while self.iteration < cfg.iterations and not self._stop:
-            losses = self.step()
-            values = dict(zip(losses, torch.stack(list(losses.values())).float().tolist()))  # one host sync
-            i = self.iteration
-            if not all(math.isfinite(v) for v in values.values()):
-                kept = f"the last good checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint"
-                raise TrainingDiverged(
-                    f"non-finite loss at iteration {i} ({values}); training stopped, {kept} is kept. "
-                    "Try a lower learning rate."
-                )
-            if i % cfg.log_every and i % cfg.checkpoint_every and i % cfg.preview_every and i != cfg.iterations:
-                continue
-            seconds = time.perf_counter() - t0
-            event = EMTrainEvent(iteration=i, total=cfg.iterations, losses=values,
-                                 iterations_per_s=(i - start) / max(seconds, 1e-9))
-            loss_log.append(self.run_dir, {"iteration": i, "seconds": round(seconds, 3), **values})
-            if i % cfg.preview_every == 0:
-                event.preview = self.preview()
-            if i % cfg.checkpoint_every == 0:
-                event.checkpoint = self.save()
-            yield event
-        final = self.save()
-        stopped = self._stop and self.iteration < cfg.iterations
-        yield EMTrainEvent(
-            iteration=self.iteration, total=cfg.iterations, checkpoint=final, done=True, preview=self.preview(),
-            message=("stopped" if stopped else "finished") + f" at iteration {self.iteration}; saved {self.model_path}",
-        )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,9 +19,7 @@ because the gradient penalty differentiates through it twice per step.
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +28,8 @@ import torch
 from .. import checkpoints
 from ..data.lin import CellStack
 from ..devices import describe_device, resolve_device
-from . import loss_log
 from .data import CellBatches, stack_hash
+from .loop import TrainEvent, TrainingDiverged, TrainingLoop  # noqa: F401  (re-exported: the public names)
 
 # the conditional models score column c of their input as class c, so they take per-class
 # batches like the star model (multichannel-masked masks the other greens in its critic).
@@ -39,10 +37,6 @@ from .data import CellBatches, stack_hash
 BATCH_MODE = {"dcgan": "pooled", "separable": "pooled", "one-class": "per-class", "star": "per-class",
               "multichannel": "composite", "cgan": "per-class", "multichannel-masked": "per-class",
               "projection": "per-class"}
-
-
-class TrainingDiverged(RuntimeError):
-    """Losses became NaN or infinite; the message names the last good checkpoint."""
 
 
 @dataclass
@@ -63,18 +57,6 @@ class TrainConfig:
     compile: bool = False  # torch.compile the generator (the critic's double backward cannot be compiled)
     spectral_norm: bool = False
     lr: float | None = None  # None: the objective's reference learning rate
-
-
-@dataclass
-class TrainEvent:
-    iteration: int
-    total: int
-    losses: dict = field(default_factory=dict)
-    iterations_per_s: float = 0.0
-    preview: np.ndarray | None = None  # (n, C, 2, H, W) float in [-1, 1]
-    checkpoint: Path | None = None
-    done: bool = False
-    message: str = ""
 
 
 def _distributed():
@@ -138,8 +120,10 @@ def _restore_optimizer(prefix: str, optimizer, tensors: dict, saved: dict) -> No
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
-class Trainer:
-    """Trains one generator/critic pair on a :class:`CellStack` into ``run_dir``."""
+class Trainer(TrainingLoop):
+    """Trains one generator/critic pair on a :class:`CellStack` into ``run_dir`` (the loop: :mod:`.loop`)."""
+
+    divergence_hint = "Try a lower learning rate or the wgan-gp objective."
 
     def __init__(self, config: TrainConfig, data: CellStack, run_dir, resume: bool = False):
         from ..models import canonical_arch, make_models
@@ -217,10 +201,6 @@ class Trainer:
             "device": describe_device(self.device) + (f" x{self.world}" if self.world > 1 else ""),
             "simulated_training_data": bool(self.data.simulated),
         }
-
-    def request_stop(self) -> None:
-        """Ask the loop to save and return at the next iteration (safe from any thread)."""
-        self._stop = True
 
     # -- checkpoints -------------------------------------------------------------------------
     def _weights_finite(self) -> bool:
@@ -321,41 +301,3 @@ class Trainer:
             images = self.G(self.preview_z).float().cpu().numpy()
         self.G.train()
         return images
-
-    def run(self):
-        """Train to ``config.iterations``, yielding a :class:`TrainEvent` per logged iteration."""
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.rank == 0:
-            loss_log.truncate(self.run_dir, self.iteration)
-        start, t0 = self.iteration, time.perf_counter()
-        while self.iteration < cfg.iterations and not self._stop:
-            losses = self.step()
-            i = self.iteration
-            logged = i % cfg.log_every == 0 or i == cfg.iterations
-            if not logged and i % cfg.checkpoint_every and i % cfg.preview_every:
-                continue
-            values = {k: float(v) for k, v in losses.items()}  # the one host sync per logged step
-            if not all(math.isfinite(v) for v in values.values()):
-                kept = f"the last good checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
-                raise TrainingDiverged(
-                    f"non-finite loss at iteration {i} ({values}); training stopped, {kept} is kept. "
-                    "Try a lower learning rate or the wgan-gp objective."
-                )
-            speed = (i - start) / max(time.perf_counter() - t0, 1e-9)
-            event = TrainEvent(iteration=i, total=cfg.iterations, losses=values, iterations_per_s=speed)
-            if self.rank == 0:
-                seconds = round(time.perf_counter() - t0, 3)
-                loss_log.append(self.run_dir, {"iteration": i, "seconds": seconds, **values})
-            if i % cfg.preview_every == 0 and self.rank == 0:
-                event.preview = self.preview()
-            if i % cfg.checkpoint_every == 0:
-                event.checkpoint = self.save()
-            yield event
-        final = self.save()
-        stopped = self._stop and self.iteration < cfg.iterations
-        yield TrainEvent(
-            iteration=self.iteration, total=cfg.iterations, checkpoint=final, done=True,
-            preview=self.preview() if self.rank == 0 else None,
-            message=("stopped" if stopped else "finished") + f" at iteration {self.iteration}; saved {self.model_path}",
-        )
