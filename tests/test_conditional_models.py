@@ -65,9 +65,12 @@ def test_each_model_trains_checkpoints_and_samples(tmp_path, stacks, one_torch_t
     with torch.no_grad():
         torch.testing.assert_close(generator(z), trainer.G.eval()(z))
     samples = sample(generator, meta, n=3, seed=1)
-    assert samples.images.shape == (3, 1 + n_classes, 48, 80)
-    assert samples.channel_names[1:] == (cells.class_names if n_classes > 1 else ["any protein"])
-    assert (samples.reds is None) == generator.shares_red
+    proteins = cells.class_names if n_classes > 1 else ["any protein"]
+    if generator.shares_red or n_classes == 1:  # one red Bgs4, then a green per protein
+        assert samples.channel_names == ["Bgs4", *proteins]
+    else:  # cGAN: each class draws its own red cell, shown before its green
+        assert samples.channel_names == [name for p in proteins for name in (f"Bgs4 ({p})", p)]
+    assert samples.images.shape == (3, len(samples.channel_names), 48, 80)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
