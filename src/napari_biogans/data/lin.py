@@ -422,7 +422,7 @@ def read_h5(path) -> CellStack:
 
 
 def read_h5_samples(path):
-    """``(images (n, 1 + c, H, W), channel names, provenance)`` of a generated-samples file, else None."""
+    """``(images (n, channels, H, W), channel names, provenance)`` of a generated-samples file, else None."""
     import h5py
 
     with h5py.File(path, "r") as f:
