@@ -8,8 +8,8 @@
 For every model it runs ``biogans evaluate fid`` (FID per protein with the LIN classifier; the
 classifier is trained with the same seed each time, so every model meets the same one) and
 ``biogans evaluate c2st``, then writes ``comparison.md`` (FID and C2ST median ± MAD per protein,
-one column per model, with the commands and the device) and ``comparison.csv``. A model that
-lacks a protein gets an empty cell. Figures come from the runs; nothing is typed in.
+one column per model, with the commands, iterations and device) and ``comparison.csv``. The
+models must know the same proteins. Figures come from the runs; nothing is typed in.
 """
 
 from __future__ import annotations
@@ -44,6 +44,28 @@ def evaluate(name: str, path: str, args, out: Path) -> tuple[dict, dict, list[st
     fid = json.loads((fid_dir / "fid.json").read_text())
     c2st = json.loads((c2st_dir / "c2st.json").read_text())
     return fid, c2st, commands
+
+
+def model_cards(models: dict) -> dict:
+    """Each model's checkpoint header; all must know the same proteins (one LIN classifier serves all)."""
+    from napari_biogans import checkpoints
+
+    metas = {n: checkpoints.load(checkpoints.resolve_model(p), kind="generator")[1] for n, p in models.items()}
+    proteins = {n: tuple(m["class_names"]) for n, m in metas.items()}
+    if len(set(proteins.values())) > 1:
+        raise SystemExit(f"the models know different proteins {proteins}: FID with one classifier compares "
+                         "models of the same proteins only")
+    return metas
+
+
+def training_rows(names: list[str], metas: dict) -> list[list[str]]:
+    """Iterations and device of each model under its FID and C2ST columns."""
+    metas = [metas[n] for n in names]
+    rows = []
+    for label, key in (("iterations", "iterations"), ("trained on", "device")):
+        values = [str(meta.get(key, "")) for meta in metas]
+        rows.append([label, ""] + values + values)
+    return rows
 
 
 def table(names: list[str], results: dict) -> tuple[list[str], list[list[str]]]:
@@ -89,9 +111,11 @@ def main(argv=None) -> None:
     models = dict(spec.split("=", 1) for spec in args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    metas = model_cards(models)
     results = {name: evaluate(name, path, args, out) for name, path in models.items()}
     names = list(models)
     header, rows = table(names, results)
+    rows += training_rows(names, metas)
     with open(out / "comparison.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
     device = next(iter(results.values()))[1]["settings"]["device"]
@@ -109,7 +133,13 @@ def main(argv=None) -> None:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "Commands:", "", "```"]
-    lines += [command for result in results.values() for command in result[2]]
+    commands = [command for result in results.values() for command in result[2]]
+    # as a reader would type them: models by their column name, the simulated release as sim/, outputs in DIR
+    for name, path in models.items():
+        commands = [c.replace(path, name) for c in commands]
+    for folder, short in ((str(Path(args.train).parent), "sim"), (str(out), "DIR")):
+        commands = [c.replace(folder, short) for c in commands]
+    lines += commands
     lines += ["```", ""]
     (out / "comparison.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -24,6 +24,7 @@ ALL_PROTEINS=Alp14,Arp3,Cki2,Fim1,Mkh1,Sid2,Tea1,Tea4
 SIM="$WORK/sim/LIN_Simulated_WT_size-48-80"
 
 STAGE=runs-$(basename "$0" .sh)  # each call's run folders apart, also on a machine still warm from the last
+mkdir -p "$WORK/$STAGE"
 
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/log.txt"; }
 
