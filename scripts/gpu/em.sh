@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device call 2 (about 9.5 min): EM render benchmark, then vnc-dsgan on sections 00-09 beside the
+# Device call 2 (about 8 min): EM render benchmark, then vnc-dsgan on sections 00-09 beside the
 # three conditional comparison models (same 6 proteins as star-6), packed in half precision.
 #   locally first: mkdir -p .gpu/vnc && cp -r ../shared/data/vnc/stack1 .gpu/vnc/
 #   run: bash scripts/gpu/em.sh                 (carry [".gpu/vnc"], timeout_s 600)

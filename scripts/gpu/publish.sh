@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device call 3 (about 9.5 min): the fluorescence models' cards (C2ST, reconstruction against the
+# Device call 3 (about 8 min): the fluorescence models' cards (C2ST, reconstruction against the
 # nearest neighbour, interpolation growth) and the comparison table, on the GPU.
 #   locally first: bash scripts/gpu/unpack.sh DIR_OF_CALL_1 DIR_OF_CALL_2   (fills .gpu/results)
 #   run: bash scripts/gpu/publish.sh            (carry [".gpu/results"], timeout_s 600)
