@@ -17,17 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shlex
 from pathlib import Path
 
-from napari_biogans import cli
-
-
-def run_cli(argv: list[str]) -> str:
-    code = cli.main(argv)
-    if code:
-        raise SystemExit(f"biogans {' '.join(argv)} failed with exit code {code}")
-    return "biogans " + shlex.join(argv)
+from publish_model import run_cli  # scripts/ is on the path when this script runs
 
 
 def evaluate(name: str, path: str, args, out: Path) -> tuple[dict, dict, list[str]]:

@@ -72,14 +72,14 @@ def write_montage(model_file: Path, out: Path) -> str:
     import imageio.v3 as iio
 
     from napari_biogans.data.montage import make_montage
-    from napari_biogans.sampling import sample
+    from napari_biogans.sampling import is_red_channel, sample
 
     generator, meta = checkpoints.load_generator(model_file)
     samples = sample(generator, {**meta, "name": model_file.stem}, 8, seed=0)
     images, names = samples.images, samples.channel_names
     # each protein with the red cell it was generated on (the last Bgs4 channel before it)
-    greens = [j for j, name in enumerate(names) if not name.startswith("Bgs4")]
-    reds = [max(i for i in range(j) if names[i].startswith("Bgs4")) for j in greens]
+    greens = [j for j, name in enumerate(names) if not is_red_channel(name)]
+    reds = [max(i for i in range(j) if is_red_channel(names[i])) for j in greens]
     pairs = np.stack([np.stack([images[:, r], images[:, g]], 1) for r, g in zip(reds, greens)], 1)
     iio.imwrite(out, make_montage(pairs.reshape(-1, 2, *images.shape[-2:]), ncols=len(greens)))
     return f"seeded sample: sampling.sample(seed=0, n=8) of {model_file.name}"

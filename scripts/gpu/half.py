@@ -14,6 +14,9 @@ from pathlib import Path
 
 from napari_biogans import checkpoints
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the montage of publish_model
+from publish_model import write_montage
+
 
 def main(runs: Path, dest: Path) -> None:
     for run in sorted(p for p in runs.iterdir() if p.is_dir()):
@@ -27,9 +30,6 @@ def main(runs: Path, dest: Path) -> None:
             meta = {k: v for k, v in meta.items() if k not in ("kind", "config", "normalisation", "dtype", "versions",
                                                                 "format")}
             checkpoints.save_generator(target / "generator.safetensors", generator, meta, half=True)
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-            from publish_model import write_montage
-
             write_montage(target / "generator.safetensors", target / "samples.png")
         elif (run / "em_model.safetensors").is_file():
             shutil.copy(run / "em_model.safetensors", target / "em_model.safetensors")

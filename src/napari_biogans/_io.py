@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import em, lin
-
+from .sampling import is_red_channel
 
 
 def cell_layers(stack: lin.CellStack, name: str, scale=(1.0, 1.0)) -> list[tuple]:
@@ -44,7 +44,7 @@ def sample_layers(images: np.ndarray, channel_names: list[str], name: str, metad
     green-ish colormap; the first red and the first protein are visible."""
     layers, greens = [], 0
     for k, channel in enumerate(channel_names):
-        if channel.startswith("Bgs4"):
+        if is_red_channel(channel):
             colormap = "red"
         else:
             colormap, greens = GREEN_COLORMAPS[greens % len(GREEN_COLORMAPS)], greens + 1

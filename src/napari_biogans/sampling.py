@@ -49,6 +49,13 @@ def render(generator, z: np.ndarray, batch_size: int = 256):
     return np.concatenate(out) if out else np.zeros((0,))
 
 
+RED = "Bgs4"  # the red channel's name; "Bgs4 (Sid2)" is Sid2's own red cell
+
+
+def is_red_channel(name: str) -> bool:
+    return name.startswith(RED)
+
+
 def chosen_proteins(class_names: list[str], proteins=None) -> list[str]:
     chosen = list(class_names) if proteins is None else list(proteins)
     unknown = [p for p in chosen if p not in class_names]
@@ -61,8 +68,8 @@ def channel_names(class_names: list[str], proteins=None, shares_red: bool = True
     """Channel names of :func:`pairs_to_channels`: ``Bgs4, Sid2, Tea1`` or ``Bgs4 (Sid2), Sid2, Bgs4 (Tea1), Tea1``."""
     chosen = chosen_proteins(class_names, proteins)
     if shares_red or len(chosen) == 1:
-        return ["Bgs4", *chosen]
-    return [name for protein in chosen for name in (f"Bgs4 ({protein})", protein)]
+        return [RED, *chosen]
+    return [name for protein in chosen for name in (f"{RED} ({protein})", protein)]
 
 
 def pairs_to_channels(pairs: np.ndarray, class_names: list[str], proteins=None, shares_red: bool = True):

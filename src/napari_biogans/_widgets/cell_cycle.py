@@ -337,13 +337,14 @@ class CellCycleWidget(QWidget):
 
     def _start_stack(self, names, shape, meta, codes, anchors, device, params) -> None:
         from .._io import sample_layers
+        from ..sampling import is_red_channel
 
         self.stack = np.zeros(shape, np.uint8)
         self.lengths, self.rho = None, None
         self._draw_lengths(None)
         provenance = {
             "model": meta.get("name"), "weights_sha256": meta.get("sha256"), "model_path": meta.get("path"),
-            "device": device, "proteins": [n for n in names if not n.startswith("Bgs4")], "anchors": anchors,
+            "device": device, "proteins": [n for n in names if not is_red_channel(n)], "anchors": anchors,
             "simulated_training_data": bool(meta.get("simulated_training_data", False)), **params,
         }
         layer_data = sample_layers(self.stack, names, GROUP, {"provenance": provenance, "codes": codes})
