@@ -100,6 +100,18 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cells):
     checkpoints.load_generator(trainer.model_path)  # still loads
 
 
+def test_resumed_ranks_draw_their_own_batches(tmp_path, cells, monkeypatch):
+    from napari_biogans.training import trainer as trainer_module
+
+    config = TrainConfig(arch="star", objective="wgan-gp", iterations=2, checkpoint_every=100, **TINY)
+    list(Trainer(config, cells, tmp_path / "run").run())
+    rank0 = Trainer(config, cells, tmp_path / "run", resume=True).rng.get_state()
+    monkeypatch.setattr(trainer_module, "_distributed", lambda: (1, 2))
+    rank1 = Trainer(config, cells, tmp_path / "run", resume=True).rng.get_state()
+    again = Trainer(config, cells, tmp_path / "run", resume=True).rng.get_state()
+    assert not torch.equal(rank0, rank1) and torch.equal(rank1, again)
+
+
 def test_run_folder_is_not_overwritten_and_resume_checks_architecture(tmp_path, cells):
     config = TrainConfig(arch="star", iterations=1, checkpoint_every=1, **TINY)
     list(Trainer(config, cells, tmp_path / "run").run())

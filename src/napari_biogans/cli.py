@@ -170,11 +170,13 @@ def cmd_train(args) -> int:
         quiet = trainer.rank != 0
         if stack.simulated and not quiet:
             print("training on SIMULATED cells: the model will be marked as a model of simulated data")
-        return _drive(trainer, config.iterations, ("critic", "generator"), quiet, args.time_limit)
+        code = _drive(trainer, config.iterations, ("critic", "generator"), quiet, args.time_limit)
+        if distributed:  # rank 0 is still writing; a rank that tears gloo down early aborts
+            torch.distributed.barrier()
+        return code
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
-    return 0
 
 
 def cmd_sample(args) -> int:

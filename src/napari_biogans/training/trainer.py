@@ -13,7 +13,8 @@ written from finite weights, so the last good one stays on disk.
 
 Several processes (``torchrun --nproc_per_node K biogans train ...``) train data-parallel:
 each draws its own batches (seed + rank), gradients are averaged with one all-reduce per
-backward pass, rank 0 writes. The critic is not wrapped in ``DistributedDataParallel``
+backward pass, rank 0 writes. A resumed run is exact on one process; under torchrun the other
+ranks restart their random streams from (seed, rank, iteration). The critic is not wrapped in ``DistributedDataParallel``
 because the gradient penalty differentiates through it twice per step.
 """
 
@@ -252,6 +253,10 @@ class Trainer(TrainingLoop):
         self.rng.set_state(tensors["rng.data"])
         restore_torch_rng(tensors, self.device)
         self.iteration = meta["iteration"]
+        if self.rank:  # the file holds rank 0's random streams; the other ranks must not draw the same batches
+            seed = int(np.random.SeedSequence([self.config.seed, self.rank, self.iteration]).generate_state(1)[0])
+            self.rng.manual_seed(seed)
+            torch.manual_seed(seed)
         self.last_checkpoint = self.state_path
 
     # -- the loop ----------------------------------------------------------------------------
