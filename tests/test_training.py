@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,7 +209,7 @@ def test_data_parallel_gradients_match_one_process():
         p.join(timeout=60)
         assert p.exitcode == 0
     for key, grad in expected.items():
-        torch.testing.assert_close(got[key], grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(torch.from_numpy(got[key]), grad, rtol=1e-4, atol=1e-6)
 
 
 def _ddp_worker_wgan(rank, world, port, real, fake, queue):
@@ -225,9 +226,10 @@ def _ddp_worker_wgan(rank, world, port, real, fake, queue):
     half = len(real) // world
     loss, _ = get_objective("wgan").critic_loss(D, real[rank * half : (rank + 1) * half], fake[rank * half : (rank + 1) * half])
     loss.backward()
-    _average_gradients(D, world)
+    _average_gradients(D.parameters(), world)
     if rank == 0:
-        queue.put({k: p.grad.clone() for k, p in D.named_parameters()})
+        # numpy pickles by value; a tensor would travel as a shared-memory handle that dies with this process
+        queue.put({k: p.grad.numpy().copy() for k, p in D.named_parameters()})
     dist.destroy_process_group()
 
 
@@ -252,3 +254,44 @@ def test_torchrun_trains_with_two_processes(tmp_path, cells):
     assert result.returncode == 0, result.stderr[-2000:]
     _, meta = checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")
     assert 3 < meta["iterations"] < 100000 and "stopped at iteration" in result.stdout
+
+
+EM_RANKS_SCRIPT = """
+import sys
+import torch, torch.distributed as dist
+from napari_biogans.data import em
+from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer
+
+dist.init_process_group("gloo")
+images, labels = em.read_sections(sys.argv[1], [0, 1])
+config = EMTrainConfig(mode="dsgan", iterations=2, batch_size=1, crop=128, label_width=4, image_width=4,
+                       label_d_width=4, image_d_width=4, reconstructor_width=4, device="cpu")
+trainer = EMTrainer(config, images, labels, sys.argv[2])
+list(trainer.run())
+flat = torch.cat([p.detach().flatten() for m in trainer.models.values() for p in m.parameters()])
+crop = trainer._crops(128)[1].flatten()
+both = [torch.zeros_like(flat) for _ in range(2)], [torch.zeros_like(crop) for _ in range(2)]
+dist.all_gather(both[0], flat)
+dist.all_gather(both[1], crop)
+if dist.get_rank() == 0:
+    print("weights equal", torch.equal(*both[0]), "crops equal", torch.equal(*both[1]))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_em_ranks_draw_their_own_crops_and_keep_equal_weights(tmp_path):
+    """DSGAN under torchrun: the two processes see different crops, yet averaged gradients keep
+    every model identical on both, and rank 0 writes a model marked x2."""
+    from napari_biogans.training.em_trainer import load_em_model
+
+    script = tmp_path / "ranks.py"
+    script.write_text(EM_RANKS_SCRIPT)
+    fixture = Path(__file__).parent / "fixtures" / "vnc" / "stack1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(31500 + os.getpid() % 1000), str(script), str(fixture), str(tmp_path / "run")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "weights equal True crops equal False" in result.stdout
+    model = load_em_model(tmp_path / "run" / "em_model.safetensors", device="cpu")
+    assert model.meta["iterations"] == 2 and model.meta["device"].endswith("x2")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,18 +149,28 @@ def _drive(trainer, total: int, shown_losses, quiet: bool = False, time_limit_mi
     return 0
 
 
-def cmd_train(args) -> int:
-    import os
-
+@contextlib.contextmanager
+def _process_group(device: str):
+    """Under torchrun (WORLD_SIZE > 1) join the process group, NCCL on GPUs and gloo on CPU, and
+    leave it together; a plain run passes straight through."""
     import torch
 
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
+    try:
+        yield
+        dist.barrier()  # rank 0 may still be writing; a rank that tears gloo down early aborts
+    finally:
+        dist.destroy_process_group()
+
+
+def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, Trainer
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:  # launched by torchrun
-        backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend)
-    try:
+    with _process_group(args.device):
         stack = _load_cells(args.data, args.proteins.split(",") if args.proteins else None)
         config = TrainConfig(
             arch=args.model, objective=args.objective, iterations=args.iterations, batch_size=args.batch_size,
@@ -170,13 +182,7 @@ def cmd_train(args) -> int:
         quiet = trainer.rank != 0
         if stack.simulated and not quiet:
             print("training on SIMULATED cells: the model will be marked as a model of simulated data")
-        code = _drive(trainer, config.iterations, ("critic", "generator"), quiet, args.time_limit)
-        if distributed:  # rank 0 is still writing; a rank that tears gloo down early aborts
-            torch.distributed.barrier()
-        return code
-    finally:
-        if distributed:
-            torch.distributed.destroy_process_group()
+        return _drive(trainer, config.iterations, ("critic", "generator"), quiet, args.time_limit)
 
 
 def cmd_sample(args) -> int:
@@ -468,8 +474,9 @@ def cmd_train_em(args) -> int:
         checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
-    trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
-    return _drive(trainer, config.iterations, None, time_limit_min=args.time_limit)
+    with _process_group(args.device):
+        trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
+        return _drive(trainer, config.iterations, None, trainer.rank != 0, args.time_limit)
 
 
 def cmd_render_em(args) -> int:

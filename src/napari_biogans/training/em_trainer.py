@@ -34,6 +34,10 @@ A run folder holds ``train_state.safetensors`` (every model, optimiser, pool and
 resume), ``em_model.safetensors`` (G_y and G_x only; :func:`load_em_model`) and ``losses.csv``.
 Non-finite losses stop training with :class:`TrainingDiverged`, naming the last good
 checkpoint; checkpoints are only written from finite weights.
+
+Under ``torchrun`` every process draws its own crops and noise (and keeps its own history
+pools), the gradients of each optimiser step are averaged across processes as in the
+fluorescence trainer, and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -60,7 +64,14 @@ from ..models.em import (
     build_em_module,
 )
 from .loop import TrainEvent, TrainingDiverged, TrainingLoop
-from .trainer import _optimizer_state, _restore_optimizer, restore_torch_rng, torch_rng_state
+from .trainer import (
+    _average_gradients,
+    _distributed,
+    _optimizer_state,
+    _restore_optimizer,
+    restore_torch_rng,
+    torch_rng_state,
+)
 
 MODES = ("sgan", "dsgan", "joint", "conditional")
 LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3, 1, 0.5), (3, 2, 0.4)),
@@ -201,7 +212,10 @@ class EMTrainer(TrainingLoop):
         self.config, self.run_dir, self.description = config, Path(run_dir), description
         self.images, self.labels = images, labels.astype(np.uint8)
         self.data_hash = data_hash(self.images, self.labels)
+        self.rank, self.world = _distributed()
         self.device = resolve_device(config.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
         self.amp = config.amp and self.device.type == "cuda"
         cfg, mode = config, config.mode
         self.label_crop = cfg.crop if mode == "dsgan" else cfg.label_crop or min(images.shape[1:])
@@ -234,8 +248,9 @@ class EMTrainer(TrainingLoop):
                                    betas=(0.5, 0.999))
             for name, members in groups.items() if members[0] in self.models
         }
-        self.data_rng = np.random.default_rng(cfg.seed)
-        self.noise_rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        # every rank starts from the same weights (seeded above) but draws its own crops and noise
+        self.data_rng = np.random.default_rng([cfg.seed, self.rank] if self.rank else cfg.seed)
+        self.noise_rng = torch.Generator(self.device).manual_seed(cfg.seed + 1000 * self.rank)
         self.pools = {"y": HistoryPool(cfg.pool_size, self.data_rng)}
         if "Gx" in self.models:
             self.pools["x"] = HistoryPool(cfg.pool_size, self.data_rng)
@@ -253,7 +268,7 @@ class EMTrainer(TrainingLoop):
         if resume:
             self._resume()
         else:
-            if self.state_path.exists():
+            if self.rank == 0 and self.state_path.exists():
                 raise FileExistsError(f"{self.run_dir} already holds a training run; resume it or choose a new folder")
             if cfg.init_label_gan:
                 self._init_label_gan(Path(cfg.init_label_gan))
@@ -316,7 +331,7 @@ class EMTrainer(TrainingLoop):
                      "section_shape": list(self.images.shape[1:])},
             "train_config": asdict(cfg),
             "iterations": self.iteration,
-            "device": describe_device(self.device),
+            "device": describe_device(self.device) + (f" x{self.world}" if self.world > 1 else ""),
         }
 
     def geometry(self) -> dict:
@@ -329,7 +344,9 @@ class EMTrainer(TrainingLoop):
         return all(torch.isfinite(p).all() for m in self.models.values() for p in m.parameters())
 
     def save(self) -> Path | None:
-        """Write the train state and the model file; nothing when a weight is not finite."""
+        """Write the train state and the model file (rank 0 only); nothing when a weight is not finite."""
+        if self.rank != 0:
+            return None
         if not self._weights_finite():
             return None  # never overwrite the last good checkpoint with broken weights
         tensors, opt_meta = {}, {}
@@ -409,6 +426,13 @@ class EMTrainer(TrainingLoop):
         restore_torch_rng(tensors, self.device)
         self.iteration = meta["iteration"]
         self.last_checkpoint = self.state_path
+        if self.rank:  # the file holds rank 0's random streams; the other ranks must not draw the same crops
+            seed = np.random.SeedSequence([self.config.seed, self.rank, self.iteration])
+            self.data_rng = np.random.default_rng(seed)
+            for pool in self.pools.values():
+                pool.rng = self.data_rng
+            self.noise_rng.manual_seed(int(seed.generate_state(1)[0]))
+            torch.manual_seed(int(seed.generate_state(1)[0]))
 
     # -- data ----------------------------------------------------------------------------------
     def _crops(self, size: int):
@@ -443,6 +467,7 @@ class EMTrainer(TrainingLoop):
         with self._autocast():
             loss = 0.5 * sum(_bce(f, 0.0) + _bce(r, 1.0) for f, r in zip(D(fake), D(real)))
         loss.backward()
+        _average_gradients(D.parameters(), self.world)
         opt.step()
         return loss.detach()
 
@@ -457,6 +482,7 @@ class EMTrainer(TrainingLoop):
             self.optimizers[name].zero_grad(set_to_none=True)
         loss.backward()
         for name in names:
+            _average_gradients((p for group in self.optimizers[name].param_groups for p in group["params"]), self.world)
             self.optimizers[name].step()
 
     def _generated_labels(self) -> torch.Tensor:

@@ -67,11 +67,11 @@ def _distributed():
     return 0, 1
 
 
-def _average_gradients(module: torch.nn.Module, world: int) -> None:
-    """One all-reduce over all of a module's gradients (flattened), then divide by the world size."""
+def _average_gradients(params, world: int) -> None:
+    """One all-reduce over all of these parameters' gradients (flattened), then divide by the world size."""
     if world == 1:
         return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
     torch.distributed.all_reduce(flat)
     flat /= world
@@ -286,7 +286,7 @@ class Trainer(TrainingLoop):
             with self._autocast():
                 d_loss, stats = obj.critic_loss(self.D, real, fake.float())
             d_loss.backward()
-            _average_gradients(self.D, self.world)
+            _average_gradients(self.D.parameters(), self.world)
             self.opt_D.step()
             obj.after_critic_step(self.D)
         for p in self.D.parameters():
@@ -295,7 +295,7 @@ class Trainer(TrainingLoop):
         with self._autocast():
             g_loss = obj.generator_loss(self.D, self.forward_G(self._noise()))
         g_loss.backward()
-        _average_gradients(self.G, self.world)
+        _average_gradients(self.G.parameters(), self.world)
         self.opt_G.step()
         self.iteration += 1
         return {"critic": d_loss.detach(), "generator": g_loss.detach(), **{k: v.detach() for k, v in stats.items()}}
