@@ -154,3 +154,40 @@ def test_cancel_stops_the_interpolation(generated, qtbot):
     with qtbot.waitSignal(worker.finished, timeout=10_000):
         widget.cancel_button.click()
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+@pytest.mark.parametrize("arch", ["projection", "cgan"])
+def test_conditional_models_generate_and_interpolate(make_napari_viewer, qtbot, tmp_path, arch):
+    """The conditional models go through Generate and Cell cycle like the others: projection with one
+    shared red cell, the cGAN with each protein's own red; the time axis starts and ends on the anchors."""
+    import torch
+
+    from napari_biogans.models import make_models
+
+    torch.manual_seed(0)
+    G, _ = make_models(arch, n_classes=len(PROTEINS), width=4, nz=16, critic_bn=False)
+    path = checkpoints.save_generator(tmp_path / f"tiny-{arch}.safetensors", G,
+                                      {"class_names": PROTEINS, "name": f"tiny-{arch}", "image_size": [48, 80]})
+    viewer = make_napari_viewer(show=True)
+    gen = GenerateWidget(viewer)
+    gen.model.set_path(path)
+    gen.device.combo.setCurrentText("cpu")
+    gen.n_cells.setValue(4)
+    with qtbot.waitSignal(gen.generated, timeout=30_000):
+        gen.run()
+    expected = {"projection": ["Bgs4", "Arp3", "Tea1"], "cgan": ["Bgs4 (Arp3)", "Arp3", "Bgs4 (Tea1)", "Tea1"]}[arch]
+    assert gen.samples.channel_names == expected
+    widget = CellCycleWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cell cycle")
+    widget.device.combo.setCurrentText("cpu")
+    # the cGAN has no separate red code: 'greens fixed' is greyed out and 'greens free' chosen
+    assert widget.greens.model().item(0).isEnabled() == (arch == "projection")
+    assert widget.greens.currentText() == ("greens fixed (red only)" if arch == "projection" else "greens free")
+    widget.anchors.setText("0, 3")
+    widget.frames.setValue(5)
+    interpolate(qtbot, widget)
+    for k, name in enumerate(expected):
+        frames = viewer.layers[f"cell cycle {name}"].data
+        assert frames.shape == (5, 48, 80)
+        np.testing.assert_allclose(frames[0], gen.samples.images[0, k], atol=1)
+        np.testing.assert_allclose(frames[-1], gen.samples.images[3, k], atol=1)

@@ -210,6 +210,7 @@ class CellCycleWidget(QWidget):
         self._draw_lengths(None)
 
         self.source.currentIndexChanged.connect(self._source_changed)
+        self.model.changed.connect(self._update_greens)
         napari_viewer.layers.events.inserted.connect(self._refresh_sources)
         napari_viewer.layers.events.removed.connect(self._refresh_sources)
         self.destroyed.connect(self._disconnect_layers_events)
@@ -249,6 +250,18 @@ class CellCycleWidget(QWidget):
         _common.set_row_visible(self._form, self._anchor_row, from_layers)
         _common.set_row_visible(self._form, self.model, not from_layers)
         _common.set_row_visible(self._form, self._random_row, not from_layers)
+        self._update_greens()
+
+    def _update_greens(self, *_):
+        """'Greens fixed' needs a separate red code: for models without one (DCGAN, cGAN, plain
+        multichannel and one-class) it is greyed out and the whole code moves."""
+        try:
+            separate_red = bool(_common.load_generator_cached(self._anchor_request()[0], "cpu")[0].nz_red)
+        except (ValueError, OSError):  # no usable model yet: leave the choice open, run() reports
+            separate_red = True
+        self.greens.model().item(0).setEnabled(separate_red)
+        if not separate_red:
+            self.greens.setCurrentIndex(1)
 
     def _add_current_cell(self) -> None:
         step = self.viewer.dims.current_step[0] if self.viewer.dims.ndim > 2 else 0
