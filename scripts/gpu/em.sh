@@ -25,7 +25,7 @@ $BIOGANS "${EM_ARGS[@]}" > "$WORK/vnc-dsgan.log" 2>&1 || log "vnc-dsgan failed: 
 train cgan-6 --model cgan --objective wgan-gp --proteins $STAR_PROTEINS --width $COND_WIDTH &
 train multichannel-masked-6 --model multichannel-masked --objective wgan-gp --proteins $STAR_PROTEINS \
   --width $COND_WIDTH &
-train projection-6 --model projection --objective hinge --proteins $STAR_PROTEINS --width $COND_WIDTH &
+train projection-6 --model projection --objective wgan-gp --proteins $STAR_PROTEINS --width $COND_WIDTH &
 wait
 trained
 # the EM diagnostics need the VNC sections, which are here now: publish vnc-dsgan in this call

@@ -16,7 +16,7 @@ LIMIT=$(minutes_left 60)
 log "training for $LIMIT min"
 train star-6 --model star --objective wgan-gp --proteins $STAR_PROTEINS --width $WIDTH &
 train one-class-sep-2 --model one-class-sep --objective wgan-gp --proteins Sid2,Tea1 --width $WIDTH &
-train projection-8 --model projection --objective hinge --width $COND_WIDTH &
+train projection-8 --model projection --objective wgan-gp --width $COND_WIDTH &
 wait
 trained
 $PY scripts/gpu/half.py "$WORK/$STAGE" "$WORK/fluorescence"

@@ -543,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="star", choices=TRAIN_MODELS,
                    help="one-class-sep / multichannel-sep: the green-on-red separable variants")
     p.add_argument("--objective", default="wgan-gp", choices=["gan", "wgan", "wgan-gp", "lsgan", "hinge"],
-                   help="hinge is the projection discriminator's loss (Miyato & Koyama)")
+                   help="wgan-gp for every model; hinge is Miyato & Koyama's loss, but it stalled the projection model "
+                        "on the simulated cells (docs/evaluation.md)")
     p.add_argument("--iterations", type=int, default=1000, help="generator iterations")
     p.add_argument("--batch-size", type=int, default=64, help="cells per class per step")
     p.add_argument("--width", type=int, default=64, help="base width (ngf = ndf); 64 is the paper's")

@@ -305,7 +305,7 @@ class TrainWidget(QWidget):
                              "cell), multichannel (one network for all channels), one-class (a model per protein), the -sep "
                              "variants of both (green-on-red separable: red never sees green), "
                              "separable / dcgan (every protein pooled); conditional: projection (one class-conditional "
-                             "network, all proteins on one red cell; train it with the hinge objective), cgan (label "
+                             "network, all proteins on one red cell; train it with wgan-gp: hinge stalled on these cells), cgan (label "
                              "concatenated), multichannel-masked (one channel per protein, others masked). EM: dsgan "
                              "(labels and image end to end), sgan (label GAN, then image GAN), joint (one GAN over "
                              "image and labels), conditional (mitochondria given membranes)")

@@ -18,8 +18,9 @@ column c as class c. Both also take explicit labels: ``generate(z, labels)`` and
 * ``projection`` (Miyato & Koyama, METHODS G): a separable generator whose red tower reads
   only ``z[:, :nz_red]`` and is shared by all classes (``shares_red`` True), and one green
   tower with conditional batch norm; the critic is D(x, y) = ψ(φ(x)) + ⟨e_y, φ(x)⟩ with
-  spectral norm on every layer. Its objective is hinge: pass ``objective="hinge"``
-  (``--objective hinge``); the critic carries spectral norm whatever ``spectral_norm`` says.
+  spectral norm on every layer, whatever ``spectral_norm`` says. METHODS G trains it with the
+  hinge loss, but on the simulated cells hinge left the generator grey (docs/evaluation.md);
+  ``wgan-gp`` trains it.
 """
 
 from __future__ import annotations
