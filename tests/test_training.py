@@ -295,3 +295,20 @@ def test_em_ranks_draw_their_own_crops_and_keep_equal_weights(tmp_path):
     assert "weights equal True crops equal False" in result.stdout
     model = load_em_model(tmp_path / "run" / "em_model.safetensors", device="cpu")
     assert model.meta["iterations"] == 2 and model.meta["device"].endswith("x2")
+
+
+def test_objective_check_prints_the_output_statistics_beside_the_real_cells(tmp_path, cells):
+    from napari_biogans.data import lin
+
+    data = lin.write_h5(cells, tmp_path / "cells.h5")
+    script = Path(__file__).parent.parent / "scripts" / "objective_check.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--data", str(data), "--model", "projection", "--objective", "wgan-gp",
+         "--iterations", "2", "--every", "1", "--width", "4", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    real = cells.as_float()
+    assert f"real cells: mean {real.mean():.3f} std {real.std():.3f}" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if "output mean" in line]
+    assert [int(row[0]) for row in rows] == [1, 2]
