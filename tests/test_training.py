@@ -259,24 +259,28 @@ def test_torchrun_trains_with_two_processes(tmp_path, cells):
 EM_RANKS_SCRIPT = """
 import sys
 import torch, torch.distributed as dist
+from napari_biogans.cli import _run_distributed
 from napari_biogans.data import em
 from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer
 
-dist.init_process_group("gloo")
-images, labels = em.read_sections(sys.argv[1], [0, 1])
-config = EMTrainConfig(mode="dsgan", iterations=2, batch_size=1, crop=128, label_width=4, image_width=4,
-                       label_d_width=4, image_d_width=4, reconstructor_width=4, device="cpu")
-trainer = EMTrainer(config, images, labels, sys.argv[2])
-list(trainer.run())
-flat = torch.cat([p.detach().flatten() for m in trainer.models.values() for p in m.parameters()])
-crop = trainer._crops(128)[1].flatten()
-both = [torch.zeros_like(flat) for _ in range(2)], [torch.zeros_like(crop) for _ in range(2)]
-dist.all_gather(both[0], flat)
-dist.all_gather(both[1], crop)
-if dist.get_rank() == 0:
-    print("weights equal", torch.equal(*both[0]), "crops equal", torch.equal(*both[1]))
-dist.barrier()
-dist.destroy_process_group()
+
+def body():
+    images, labels = em.read_sections(sys.argv[1], [0, 1])
+    config = EMTrainConfig(mode="dsgan", iterations=2, batch_size=1, crop=128, label_width=4, image_width=4,
+                           label_d_width=4, image_d_width=4, reconstructor_width=4, device="cpu")
+    trainer = EMTrainer(config, images, labels, sys.argv[2])
+    list(trainer.run())
+    flat = torch.cat([p.detach().flatten() for m in trainer.models.values() for p in m.parameters()])
+    crop = trainer._crops(128)[1].flatten()
+    both = [torch.zeros_like(flat) for _ in range(2)], [torch.zeros_like(crop) for _ in range(2)]
+    dist.all_gather(both[0], flat)
+    dist.all_gather(both[1], crop)
+    if dist.get_rank() == 0:
+        print("weights equal", torch.equal(*both[0]), "crops equal", torch.equal(*both[1]))
+    return 0
+
+
+_run_distributed("cpu", body)
 """
 
 

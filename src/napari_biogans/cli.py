@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -149,28 +148,30 @@ def _drive(trainer, total: int, shown_losses, quiet: bool = False, time_limit_mi
     return 0
 
 
-@contextlib.contextmanager
-def _process_group(device: str):
-    """Under torchrun (WORLD_SIZE > 1) join the process group, NCCL on GPUs and gloo on CPU, and
-    leave it together; a plain run passes straight through."""
+def _run_distributed(device: str, body) -> int:
+    """``body()``; under torchrun (WORLD_SIZE > 1) inside the process group (NCCL on GPUs, gloo on
+    CPU), which every rank leaves together."""
     import torch
 
     dist = torch.distributed
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        yield
-        return
+        return body()
     dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
     try:
-        yield
+        code = body()
         dist.barrier()  # rank 0 may still be writing; a rank that tears gloo down early aborts
     finally:
         dist.destroy_process_group()
+    # gloo's worker threads can still abort the interpreter's shutdown (SIGABRT after a clean run): leave now
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_train(args) -> int:
     from .training.trainer import TrainConfig, Trainer
 
-    with _process_group(args.device):
+    def train() -> int:
         stack = _load_cells(args.data, args.proteins.split(",") if args.proteins else None)
         config = TrainConfig(
             arch=args.model, objective=args.objective, iterations=args.iterations, batch_size=args.batch_size,
@@ -183,6 +184,8 @@ def cmd_train(args) -> int:
         if stack.simulated and not quiet:
             print("training on SIMULATED cells: the model will be marked as a model of simulated data")
         return _drive(trainer, config.iterations, ("critic", "generator"), quiet, args.time_limit)
+
+    return _run_distributed(args.device, train)
 
 
 def cmd_sample(args) -> int:
@@ -474,9 +477,11 @@ def cmd_train_em(args) -> int:
         checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
-    with _process_group(args.device):
+    def train() -> int:
         trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
         return _drive(trainer, config.iterations, None, trainer.rank != 0, args.time_limit)
+
+    return _run_distributed(args.device, train)
 
 
 def cmd_render_em(args) -> int:
