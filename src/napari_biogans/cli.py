@@ -477,6 +477,7 @@ def cmd_train_em(args) -> int:
         checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
+
     def train() -> int:
         trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
         return _drive(trainer, config.iterations, None, trainer.rank != 0, args.time_limit)

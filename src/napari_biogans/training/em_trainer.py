@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from .. import checkpoints
 from ..data import em
-from ..devices import describe_device, resolve_device
+from ..devices import resolve_device
 from ..models.em import (
     CascadeGenerator,
     ConditionalLabelGenerator,
@@ -66,7 +66,9 @@ from ..models.em import (
 from .loop import TrainEvent, TrainingDiverged, TrainingLoop
 from .trainer import (
     _average_gradients,
-    _distributed,
+    _device_label,
+    _process_device,
+    _rank_seed,
     _optimizer_state,
     _restore_optimizer,
     restore_torch_rng,
@@ -212,10 +214,7 @@ class EMTrainer(TrainingLoop):
         self.config, self.run_dir, self.description = config, Path(run_dir), description
         self.images, self.labels = images, labels.astype(np.uint8)
         self.data_hash = data_hash(self.images, self.labels)
-        self.rank, self.world = _distributed()
-        self.device = resolve_device(config.device)
-        if self.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
+        self.rank, self.world, self.device = _process_device(config.device)
         self.amp = config.amp and self.device.type == "cuda"
         cfg, mode = config, config.mode
         self.label_crop = cfg.crop if mode == "dsgan" else cfg.label_crop or min(images.shape[1:])
@@ -331,7 +330,7 @@ class EMTrainer(TrainingLoop):
                      "section_shape": list(self.images.shape[1:])},
             "train_config": asdict(cfg),
             "iterations": self.iteration,
-            "device": describe_device(self.device) + (f" x{self.world}" if self.world > 1 else ""),
+            "device": _device_label(self.device, self.world),
         }
 
     def geometry(self) -> dict:
@@ -426,13 +425,13 @@ class EMTrainer(TrainingLoop):
         restore_torch_rng(tensors, self.device)
         self.iteration = meta["iteration"]
         self.last_checkpoint = self.state_path
-        if self.rank:  # the file holds rank 0's random streams; the other ranks must not draw the same crops
-            seed = np.random.SeedSequence([self.config.seed, self.rank, self.iteration])
+        if self.rank:
+            seed = _rank_seed(self.config.seed, self.rank, self.iteration)
             self.data_rng = np.random.default_rng(seed)
             for pool in self.pools.values():
                 pool.rng = self.data_rng
-            self.noise_rng.manual_seed(int(seed.generate_state(1)[0]))
-            torch.manual_seed(int(seed.generate_state(1)[0]))
+            self.noise_rng.manual_seed(seed)
+            torch.manual_seed(seed)
 
     # -- data ----------------------------------------------------------------------------------
     def _crops(self, size: int):

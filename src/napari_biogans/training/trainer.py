@@ -67,6 +67,26 @@ def _distributed():
     return 0, 1
 
 
+def _process_device(name: str):
+    """``(rank, world, device)`` of this process; under torchrun each rank takes its own GPU."""
+    rank, world = _distributed()
+    device = resolve_device(name)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    return rank, world, device
+
+
+def _device_label(device, world: int) -> str:
+    """The device a model card names: ``cuda:0 (NVIDIA H100) x2`` for two processes."""
+    return describe_device(device) + (f" x{world}" if world > 1 else "")
+
+
+def _rank_seed(seed: int, rank: int, iteration: int) -> int:
+    """A resumed rank > 0's seed: the state file holds rank 0's random streams, and the other ranks
+    must not draw rank 0's batches."""
+    return int(np.random.SeedSequence([seed, rank, iteration]).generate_state(1)[0])
+
+
 def _average_gradients(params, world: int) -> None:
     """One all-reduce over all of these parameters' gradients (flattened), then divide by the world size."""
     if world == 1:
@@ -131,10 +151,7 @@ class Trainer(TrainingLoop):
         from .objectives import get_objective
 
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
-        self.rank, self.world = _distributed()
-        self.device = resolve_device(config.device)
-        if self.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
+        self.rank, self.world, self.device = _process_device(config.device)
         arch, _ = canonical_arch(config.arch)
         if arch not in BATCH_MODE:
             raise ValueError(f"unknown model '{config.arch}'; one of {sorted(BATCH_MODE)}")
@@ -199,7 +216,7 @@ class Trainer(TrainingLoop):
             "objective": self.config.objective,
             "train_config": asdict(self.config),
             "iterations": self.iteration,
-            "device": describe_device(self.device) + (f" x{self.world}" if self.world > 1 else ""),
+            "device": _device_label(self.device, self.world),
             "simulated_training_data": bool(self.data.simulated),
         }
 
@@ -253,8 +270,8 @@ class Trainer(TrainingLoop):
         self.rng.set_state(tensors["rng.data"])
         restore_torch_rng(tensors, self.device)
         self.iteration = meta["iteration"]
-        if self.rank:  # the file holds rank 0's random streams; the other ranks must not draw the same batches
-            seed = int(np.random.SeedSequence([self.config.seed, self.rank, self.iteration]).generate_state(1)[0])
+        if self.rank:
+            seed = _rank_seed(self.config.seed, self.rank, self.iteration)
             self.rng.manual_seed(seed)
             torch.manual_seed(seed)
         self.last_checkpoint = self.state_path
