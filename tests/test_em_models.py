@@ -4,8 +4,8 @@ sampling that does not depend on the batch, logits, frozen blur, rebuild from co
 import pytest
 import torch
 
+from napari_biogans.models.architectures import EM_ARCHS, build_em_module
 from napari_biogans.models.em import (
-    EM_ARCHS,
     CascadeGenerator,
     ConditionalLabelGenerator,
     JointGenerator,
@@ -13,7 +13,6 @@ from napari_biogans.models.em import (
     MultiScaleDiscriminator,
     PatchDiscriminator,
     UNet,
-    build_em_module,
     gaussian_kernel,
 )
 

@@ -12,6 +12,10 @@ Two kinds exist:
 
 The catalogue of shipped models lives in ``napari_biogans.pretrained`` (installed from the
 repository's ``pretrained/``); ``BIOGANS_MODELS`` adds folders (``os.pathsep``-separated).
+:func:`resolve_model` turns whatever names a model (a catalogue name, a ``.safetensors`` file or a
+training run's folder) into its file, checked against its card's SHA-256, and :func:`model_name`
+is the name the model goes by in every provenance record; :mod:`napari_biogans.models.loader`
+loads and caches models through them for the CLI and the widgets alike.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import hashlib
 import json
 import os
 import platform
+import struct
 from pathlib import Path
 
 HEADER_KEY = "biogans"
 FORMAT_VERSION = 1
 MODELS_ENV = "BIOGANS_MODELS"
 NORMALISATION = "uint8 / 127.5 - 1 per channel ([-1, 1]); generators end in tanh"
+RUN_FILE_STEMS = ("generator", "em_model")  # the model file a training run writes into its folder
+MAX_HEADER_BYTES = 100_000_000
 
 
 class CheckpointError(ValueError):
@@ -137,7 +144,7 @@ def save_generator(path, generator, meta: dict, half: bool = False) -> Path:
 
 def load_generator(path, device: str = "cpu"):
     """``(generator in eval mode, meta)``: the architecture is rebuilt from the stored config."""
-    from .models import build_generator
+    from .models.architectures import build_generator
 
     tensors, meta = load(path, kind="generator")
     try:
@@ -178,27 +185,98 @@ def catalogue() -> dict[str, Path]:
     return models
 
 
-def verify_shipped(path) -> None:
-    """Check a model file against the SHA-256 recorded in its JSON card, when it has one."""
-    card = Path(path).with_suffix(".json")
-    if not card.is_file():
-        return
-    expected = json.loads(card.read_text()).get("sha256")
-    if expected and file_sha256(path) != expected:
-        raise CheckpointError(f"{path}: SHA-256 does not match its card {card.name}; the file is damaged")
+_sha256_memo: dict[tuple, str] = {}  # (file, mtime, size) -> digest: a model is hashed once per version
+
+
+def checked_sha256(path) -> str:
+    """The file's SHA-256, checked against the ``sha256`` of the JSON card beside it when it has one
+    (shipped models do); hashed once per version of the file."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _sha256_memo:
+        digest = file_sha256(path)
+        card = path.with_suffix(".json")
+        expected = json.loads(card.read_text()).get("sha256") if card.is_file() else None
+        if expected and digest != expected:
+            raise CheckpointError(f"{path}: SHA-256 does not match its card {card.name}; the file is damaged")
+        _sha256_memo[key] = digest
+    return _sha256_memo[key]
+
+
+def read_card(path) -> dict:
+    """The JSON metadata of a napari-biogans ``.safetensors`` file, read from its header alone
+    (no tensors): cheap enough for every entry of a model list."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > MAX_HEADER_BYTES:
+                raise ValueError("header too large")
+            header = json.loads(f.read(size))
+        meta = json.loads(header["__metadata__"][HEADER_KEY])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such model file") from None
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        raise CheckpointError(f"{path}: not a napari-biogans model file (.safetensors with a biogans header)") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: not a napari-biogans model file (its biogans header is not a JSON object)")
+    return meta
+
+
+def card_kind(path) -> str | None:
+    """The ``kind`` a file's card declares; None for files that are not napari-biogans checkpoints."""
+    try:
+        return read_card(path).get("kind")
+    except CheckpointError:
+        return None
+
+
+def model_name(path) -> str:
+    """The name a model file goes by in provenance: a run's model file is named after its run folder."""
+    path = Path(path)
+    return path.parent.resolve().name if path.stem in RUN_FILE_STEMS else path.stem
+
+
+def run_model_file(folder) -> Path | None:
+    """The model file a training run wrote into ``folder`` (None when there is none yet)."""
+    for stem in RUN_FILE_STEMS:
+        file = Path(folder) / f"{stem}.safetensors"
+        if file.is_file():
+            return file
+    return None
+
+
+def names_a_model(name_or_path) -> bool:
+    """Whether ``name_or_path`` is meant as a model: a ``.safetensors`` path, a run folder or a catalogue name."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors":
+        return True
+    if path.is_dir():
+        return run_model_file(path) is not None
+    return not path.exists() and str(name_or_path) in catalogue()
 
 
 def resolve_model(name_or_path) -> Path:
-    """A catalogue name or a path to a ``.safetensors`` model file."""
+    """The model file of a catalogue name, a ``.safetensors`` file or a training run's folder,
+    checked against its card's SHA-256 (:func:`checked_sha256`); a clear error for anything else."""
     path = Path(name_or_path)
-    if path.suffix == ".safetensors" or path.exists():
+    if path.is_dir():
+        file = run_model_file(path)
+        if file is None:
+            expected = " or ".join(f"{stem}.safetensors" for stem in RUN_FILE_STEMS)
+            raise CheckpointError(f"{path}: a folder without a model file ({expected}); give a training run's "
+                                  "folder once it has saved its model, or the model file itself")
+        path = file
+    elif path.suffix == ".safetensors" or path.exists():
         if not path.is_file():
             raise CheckpointError(f"{path}: no such model file")
-        return path
-    models = catalogue()
-    if str(name_or_path) not in models:
-        known = ", ".join(sorted(models)) or "none installed"
-        raise CheckpointError(f"unknown model '{name_or_path}'; known models: {known}, or give a file path")
-    path = models[str(name_or_path)]
-    verify_shipped(path)
+    else:
+        models = catalogue()
+        if str(name_or_path) not in models:
+            known = ", ".join(sorted(models)) or "none installed"
+            raise CheckpointError(f"unknown model '{name_or_path}'; known models: {known}, or give a "
+                                  ".safetensors file or a training run's folder")
+        path = models[str(name_or_path)]
+    checked_sha256(path)
     return path

@@ -6,7 +6,8 @@
 * **Measure**: leave-one-out 1-nearest-neighbour protein accuracy (cosine distance) of an
   embedding, compared with raw pixels and with the LIN classifier's features.
 * **Latent arithmetic**: an attribute vector is the mean code of group A minus that of group B;
-  adding it (times a strength) to codes moves cells along the attribute. ``length_attribute``
+  adding it (times a strength, :func:`napari_biogans.sampling.shift_codes`) to codes moves cells
+  along the attribute. ``length_attribute``
   builds "long minus short" from generated cells whose red length is measured.
 """
 
@@ -19,7 +20,7 @@ import torch
 def load_critic(train_state_path, device="cpu"):
     """The critic of a training run (``train_state.safetensors``), in eval mode."""
     from .. import checkpoints
-    from ..models import build_critic
+    from ..models.architectures import build_critic
 
     tensors, meta = checkpoints.load(train_state_path, kind="train-state")
     critic = build_critic(meta["critic_config"])
@@ -64,11 +65,6 @@ def attribute_vector(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
     if len(codes_a) == 0 or len(codes_b) == 0 or codes_a.shape[1:] != codes_b.shape[1:]:
         raise ValueError(f"need two non-empty groups of codes of one size, got {codes_a.shape} and {codes_b.shape}")
     return (codes_a.mean(0) - codes_b.mean(0)).astype(np.float32)
-
-
-def shift_codes(codes: np.ndarray, vector: np.ndarray, strength: float = 1.0) -> np.ndarray:
-    """``codes + strength · vector`` (float32); a zero vector or strength leaves the codes as they are."""
-    return (np.asarray(codes, np.float32) + np.float32(strength) * np.asarray(vector, np.float32)).astype(np.float32)
 
 
 def length_attribute(generator, pool: int = 512, seed: int = 0, quantile: float = 0.25) -> dict:

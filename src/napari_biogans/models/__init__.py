@@ -1,8 +1,16 @@
-"""Generators and discriminators (torch ``nn.Module``s only)."""
+"""Generators and discriminators (torch ``nn.Module``s only); :mod:`.architectures` is their one catalogue."""
 
+from .architectures import (
+    CRITIC_ARCHS,
+    EM_ARCHS,
+    GENERATOR_ARCHS,
+    build_critic,
+    build_em_module,
+    build_generator,
+    canonical_arch,
+    make_models,
+)
 from .conditional import (
-    CONDITIONAL_CRITICS,
-    CONDITIONAL_GENERATORS,
     CGANCritic,
     CGANGenerator,
     ConditionalBatchNorm2d,
@@ -12,8 +20,6 @@ from .conditional import (
     masked_composites,
 )
 from .fluorescence import (
-    CRITIC_ARCHS,
-    GENERATOR_ARCHS,
     DCGANCritic,
     DCGANGenerator,
     MultichannelCritic,
@@ -21,23 +27,16 @@ from .fluorescence import (
     OneClassGenerators,
     SeparableGenerator,
     StarGenerator,
-    build_critic,
-    build_generator,
-    canonical_arch,
     count_parameters,
-    make_models,
     multichannel_size,
     native_channels,
     pairs_from_native,
     tower_plan,
 )
 
-# one table of every architecture, so build_generator / build_critic rebuild any checkpoint
-GENERATOR_ARCHS.update(CONDITIONAL_GENERATORS)
-CRITIC_ARCHS.update(CONDITIONAL_CRITICS)
-
 __all__ = [
     "CRITIC_ARCHS",
+    "EM_ARCHS",
     "GENERATOR_ARCHS",
     "CGANCritic",
     "CGANGenerator",
@@ -53,6 +52,7 @@ __all__ = [
     "SeparableGenerator",
     "StarGenerator",
     "build_critic",
+    "build_em_module",
     "build_generator",
     "canonical_arch",
     "count_parameters",

@@ -43,8 +43,7 @@ from .fluorescence import (
 )
 
 __all__ = [
-    "CONDITIONAL_CRITICS",
-    "CONDITIONAL_GENERATORS",
+    "CONDITIONAL_ARCHS",
     "CGANCritic",
     "CGANGenerator",
     "ConditionalBatchNorm2d",
@@ -274,16 +273,14 @@ class ProjectionCritic(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Factories (joined to fluorescence's)
+# Factory (called by architectures.make_models)
 
-CONDITIONAL_GENERATORS = {"cgan": CGANGenerator, "projection": ProjectionGenerator}
-CONDITIONAL_CRITICS = {"cgan": CGANCritic, "multichannel-masked": MaskedMultichannelCritic,
-                       "projection": ProjectionCritic}
+CONDITIONAL_ARCHS = ("cgan", "multichannel-masked", "projection")
 
 
 def make_conditional_models(name: str, n_classes: int, image_size, width: int, nz: int, *, critic_bn: bool,
                             spectral_norm: bool):
-    """``(G, D)`` for ``cgan``, ``multichannel-masked`` or ``projection`` (see :func:`.make_models`).
+    """``(G, D)`` for ``cgan``, ``multichannel-masked`` or ``projection`` (see :func:`.architectures.make_models`).
 
     All three use the plain ``width`` and ``nz``: ``multichannel-masked`` is the ``multichannel``
     generator with 1 + C output channels but not grown to match a star model (that size grows
@@ -298,4 +295,4 @@ def make_conditional_models(name: str, n_classes: int, image_size, width: int, n
     if name == "multichannel-masked":
         G = MultichannelGenerator(n_classes, size, nz, width)
         return G, MaskedMultichannelCritic(n_classes, size, width, critic_bn, spectral_norm)
-    raise ValueError(f"'{name}' is not a conditional model; one of {sorted(CONDITIONAL_CRITICS)}")
+    raise ValueError(f"'{name}' is not a conditional model; one of {list(CONDITIONAL_ARCHS)}")

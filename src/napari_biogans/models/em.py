@@ -16,7 +16,7 @@ that is the output side divided by the module's ``factor``.
   (the paper's "mitochondria given membranes", its Fig. 13).
 * :class:`UNet` F_y (F.5): image -> label channels, with configurable depth and width.
 
-Every module has a JSON-able ``config``; :func:`build_em_module` rebuilds it.
+Every module has a JSON-able ``config``; :func:`.architectures.build_em_module` rebuilds it.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ __all__ = [
     "CascadeGenerator",
     "ConditionalLabelGenerator",
     "UNet",
-    "EM_ARCHS",
-    "build_em_module",
 ]
 
 
@@ -357,19 +355,3 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.logits(x) / 2)
-
-
-EM_ARCHS = {cls.arch: cls for cls in (LabelGenerator, JointGenerator, MultiScaleDiscriminator, CascadeGenerator,
-                                      ConditionalLabelGenerator, UNet)}
-
-
-def build_em_module(config: dict) -> nn.Module:
-    """The module a ``config`` (``{"arch": ..., **kwargs}``, e.g. ``module.config``) describes."""
-    kwargs = dict(config)
-    arch = kwargs.pop("arch", None)
-    if arch not in EM_ARCHS:
-        raise ValueError(f"unknown EM module '{arch}'; one of {sorted(EM_ARCHS)}")
-    try:
-        return EM_ARCHS[arch](**kwargs)
-    except TypeError as err:
-        raise ValueError(f"bad config for EM module '{arch}': {err}") from None

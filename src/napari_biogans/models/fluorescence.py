@@ -26,8 +26,6 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 __all__ = [
-    "GENERATOR_ARCHS",
-    "CRITIC_ARCHS",
     "DCGANGenerator",
     "SeparableGenerator",
     "StarGenerator",
@@ -35,9 +33,6 @@ __all__ = [
     "MultichannelGenerator",
     "DCGANCritic",
     "MultichannelCritic",
-    "build_generator",
-    "build_critic",
-    "make_models",
     "multichannel_size",
     "native_channels",
     "pairs_from_native",
@@ -465,108 +460,3 @@ class MultichannelCritic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(native_channels(x)).unsqueeze(1)
-
-
-# --------------------------------------------------------------------------------------------
-# Factories
-
-# the conditional models (conditional.py) join these two tables when the package is imported
-GENERATOR_ARCHS = {
-    "dcgan": DCGANGenerator,
-    "separable": SeparableGenerator,
-    "star": StarGenerator,
-    "one-class": OneClassGenerators,
-    "multichannel": MultichannelGenerator,
-}
-CRITIC_ARCHS = {"dcgan": DCGANCritic, "multichannel": MultichannelCritic}
-
-# other spellings (METHODS C.3 / the reference scripts) -> (arch, separable)
-_ALIASES = {
-    "dcgan": ("dcgan", False),
-    "dcgan-sep": ("separable", True),
-    "separable": ("separable", True),
-    "star": ("star", False),
-    "star-shaped": ("star", False),
-    "dcgan-star-shaped": ("star", False),
-    "one-class": ("one-class", False),
-    "independent": ("one-class", False),
-    "independent-sep": ("one-class", True),
-    "one-class-sep": ("one-class", True),
-    "multichannel": ("multichannel", False),
-    "multichannel-sep": ("multichannel", True),
-    "dcgan-sep-multichannel": ("multichannel", True),
-    "cgan": ("cgan", False),
-    "multichannel-masked": ("multichannel-masked", False),
-    "projection": ("projection", False),
-}
-
-
-def canonical_arch(name: str) -> tuple[str, bool]:
-    """``(architecture, separable)`` for any accepted spelling, e.g. ``one-class-sep`` -> ``("one-class", True)``."""
-    key = str(name).strip().casefold().replace("_", "-")  # METHODS I.1, I.2: compare case-folded, exactly
-    if key not in _ALIASES:
-        raise ValueError(f"unknown model '{name}'; one of {sorted({arch for arch, _ in _ALIASES.values()})}")
-    return _ALIASES[key]
-
-
-def build_generator(config: dict) -> nn.Module:
-    """The generator a ``config`` (``{"arch": ..., **kwargs}``, e.g. ``G.config``) describes."""
-    kwargs = dict(config)
-    if "arch" not in kwargs:
-        raise KeyError("generator config has no 'arch'")
-    arch = kwargs.pop("arch")
-    if arch not in GENERATOR_ARCHS:
-        raise ValueError(f"unknown generator '{arch}'; one of {sorted(GENERATOR_ARCHS)}")
-    return GENERATOR_ARCHS[arch](**kwargs)
-
-
-def build_critic(config: dict) -> nn.Module:
-    """The critic a ``config`` (e.g. ``D.config``) describes."""
-    kwargs = dict(config)
-    if "arch" not in kwargs:
-        raise KeyError("critic config has no 'arch'")
-    arch = kwargs.pop("arch")
-    if arch not in CRITIC_ARCHS:
-        raise ValueError(f"unknown critic '{arch}'; one of {sorted(CRITIC_ARCHS)}")
-    return CRITIC_ARCHS[arch](**kwargs)
-
-
-def make_models(arch: str, n_classes: int = 1, image_size=(48, 80), width: int = 64, nz: int = 100, *,
-                critic_bn: bool, spectral_norm: bool = False, separable: bool | None = None):
-    """``(G, D)`` for one of ``dcgan, separable, one-class, star, multichannel`` or a conditional
-    model (``cgan, multichannel-masked, projection``, see :mod:`.conditional`).
-
-    ``width``/``nz`` are the DCGAN ngf = ndf and latent size. ``dcgan`` and ``separable`` are
-    joint models (C = 1) with the B.2 critic; ``one-class`` and ``star`` get C independent
-    critics. ``multichannel`` is matched to a star model of the same ``width``/``nz``
-    (:func:`multichannel_size`: ngf = ndf = 224 and nz = 350 for C = 6, width 64, nz 100, the
-    published configuration); its critic is the B.6 critic on 1 + C channels with that width.
-    ``separable`` picks the green-on-red variant of ``one-class`` and ``multichannel``
-    (aliases: ``one-class-sep`` = ``independent-sep``, ``multichannel-sep``). ``critic_bn`` comes from the objective.
-    """
-    name, default_sep = canonical_arch(arch)
-    separable = default_sep if separable is None else bool(separable)
-    size = _size(image_size)
-    if name in ("cgan", "multichannel-masked", "projection"):
-        from .conditional import make_conditional_models  # built from this module's parts: import on use
-
-        return make_conditional_models(name, n_classes, size, width, nz, critic_bn=critic_bn,
-                                       spectral_norm=spectral_norm)
-    critic = dict(image_size=size, bn=critic_bn, spectral_norm=spectral_norm)
-    if name in ("dcgan", "separable"):
-        if n_classes != 1:
-            raise ValueError(f"'{name}' is a joint model of all proteins pooled (n_classes 1, got {n_classes})")
-        G = DCGANGenerator(size, nz, width) if name == "dcgan" else SeparableGenerator(size, nz, width)
-        return G, DCGANCritic(1, width=width, **critic)
-    if name == "star":
-        return StarGenerator(n_classes, size, nz, width), DCGANCritic(n_classes, width=width, **critic)
-    if name == "one-class":
-        G = OneClassGenerators(n_classes, size, nz, width, separable=separable)
-        return G, DCGANCritic(n_classes, width=width, **critic)
-    ngf, nz_mc = multichannel_size(n_classes, width, nz)
-    if separable:  # red counts of the matched star model: nz // 2 and the B.1 widths halved
-        red = dict(nz_red=nz // 2, red_widths=[w // 2 for w in _generator_widths(size, width)])
-    else:
-        red = {}
-    G = MultichannelGenerator(n_classes, size, nz_mc, ngf, separable=separable, **red)
-    return G, MultichannelCritic(n_classes, width=ngf, **critic)
