@@ -50,4 +50,4 @@ def test_shipped_model_file_damage_is_detected(tmp_path, monkeypatch):
     copy.write_bytes(bytes(data))
     (tmp_path / card.name).write_text(card.read_text())
     with pytest.raises(checkpoints.CheckpointError, match="SHA-256"):
-        checkpoints.verify_shipped(copy)
+        checkpoints.checked_sha256(copy)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_biogans import checkpoints
-from napari_biogans._widgets import _common
+from napari_biogans._widgets import _common, model_picker
 from napari_biogans._widgets.cell_cycle import RANDOM, CellCycleWidget, composite, parse_indices
 from napari_biogans._widgets.generate import GenerateWidget
 
@@ -29,7 +29,7 @@ def model_path(tmp_path_factory):
 def _isolated(tmp_path, monkeypatch, model_path):
     monkeypatch.setenv(_common.SETTINGS_ENV, str(tmp_path / "settings.ini"))
     monkeypatch.setenv(checkpoints.MODELS_ENV, str(model_path.parent))
-    _common.clear_cache()
+    model_picker.clear_cache()
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_red_only_keeps_the_green_code_and_reaches_the_last_red(generated, qtbot
     np.testing.assert_allclose(red[-1], gen.samples.images[5, 0], atol=1)  # the red cell depends on z_red only
     codes = viewer.layers["cell cycle Bgs4"].metadata["codes"]
     anchors = viewer.layers[0].metadata["codes"]
-    nz_red = _common.load_generator_cached(gen.model.path(), "cpu")[0].nz_red
+    nz_red = model_picker.load_generator_cached(gen.model.path(), "cpu")[0].nz_red
     np.testing.assert_allclose(codes[:, nz_red:], np.repeat(anchors[:1, nz_red:], 5, axis=0), atol=1e-6)
 
 

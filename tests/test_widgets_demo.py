@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from napari_biogans import checkpoints
-from napari_biogans._widgets import _common
+from napari_biogans._widgets import _common, model_picker
 from napari_biogans._widgets.demo import open_demo
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
@@ -29,7 +29,7 @@ def models(tmp_path, monkeypatch):
     shutil.copy(trainer.model_path, folder / "vnc-dsgan.safetensors")
     monkeypatch.setenv(_common.SETTINGS_ENV, str(tmp_path / "settings.ini"))
     monkeypatch.setenv(checkpoints.MODELS_ENV, str(folder))
-    _common.clear_cache()
+    model_picker.clear_cache()
     return folder
 
 

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QFileDialog
 from test_widgets_generate import PROTEINS, assert_tooltips, save_tiny_model
 
 from napari_biogans import checkpoints
-from napari_biogans._widgets import _common
+from napari_biogans._widgets import _common, model_picker
 from napari_biogans._widgets.diagnostics import DiagnosticsWidget, write_csv
 from napari_biogans.data import lin
 from napari_biogans.data.simulator import simulate_stack
@@ -60,7 +60,7 @@ def data(tmp_path_factory):
 def _isolated(tmp_path, monkeypatch, data):
     monkeypatch.setenv(_common.SETTINGS_ENV, str(tmp_path / "settings.ini"))
     monkeypatch.setenv(checkpoints.MODELS_ENV, str(data["models"]))
-    _common.clear_cache()
+    model_picker.clear_cache()
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget
 
 from napari_biogans import checkpoints
-from napari_biogans._widgets import _common
+from napari_biogans._widgets import _common, model_picker
 from napari_biogans._widgets.generate import GenerateWidget
+from napari_biogans.models import loader
 
 pytestmark = pytest.mark.gui
 PROTEINS = ["Alp14", "Sid2", "Tea1"]
@@ -38,7 +39,7 @@ def model_dir(tmp_path_factory):
 def _isolated(tmp_path, monkeypatch, model_dir):
     monkeypatch.setenv(_common.SETTINGS_ENV, str(tmp_path / "settings.ini"))
     monkeypatch.setenv(checkpoints.MODELS_ENV, str(model_dir))
-    _common.clear_cache()
+    model_picker.clear_cache()
 
 
 def assert_tooltips(widget):
@@ -141,14 +142,14 @@ def test_montage_is_one_2d_grid_per_channel(make_napari_viewer, qtbot):
 
 def test_generator_is_cached_and_simulated_label_follows_the_model(make_napari_viewer, qtbot):
     viewer, widget = make_widget(make_napari_viewer)
-    loads = _common.load_count
+    loads = loader.load_count
     generate(qtbot, widget)
     generate(qtbot, widget)
-    assert _common.load_count == loads + 1  # loaded once for both clicks
+    assert loader.load_count == loads + 1  # loaded once for both clicks
     widget.model.set_path(checkpoints.catalogue()["tiny-real"])
     assert not widget.simulated_label.isVisibleTo(widget)
     generate(qtbot, widget)
-    assert _common.load_count == loads + 2  # a new model is loaded
+    assert loader.load_count == loads + 2  # a new model is loaded
     assert viewer.layers[0].metadata["provenance"]["model"] == "tiny-real"
 
 

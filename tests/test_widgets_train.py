@@ -8,7 +8,7 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_biogans import _io, checkpoints
-from napari_biogans._widgets import _common
+from napari_biogans._widgets import _common, model_picker
 from napari_biogans._widgets.train import TrainWidget
 
 pytestmark = pytest.mark.gui
@@ -104,7 +104,7 @@ def test_cancel_is_quick_keeps_the_checkpoint_and_the_gui_stays_responsive(make_
     assert time.perf_counter() - t0 < 2.0  # the next iteration's end and one checkpoint write
     result = widget.last_result
     assert result["stopped"] and 2 <= result["iteration"] < 100_000
-    state = _common.read_card(tmp_path / "run" / "train_state.safetensors")
+    state = model_picker.read_card(tmp_path / "run" / "train_state.safetensors")
     assert state["iteration"] == result["iteration"]  # the checkpoint is the last iteration
     checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")
     assert widget.resume_button.isEnabled()
@@ -115,7 +115,7 @@ def test_cancel_is_quick_keeps_the_checkpoint_and_the_gui_stays_responsive(make_
     widget.resume_button.click()
     wait_done(qtbot, widget)
     assert widget.last_result["iteration"] == result["iteration"] + 2 and not widget.last_result["stopped"]
-    assert _common.read_card(tmp_path / "run" / "train_state.safetensors")["iteration"] == result["iteration"] + 2
+    assert model_picker.read_card(tmp_path / "run" / "train_state.safetensors")["iteration"] == result["iteration"] + 2
 
 
 def test_cells_from_layers(make_napari_viewer):
@@ -142,7 +142,7 @@ def test_learning_rate_reaches_the_trainer_and_resume_keeps_it(make_napari_viewe
     widget.lr.setValue(0.0003)
     widget.start_button.click()
     wait_done(qtbot, widget)
-    card = _common.read_card(tmp_path / "run" / "train_state.safetensors")
+    card = model_picker.read_card(tmp_path / "run" / "train_state.safetensors")
     assert card["train_config"]["lr"] == pytest.approx(0.0003)
     assert card["optimizers"]["G"]["param_groups"][0]["lr"] == pytest.approx(0.0003)
     widget.lr.setValue(0.0)
@@ -168,12 +168,12 @@ def test_em_models_train_on_vnc_sections_and_land_in_paint_em(make_napari_viewer
     wait_done(qtbot, widget)
     assert widget.last_result["iteration"] == 2, widget.status.text()
     model_file = tmp_path / "em-run" / "em_model.safetensors"
-    assert _common.read_card(model_file)["kind"] == MODEL_KIND
+    assert model_picker.read_card(model_file)["kind"] == MODEL_KIND
     assert load_em_model(model_file).image_generator.config["width"] == 8
     assert {"D_x", "D_y"} <= set(widget.history)  # EM losses on the curves
     preview = viewer.layers[TrainWidget.PREVIEW_LAYER]
     assert preview.rgb and preview.data.shape[1] > preview.data.shape[0]  # labels beside image
-    assert str(model_file.resolve()) in map(str, _common.model_registry.files().values())
+    assert str(model_file.resolve()) in map(str, model_picker.model_registry.files().values())
     # a bad section list is a message, not a traceback
     widget.vnc_sections.setText("0-1, 42")
     widget.new_run_dir()

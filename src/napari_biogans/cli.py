@@ -12,6 +12,7 @@ from . import __version__
 from .training import TRAIN_MODELS
 
 SIMULATED_RELEASE = "LIN_Simulated_WT_size-{h}-{w}_{role}"
+MODEL_HELP = "catalogue name, .safetensors model file or training run folder"
 TEST_SEED_OFFSET = 10_000  # the test split is drawn from a disjoint seed so no cell repeats
 
 
@@ -54,11 +55,13 @@ def cmd_simulate(args) -> int:
 
 
 def describe(path: Path) -> str:
-    """A human summary of what a LIN folder, release root, HDF5 or TIFF stack holds."""
+    """A human summary of a model (catalogue name, checkpoint file or run folder) or of what a LIN
+    folder, release root, HDF5 or TIFF stack holds."""
+    from . import checkpoints
     from .data import lin
 
-    if path.suffix == ".safetensors":
-        return describe_checkpoint(path)
+    if checkpoints.names_a_model(path):
+        return describe_checkpoint(checkpoints.resolve_model(path))
     if path.is_dir() and not lin.is_lin_folder(path):
         splits = lin.find_lin_splits(path)
         return "\n\n".join(f"[{role}] {describe(folder)}" for role, folder in splits.items())
@@ -80,7 +83,13 @@ def describe_checkpoint(path: Path) -> str:
     tensors, meta = checkpoints.load(path)
     n_params = sum(t.numel() for t in tensors.values())
     lines = [f"{path}: napari-biogans {meta['kind']} checkpoint, {len(tensors)} tensors, {n_params:,} values"]
+    if meta["kind"] != "train-state":  # what every output made from this model records
+        lines.append(f"model name: {meta.get('name', checkpoints.model_name(path))}, "
+                     f"sha256 {checkpoints.checked_sha256(path)}")
     config = meta.get("config") or meta.get("generator_config")
+    if config is None and meta.get("mode"):  # an EM model
+        config = {"mode": meta["mode"], "label_generator": meta.get("label_generator"),
+                  "image_generator": meta.get("image_generator")}
     lines.append(f"architecture: {config}")
     if "iteration" in meta or "iterations" in meta:
         lines.append(f"iterations: {meta.get('iterations', meta.get('iteration'))}")
@@ -89,7 +98,8 @@ def describe_checkpoint(path: Path) -> str:
     data = meta.get("data")
     if data:
         flag = "  [trained on SIMULATED cells]" if data.get("simulated") else ""
-        lines.append(f"training data: {data.get('description')} ({data.get('cells')} cells){flag}")
+        cells = f" ({data['cells']} cells)" if data.get("cells") is not None else ""
+        lines.append(f"training data: {data.get('description')}{cells}{flag}")
     return "\n".join(lines)
 
 
@@ -189,13 +199,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from . import checkpoints
     from .sampling import sample, write_samples
 
-    path = checkpoints.resolve_model(args.model)
-    generator, meta = checkpoints.load_generator(path)
-    meta.setdefault("name", path.stem)
-    meta.setdefault("sha256", checkpoints.file_sha256(path))
+    generator, meta = _model(args.model, "cpu")
     proteins = args.proteins.split(",") if args.proteins else None
     attribute = None
     if args.longer:
@@ -208,19 +214,18 @@ def cmd_sample(args) -> int:
     samples = sample(generator, meta, n=args.n, seed=args.seed, proteins=proteins, red_seed=args.red_seed,
                      attribute=attribute)
     write_samples(samples, args.out)
-    print(f"{args.n} cells ({', '.join(samples.channel_names)}) from {path.name} -> {args.out}")
+    simulated = "  [model trained on SIMULATED cells]" if samples.provenance["simulated_training_data"] else ""
+    print(f"{args.n} cells ({', '.join(samples.channel_names)}) from {meta['name']} -> {args.out}{simulated}")
     return 0
 
 
 def _model(name, device):
-    from . import checkpoints
-    from .devices import resolve_device
+    """``(generator, meta)`` of a fluorescence model named by catalogue name, file or run folder, through
+    the one loader (:mod:`napari_biogans.models.loader`): ``meta`` holds its name, sha256 and path."""
+    from .models import loader
 
-    path = checkpoints.resolve_model(name)
-    generator, meta = checkpoints.load_generator(path, device=resolve_device(device))
-    meta.setdefault("name", path.stem)
-    meta.setdefault("sha256", checkpoints.file_sha256(path))
-    return generator, meta
+    loaded = loader.load(name, device, kind=loader.GENERATOR_KIND)
+    return loaded.model, loaded.meta
 
 
 def _bar(total, desc):
@@ -439,7 +444,6 @@ def cmd_evaluate_features(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-
     from .evaluation import interpolation
     from .sampling import latent_codes, sample, write_samples
 
@@ -486,12 +490,11 @@ def cmd_train_em(args) -> int:
 
 
 def cmd_render_em(args) -> int:
-    from . import checkpoints
     from .data import em
+    from .models import loader
     from .rendering import render_tiled
-    from .training.em_trainer import load_em_model
 
-    model = load_em_model(checkpoints.resolve_model(args.model), device=args.device)
+    model = loader.load(args.model, args.device, kind=loader.EM_KIND).model
     if model.image_generator is None:
         raise ValueError(f"{args.model} is a {model.meta['mode']} model: it has no image generator to render labels")
     if args.labels:
@@ -540,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(48, 80), help="HxW, 48x80 or 96x160")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("info", help="what a LIN folder, .h5, .tif or checkpoint holds")
-    p.add_argument("path")
+    p = sub.add_parser("info", help="what a LIN folder, .h5, .tif, checkpoint, run folder or catalogue model holds")
+    p.add_argument("path", help="a LIN folder or release root, .h5, .tif, .safetensors, run folder or catalogue name")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train a fluorescence GAN on a LIN folder, .h5 or .tif stack")
@@ -568,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample cells from a model to .tif or .h5")
-    p.add_argument("--model", required=True, help="catalogue name or .safetensors file")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--red-seed", type=int, default=None, help="seed of the red noise alone (same red, new greens)")
@@ -626,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("interpolate", help="a cell-cycle interpolation between sampled codes, to .tif or .h5")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--anchors", type=int, nargs="+", default=[0, 1], help="indices of codes drawn with --seed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=64)
@@ -660,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_em)
 
     p = sub.add_parser("render-em", help="render an EM image from a label map (codes 0/1/2) of any size")
-    p.add_argument("--model", required=True, help="catalogue name or em_model.safetensors")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--labels", default=None, help="label map PNG/TIFF; without it, one is generated")
     p.add_argument("--size", type=int, default=512, help="side of a generated label map")
     p.add_argument("--seed", type=int, default=0)

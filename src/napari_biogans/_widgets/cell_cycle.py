@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _common
+from . import _common, model_picker
 
 GROUP = "cell cycle"
 RANDOM = "new random codes"
@@ -52,7 +52,7 @@ def _interpolate_job(path, device, anchors, n_anchors, seed, frames, method, red
     from ..evaluation.interpolation import interpolate_codes, monotonicity, red_lengths
     from ..sampling import channel_names, latent_codes, pairs_to_channels, render
 
-    generator, meta, torch_device = _common.load_generator_cached(path, device)
+    generator, meta, torch_device = model_picker.load_generator_cached(path, device)
     if anchors is None:
         anchors = latent_codes(n_anchors, generator.nz, generator.nz_red, seed)
     anchors = np.asarray(anchors, np.float32)
@@ -135,9 +135,9 @@ class CellCycleWidget(QWidget):
         add_current = QPushButton("+ current cell")
         add_current.setToolTip("Append the cell shown now (the first slider) to the anchors")
         add_current.clicked.connect(self._add_current_cell)
-        self.model = _common.ModelPicker("cell_cycle/model")
+        self.model = model_picker.ModelPicker("cell_cycle/model")
         self.model.combo.setToolTip("Model for new random codes (anchors from layers use their own model)")
-        self.device = _common.DeviceCombo("device")
+        self.device = model_picker.DeviceCombo("device")
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(_common.get_int_setting("cell_cycle/seed", 0))
@@ -256,7 +256,7 @@ class CellCycleWidget(QWidget):
         """'Greens fixed' needs a separate red code: for models without one (DCGAN, cGAN, plain
         multichannel and one-class) it is greyed out and the whole code moves."""
         try:
-            separate_red = bool(_common.load_generator_cached(self._anchor_request()[0], "cpu")[0].nz_red)
+            separate_red = bool(model_picker.load_generator_cached(self._anchor_request()[0], "cpu")[0].nz_red)
         except (ValueError, OSError):  # no usable model yet: leave the choice open, run() reports
             separate_red = True
         self.greens.model().item(0).setEnabled(separate_red)

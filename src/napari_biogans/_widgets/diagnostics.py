@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..evaluation import plots
-from . import _common
+from . import _common, model_picker
 
 SOURCES = ["file or folder", "layers"]
 GROUP = "reconstruction"  # layer group of the reconstruction layers (replaced on every run)
@@ -247,7 +247,7 @@ def _reconstruct_job(spec, train_path, model_path, device, params, control):
     from ..evaluation.reconstruction import reconstruct
 
     stack, scale = load_cells(spec)
-    generator, meta, torch_device = _common.load_generator_cached(model_path, device)
+    generator, meta, torch_device = model_picker.load_generator_cached(model_path, device)
     stack = match_model(stack, generator, meta)
     train = _training_cells(train_path, stack.class_names)
     rows = pick_cells(len(stack), params["cells"])
@@ -267,7 +267,7 @@ def _c2st_job(spec, model_path, device, params, control):
     from ..evaluation.c2st import generator_c2st
 
     stack, _ = load_cells(spec)
-    generator, meta, torch_device = _common.load_generator_cached(model_path, device)
+    generator, meta, torch_device = model_picker.load_generator_cached(model_path, device)
     stack = match_model(stack, generator, meta)
     with _leave_a_core():
         report = yield from _stream(control, generator_c2st, generator, stack, list(meta["class_names"]),
@@ -348,8 +348,8 @@ class DiagnosticsWidget(QWidget):
             "baseline is the nearest other cell of the same protein in the cells above, and real vs real "
             "compares two halves of those cells", file_filter=CELL_FILTER)
         self.train_path.edit.setPlaceholderText("optional: the training split")
-        self.model = _common.ModelPicker("diagnostics/model")
-        self.device = _common.DeviceCombo("diagnostics/device")
+        self.model = model_picker.ModelPicker("diagnostics/model")
+        self.device = model_picker.DeviceCombo("diagnostics/device")
 
         # -- reconstruction -----------------------------------------------------------------
         self.n_cells = _spin(1, 1_000_000, "diagnostics/cells", 64,

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _common
+from . import _common, model_picker
 
 MAX_SEED = 2**31 - 1
 
@@ -52,7 +52,7 @@ def _sample_job(path, device, n, seed, red_seed, proteins, longer=0.0):
     from ..sampling import sample
 
     yield "loading model…"
-    generator, meta, torch_device = _common.load_generator_cached(path, device)
+    generator, meta, torch_device = model_picker.load_generator_cached(path, device)
     attribute = None
     if longer:
         key = (meta["sha256"], str(torch_device))
@@ -85,8 +85,8 @@ class GenerateWidget(QWidget):
         self.samples = None
         self._card: dict = {}
 
-        self.model = _common.ModelPicker("generate/model")
-        self.device = _common.DeviceCombo("device")
+        self.model = model_picker.ModelPicker("generate/model")
+        self.device = model_picker.DeviceCombo("device")
         self.simulated_label = QLabel("⚠ trained on simulated cells")
         self.simulated_label.setToolTip(
             "This model learned from the project's simulated fission-yeast cells, not from real LIN images"
@@ -189,14 +189,14 @@ class GenerateWidget(QWidget):
             self.run_button.setEnabled(False)
             return
         try:
-            card = _common.read_card(path)
+            card = model_picker.read_card(path)
         except ValueError as err:
             self.model_info.setText(str(err))
             self.run_button.setEnabled(False)
             return
         self._card = card
         self.run_button.setEnabled(True)
-        checked = set(_common.get_list_setting(f"generate/proteins/{_common.model_name(path)}"))
+        checked = set(_common.get_list_setting(f"generate/proteins/{model_picker.model_name(path)}"))
         for name in card.get("class_names", []):
             item = QListWidgetItem(name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -257,7 +257,7 @@ class GenerateWidget(QWidget):
         _common.set_setting("generate/n", params["n"])
         _common.set_setting("generate/seed", params["seed"])
         _common.set_setting("generate/name", params["name"])
-        _common.set_list_setting(f"generate/proteins/{_common.model_name(path)}", proteins)
+        _common.set_list_setting(f"generate/proteins/{model_picker.model_name(path)}", proteins)
         self.run_button.setEnabled(False)
         self.status.setText("starting…")
         worker = create_worker(_sample_job, path, self.device.device(), params["n"], params["seed"], red_seed,

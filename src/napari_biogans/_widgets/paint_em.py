@@ -22,7 +22,6 @@ in a worker and write the changed pixels back with ``Labels.data_setitem`` insid
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -42,7 +41,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..data import em
-from . import _common
+from . import _common, model_picker
+from .model_picker import load_em_model_cached
 
 MAX_SEED = 2**31 - 1
 LABELS_NAME, RENDER_NAME = "EM labels", "EM render"
@@ -58,26 +58,6 @@ EDITS = {
 
 # --------------------------------------------------------------------------------------------
 # Worker bodies (no Qt, no layers)
-
-_model_lock = threading.Lock()
-_model_cache: dict[tuple, object] = {}
-
-
-def load_em_model_cached(path, device: str = "auto"):
-    """The :class:`~napari_biogans.training.em_trainer.EMModel` of ``path``, loaded once per file version
-    and device (thread safe: the sampling and rendering workers share it)."""
-    from ..devices import resolve_device
-    from ..training.em_trainer import load_em_model
-
-    path = Path(path).resolve()
-    stat = path.stat()
-    torch_device = resolve_device(device)
-    key = (str(path), stat.st_mtime_ns, stat.st_size, str(torch_device))
-    with _model_lock:
-        if key not in _model_cache:
-            _model_cache.clear()  # one model at a time
-            _model_cache[key] = load_em_model(path, torch_device)
-        return _model_cache[key]
 
 
 def tile_geometry(tile: int, factor: int) -> tuple[int, int]:
@@ -184,11 +164,11 @@ class PaintEMWidget(QWidget):
         self._job = None  # the one sampling / loading / editing worker
         self._last_error = ""
 
-        self.model = _common.ModelPicker("paint_em/model", kind="em-generator")
+        self.model = model_picker.ModelPicker("paint_em/model", kind="em-generator")
         self.model_info = QLabel()
         self.model_info.setWordWrap(True)
         self.model_info.setToolTip("What the chosen model file says about itself")
-        self.device = _common.DeviceCombo("device")
+        self.device = model_picker.DeviceCombo("device")
 
         # new label map
         self.height_box = self._spin(64, 8192, "paint_em/height", 512, "Height of the new label map (pixels)")
@@ -311,7 +291,7 @@ class PaintEMWidget(QWidget):
                                     "or Browse… for an em_model.safetensors file.")
             return
         try:
-            card = _common.read_card(path)
+            card = model_picker.read_card(path)
         except ValueError as err:
             self.model_info.setText(str(err))
             return
@@ -461,7 +441,7 @@ class PaintEMWidget(QWidget):
             return
         if n == 0 and self._shown == (layer, key) and self._render_layer is not None:
             return  # a refresh without edits: the render layer already shows this
-        metadata = {"source_labels": layer.name, "model": _common.model_name(key[0]), "model_path": key[0],
+        metadata = {"source_labels": layer.name, "model": model_picker.model_name(key[0]), "model_path": key[0],
                     "device": str(renderer.device), "noise_seed": renderer.noise_seed, "tile": renderer.tile,
                     "overlap": renderer.overlap}
         if self._render_layer is None:
@@ -535,7 +515,7 @@ class PaintEMWidget(QWidget):
 
     def _show_new_map(self, result, path, seed) -> None:
         labels, meta = result
-        provenance = {"model": _common.model_name(path), "model_path": str(path), "seed": seed,
+        provenance = {"model": model_picker.model_name(path), "model_path": str(path), "seed": seed,
                       "mode": meta.get("mode"), "iterations": meta.get("iterations")}
         self._add_labels(labels, LABELS_NAME, {"provenance": provenance})
         self.status.setText(f"sampled a {labels.shape[0]}×{labels.shape[1]} label map, seed {seed}")

@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..training import TRAIN_MODELS
-from . import _common
+from . import _common, model_picker
 
 EM_MODES = ["dsgan", "sgan", "joint", "conditional"]
 OBJECTIVES = ["wgan-gp", "wgan", "gan", "lsgan", "hinge"]
@@ -327,7 +327,7 @@ class TrainWidget(QWidget):
         self.lr.setValue(float(_common.get_setting("train/lr", 0.0)))
         self.lr.setToolTip("Adam learning rate; 'reference' (0) uses the paper's rate for the chosen objective "
                            "or EM model. Lower it when a run diverges")
-        self.device = _common.DeviceCombo("train/device")
+        self.device = model_picker.DeviceCombo("train/device")
         default_dir = Path(_common.get_setting("train/run_root", str(Path.home() / "biogans-runs"))) / _run_name("star")
         self.run_dir = _common.PathEdit("train/run_dir", "Run folder: checkpoints, generator.safetensors and "
                                         "losses.csv go here; Resume continues the run in it", folder=True,
@@ -511,7 +511,7 @@ class TrainWidget(QWidget):
         """Continue the run in the run folder from its checkpoint, with its own model settings."""
         state = Path(self.run_dir.text()) / "train_state.safetensors"
         try:
-            card = _common.read_card(state)
+            card = model_picker.read_card(state)
         except ValueError as err:
             _common.report_error(err, "choose a run folder that holds train_state.safetensors")
             return None
@@ -659,7 +659,7 @@ class TrainWidget(QWidget):
         self.last_result = result
         path = result.get("model_path")
         if path:
-            _common.model_registry.register(path)
+            model_picker.model_registry.register(path)
         where = f"; model {path} (now in the Generate model list)" if path else ""
         if result.get("stopped"):
             how = self._stop_reason or "stopped"
@@ -683,10 +683,10 @@ class TrainWidget(QWidget):
             what = "check the data and settings; a smaller batch or width needs less memory"
         self.status.setText(f"failed: {err}")
         _common.report_error(err, what)
-        for stem in _common.RUN_FILE_STEMS:  # what the run saved before failing stays usable
+        for stem in model_picker.RUN_FILE_STEMS:  # what the run saved before failing stays usable
             model = Path(self.run_dir.text()) / f"{stem}.safetensors"
             if model.is_file():
-                _common.model_registry.register(model)
+                model_picker.model_registry.register(model)
 
     def _on_finished(self) -> None:
         self._active = False
