@@ -150,7 +150,7 @@ def write_samples(samples: Samples, path) -> None:
         import tifffile
 
         tifffile.imwrite(
-            tmp, samples.images, compression="zlib",
+            tmp, samples.images, compression="zlib", photometric="minisblack",
             metadata={"axes": "QCYX", "channel_names": samples.channel_names, "provenance": samples.provenance,
                       **flags},
         )
