@@ -182,7 +182,7 @@ def test_bad_model_files_give_messages_not_tracebacks(make_napari_viewer, qtbot,
         raise checkpoints.CheckpointError("weights do not fit this architecture")
 
     widget.model.set_path(checkpoints.catalogue()["tiny-star"])
-    monkeypatch.setattr(_common, "load_generator_cached", fail)
+    monkeypatch.setattr(model_picker, "load_generator_cached", fail)
     widget.run()
     qtbot.waitUntil(lambda: bool(shown) and widget.run_button.isEnabled(), timeout=10_000)
     assert "weights do not fit" in shown[0] and " — " in shown[0]  # what happened, then what to do

@@ -81,12 +81,12 @@ def shoot(viewer, name: str, out: Path) -> None:
 def generate_and_cell_cycle(model: Path, out: Path) -> None:
     import numpy as np
 
-    from napari_biogans._widgets import _common
+    from napari_biogans._widgets import model_picker
     from napari_biogans._widgets.cell_cycle import CellCycleWidget
     from napari_biogans._widgets.generate import GenerateWidget
     from napari_biogans.evaluation.interpolation import red_lengths
 
-    _common.model_registry.register(model)
+    model_picker.model_registry.register(model)
     viewer = new_viewer()
     gen = GenerateWidget(viewer)
     dock = viewer.window.add_dock_widget(gen, name="Generate cells", area="right")
@@ -232,7 +232,7 @@ def diagnostics(model: Path, workdir: Path, out: Path) -> None:
 
 
 def _common_card(path: Path) -> dict:
-    from napari_biogans._widgets._common import read_card
+    from napari_biogans.checkpoints import read_card
 
     return read_card(path)
 

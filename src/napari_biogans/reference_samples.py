@@ -25,7 +25,7 @@ def fluorescence_reference(path) -> dict[str, np.ndarray]:
 
 def em_reference(path) -> dict[str, np.ndarray]:
     from .rendering import render
-    from .training.em_trainer import load_em_model
+    from .models.em_inference import load_em_model
 
     model = load_em_model(path)
     labels = model.sample_labels(SIDE, SIDE, seed=0)
