@@ -197,11 +197,19 @@ def checked_sha256(path) -> str:
     if key not in _sha256_memo:
         digest = file_sha256(path)
         card = path.with_suffix(".json")
-        expected = json.loads(card.read_text()).get("sha256") if card.is_file() else None
+        expected = _card_sha256(card) if card.is_file() else None
         if expected and digest != expected:
             raise CheckpointError(f"{path}: SHA-256 does not match its card {card.name}; the file is damaged")
         _sha256_memo[key] = digest
     return _sha256_memo[key]
+
+
+def _card_sha256(card: Path) -> str | None:
+    try:
+        text = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{card}: the model's card is not readable JSON ({err})") from None
+    return text.get("sha256") if isinstance(text, dict) else None
 
 
 def read_card(path) -> dict:
