@@ -61,6 +61,7 @@ from ..models.em import (
     MultiScaleDiscriminator,
     UNet,
 )
+# inference lives in models.em_inference; EMModel and load_em_model stay importable from here (__all__)
 from ..models.em_inference import MODEL_KIND, EMModel, _codes, _given_membranes, _uint8, load_em_model
 from .loop import TrainEvent, TrainingDiverged, TrainingLoop
 from .trainer import (
