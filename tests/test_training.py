@@ -318,3 +318,34 @@ def test_objective_check_prints_the_output_statistics_beside_the_real_cells(tmp_
     assert f"real cells: mean {real.mean():.3f} std {real.std():.3f}" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if "output mean" in line]
     assert [int(row[0]) for row in rows] == [1, 2]
+
+
+def test_train_says_what_a_run_will_cost_before_it_starts(tmp_path, cells, capsys):
+    """The honest default: the estimate (speed, total time, state size) comes before training; at a width
+    that is impractical on a CPU, with the cheaper setting to try."""
+    from napari_biogans import cli
+    from napari_biogans.data import lin
+
+    data = lin.write_h5(cells, tmp_path / "cells.h5")
+    base = ["train", "--data", str(data), "--iterations", "1", "--batch-size", "2", "--device", "cpu"]
+    assert cli.main([*base, "--width", "48", "--out", str(tmp_path / "wide")]) == 0
+    out = capsys.readouterr().out
+    estimate = next(line for line in out.splitlines() if line.startswith("estimate:"))
+    assert out.index("estimate:") < out.index("finished at iteration 1")
+    assert "per iteration on cpu" in estimate and "training state ≈" in estimate and "MB" in estimate
+    assert "try --width 16 --batch-size 16" in estimate and "50,000 iterations ≈" in estimate
+    assert cli.main([*base, "--width", "4", "--out", str(tmp_path / "narrow")]) == 0
+    estimate = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("estimate:"))
+    assert "per iteration on cpu" in estimate and "try --width" not in estimate
+
+
+def test_the_state_size_estimate_is_the_size_written(tmp_path, cells):
+    from napari_biogans.training import estimate
+
+    config = TrainConfig(arch="star", iterations=1, checkpoint_every=1, **TINY)
+    trainer = Trainer(config, cells, tmp_path / "run")
+    list(trainer.run())
+    found = estimate.fluorescence(config, 3, cells.image_size, measure=False)
+    assert found.seconds_per_iteration is None
+    assert found.state_bytes == pytest.approx(trainer.state_path.stat().st_size, rel=0.05)
+    assert found.model_bytes == pytest.approx(trainer.model_path.stat().st_size, rel=0.1)
