@@ -35,7 +35,7 @@ def train_demo_model(folder: Path, iterations: int, width: int) -> Path:
                          device="cpu", lr=5e-4, log_every=25, preview_every=10**9, checkpoint_every=10**9)
     trainer = Trainer(config, stack, folder)
     t0 = time.perf_counter()
-    for event in trainer.run():
+    for event in (u.payload for u in trainer.run()):
         if event.losses:
             print(f"  demo model: iteration {event.iteration}/{iterations} ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
