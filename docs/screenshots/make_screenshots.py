@@ -145,19 +145,19 @@ def train(workdir: Path, out: Path, demo_run: Path | None) -> None:
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train", area="right")
     widget.device.combo.setCurrentText("cpu")
-    widget.source.setCurrentText("simulate cells")
-    widget.sim_seed.setValue(0)
+    widget.data.source.setCurrentText("simulate cells")
+    widget.data.sim_seed.setValue(0)
     if demo_run is not None:
-        widget.sim_n.setValue(64)
-        widget.sim_proteins.setText(", ".join(PROTEINS))
+        widget.data.sim_n.setValue(64)
+        widget.data.sim_proteins.setText(", ".join(PROTEINS))
         widget.run_dir.set_text(str(demo_run))
         start = _common_card(demo_run / "train_state.safetensors")["iteration"]
         widget.iterations.setValue(start + 40)
         widget.resume()
         target = start + 25
     else:
-        widget.sim_n.setValue(32)
-        widget.sim_proteins.setText("Arp3, Sid2, Tea1")
+        widget.data.sim_n.setValue(32)
+        widget.data.sim_proteins.setText("Arp3, Sid2, Tea1")
         widget.arch.setCurrentText("star")
         widget.objective.setCurrentText("wgan-gp")
         widget.iterations.setValue(400)
