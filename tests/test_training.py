@@ -115,6 +115,24 @@ def test_resumed_ranks_draw_their_own_batches(tmp_path, cells, monkeypatch):
     assert not torch.equal(rank0, rank1) and torch.equal(rank1, again)
 
 
+def test_a_run_folder_written_before_the_models_dict_still_resumes_exactly(tmp_path, cells):
+    config = TrainConfig(arch="star", objective="wgan-gp", iterations=3, checkpoint_every=100, **TINY)
+    straight = Trainer(config, cells, tmp_path / "straight")
+    list(straight.run())
+    first = Trainer(config, cells, tmp_path / "old")
+    for update in first.run():
+        if update.done == 1:
+            first.request_stop()
+    tensors, meta = checkpoints.load(first.state_path, kind="train-state")
+    del meta["configs"]  # older train states named only generator_config and critic_config
+    checkpoints.save(first.state_path, tensors, meta)
+    resumed = Trainer(config, cells, tmp_path / "old", resume=True)
+    assert resumed.iteration == 1
+    list(resumed.run())
+    for key, value in straight.G.state_dict().items():
+        assert torch.equal(value, resumed.G.state_dict()[key]), key
+
+
 def test_run_folder_is_not_overwritten_and_resume_checks_architecture(tmp_path, cells):
     config = TrainConfig(arch="star", iterations=1, checkpoint_every=1, **TINY)
     list(Trainer(config, cells, tmp_path / "run").run())

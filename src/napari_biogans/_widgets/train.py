@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QProg
 
 from ..jobs import StopFlag, Update
 from ..training import TRAIN_MODELS
-from ..training.loop import STATE_FILE, TrainEvent
+from ..training.events import STATE_FILE, TrainEvent
 from ..training.session import RunResult, RunStarted, train_job
 from . import _common
 from .loss_plot import LossPlot, curve_order
@@ -337,7 +337,7 @@ class TrainWidget(QWidget):
 
     def _on_error(self, err) -> None:
         from ..checkpoints import CheckpointError
-        from ..training.loop import TrainingDiverged
+        from ..training.events import TrainingDiverged
 
         if isinstance(err, TrainingDiverged):
             what = "resume from the last checkpoint with another objective or a lower learning rate"

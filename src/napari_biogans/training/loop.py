@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,28 +32,7 @@ from .. import checkpoints
 from ..jobs import Job, StopFlag, Update
 from . import loss_log
 from .distributed import average_gradients, rank_seed
-
-STATE_FILE = "train_state.safetensors"
-
-
-class TrainingDiverged(RuntimeError):
-    """Losses became NaN or infinite; the message names the last good checkpoint."""
-
-
-@dataclass
-class TrainEvent:
-    """The payload of a training update: one logged iteration (or the end of the run)."""
-
-    iteration: int
-    total: int
-    losses: dict = field(default_factory=dict)  # this iteration's losses
-    iterations_per_s: float = 0.0
-    preview: object = None  # the trainer's preview: an array of cells, or an EM label/image pair
-    checkpoint: Path | None = None
-    finished: bool = False  # the run ended (done or stopped) and saved
-    message: str = ""
-    logged: list = field(default_factory=list)  # [(iteration, losses)] since the previous event (throttled jobs)
-
+from .events import STATE_FILE, TrainEvent, TrainingDiverged  # noqa: F401  (TrainingDiverged: public here too)
 
 def optimizer_state(prefix: str, optimizer) -> tuple[dict, dict]:
     """Split an optimiser state dict into tensors (safetensors) and JSON (everything else)."""
