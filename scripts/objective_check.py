@@ -48,8 +48,8 @@ def main(argv=None) -> None:
         trainer = Trainer(config, stack, run_dir)
         z = torch.randn(16, trainer.G.nz, generator=torch.Generator().manual_seed(0))
         start = time.perf_counter()
-        for event in trainer.run():
-            if event.done:
+        for event in (u.payload for u in trainer.run()):
+            if event.finished:
                 break
             trainer.G.eval()
             with torch.no_grad():

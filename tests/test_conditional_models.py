@@ -54,8 +54,8 @@ def test_each_model_trains_checkpoints_and_samples(tmp_path, stacks, one_torch_t
     config = TrainConfig(arch=arch, objective=OBJECTIVE[arch], iterations=1, **TINY)
     trainer = Trainer(config, cells, tmp_path / "run")
     before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
-    events = list(trainer.run())
-    assert events[-1].done and all(math.isfinite(v) for v in events[0].losses.values())
+    events = [u.payload for u in trainer.run()]
+    assert events[-1].finished and all(math.isfinite(v) for v in events[0].losses.values())
     assert events[0].preview.shape == (2, n_classes, 2, 48, 80)
     assert any(not torch.equal(before[k], v) for k, v in trainer.G.state_dict().items())
 

@@ -30,13 +30,13 @@ def sections():
 def trained(sections, tmp_path_factory):
     trainer = EMTrainer(EMTrainConfig(iterations=2, **TINY), *sections, tmp_path_factory.mktemp("cond") / "run",
                         description="VNC fixture")
-    events = list(trainer.run())
+    events = [u.payload for u in trainer.run()]
     return trainer, events
 
 
 def test_trains_two_iterations_and_saves_a_loadable_model(trained):
     trainer, events = trained
-    assert [e.iteration for e in events] == [1, 2, 2] and events[-1].done
+    assert [e.iteration for e in events] == [1, 2, 2] and events[-1].finished
     assert set(events[0].losses) == {"D_y", "G_y"} and all(np.isfinite(list(events[0].losses.values())))
     preview = events[1].preview
     assert preview.labels.shape == preview.image.shape == (256, 256) and preview.image.dtype == np.uint8

@@ -46,8 +46,8 @@ def weights(trainer):
 def test_every_mode_trains_and_saves_a_loadable_model(tmp_path, sections, mode):
     trainer = EMTrainer(config(mode, iterations=2), *sections, tmp_path / "run", description="VNC fixture")
     before = weights(trainer)
-    events = list(trainer.run())
-    assert [e.iteration for e in events] == [1, 2, 2] and events[-1].done
+    events = [u.payload for u in trainer.run()]
+    assert [e.iteration for e in events] == [1, 2, 2] and events[-1].finished
     assert "finished at iteration 2" in events[-1].message
     assert all(math.isfinite(v) for v in events[0].losses.values())
     expected = {"sgan": {"D_y", "G_y", "D_x", "G_x", "L1"}, "joint": {"D_y", "G_y"},
@@ -86,7 +86,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, sections, mode):
     straight = EMTrainer(cfg, *sections, tmp_path / "straight")
     list(straight.run())
     first = EMTrainer(cfg, *sections, tmp_path / "split")
-    for event in first.run():
+    for event in (u.payload for u in first.run()):
         if event.iteration == 2:
             first.request_stop()
     assert first.iteration == 2
@@ -103,11 +103,11 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, sections, mode):
 def test_cancel_saves_and_stops(tmp_path, sections):
     trainer = EMTrainer(config("sgan", iterations=50), *sections, tmp_path / "run")
     events = []
-    for event in trainer.run():
+    for event in (u.payload for u in trainer.run()):
         events.append(event)
         if event.iteration == 3:
             trainer.request_stop()
-    assert events[-1].done and "stopped at iteration 3" in events[-1].message
+    assert events[-1].finished and "stopped at iteration 3" in events[-1].message
     assert events[-1].checkpoint == trainer.state_path
     _, meta = checkpoints.load(trainer.state_path, kind="train-state")
     assert meta["iteration"] == 3
@@ -117,7 +117,7 @@ def test_cancel_saves_and_stops(tmp_path, sections):
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, sections):
     trainer = EMTrainer(config("sgan", iterations=10, checkpoint_every=2), *sections, tmp_path / "run")
     with pytest.raises(TrainingDiverged, match="non-finite loss at iteration 3.*train_state.safetensors"):
-        for event in trainer.run():
+        for event in (u.payload for u in trainer.run()):
             if event.iteration == 2:
                 good = checkpoints.file_sha256(trainer.model_path)
                 with torch.no_grad():

@@ -12,6 +12,7 @@ import torch
 
 from napari_biogans import checkpoints
 from napari_biogans.data.simulator import simulate_stack
+from napari_biogans.jobs import StopFlag
 from napari_biogans.training.trainer import TrainConfig, Trainer, TrainingDiverged
 
 TINY = dict(width=4, batch_size=4, device="cpu", log_every=1, preview_every=2, preview_count=2)
@@ -33,9 +34,9 @@ def test_every_model_trains_and_saves(tmp_path, cells, arch, monkeypatch):
     config = TrainConfig(arch=arch, objective="wgan-gp", iterations=2, nz=nz, checkpoint_every=2, **TINY)
     trainer = Trainer(config, cells, tmp_path / "run")
     before = weights(trainer.G)
-    events = list(trainer.run())
+    events = [u.payload for u in trainer.run()]
     assert [e.iteration for e in events] == [1, 2, 2]
-    assert events[-1].done and "finished at iteration 2" in events[-1].message
+    assert events[-1].finished and "finished at iteration 2" in events[-1].message
     assert all(math.isfinite(v) for v in events[0].losses.values())
     n_classes = 1 if arch in ("dcgan", "separable") else 3
     assert events[1].preview.shape == (2, n_classes, 2, 48, 80)
@@ -50,8 +51,8 @@ def test_every_model_trains_and_saves(tmp_path, cells, arch, monkeypatch):
 @pytest.mark.parametrize("objective", ["gan", "wgan", "lsgan", "hinge"])
 def test_every_objective_trains(tmp_path, cells, objective):
     config = TrainConfig(arch="star", objective=objective, iterations=2, checkpoint_every=10, **TINY)
-    events = list(Trainer(config, cells, tmp_path / "run").run())
-    assert events[-1].done and all(math.isfinite(v) for v in events[0].losses.values())
+    events = [u.payload for u in Trainer(config, cells, tmp_path / "run").run()]
+    assert events[-1].finished and all(math.isfinite(v) for v in events[0].losses.values())
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path, cells):
@@ -60,7 +61,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, cells):
     list(straight.run())
 
     first = Trainer(config, cells, tmp_path / "split")
-    for event in first.run():
+    for event in (u.payload for u in first.run()):
         if event.iteration == 2:
             first.request_stop()
     assert first.iteration == 2
@@ -78,12 +79,13 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, cells):
 def test_cancel_saves_and_stops(tmp_path, cells):
     config = TrainConfig(arch="separable", objective="wgan-gp", iterations=50, checkpoint_every=100, **TINY)
     trainer = Trainer(config, cells, tmp_path / "run")
-    events = []
-    for event in trainer.run():
-        events.append(event)
-        if event.iteration == 3:
-            trainer.request_stop()
-    assert events[-1].done and "stopped at iteration 3" in events[-1].message
+    events, stop = [], StopFlag()  # what Cancel in the Train widget sets, from the GUI thread
+    for update in trainer.run(stop):
+        events.append(update.payload)
+        assert (update.done, update.total, update.stage) == (update.payload.iteration, 50, "training")
+        if update.done == 3:
+            stop.set()
+    assert events[-1].finished and "stopped at iteration 3" in events[-1].message
     _, meta = checkpoints.load(tmp_path / "run" / "train_state.safetensors", kind="train-state")
     assert meta["iteration"] == 3
 
@@ -92,7 +94,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cells):
     config = TrainConfig(arch="dcgan", objective="wgan-gp", iterations=10, checkpoint_every=2, **TINY)
     trainer = Trainer(config, cells, tmp_path / "run")
     with pytest.raises(TrainingDiverged, match="non-finite loss at iteration 3.*train_state.safetensors"):
-        for event in trainer.run():
+        for event in (u.payload for u in trainer.run()):
             if event.iteration == 2:
                 good = checkpoints.file_sha256(trainer.model_path)
                 with torch.no_grad():
@@ -102,15 +104,33 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, cells):
 
 
 def test_resumed_ranks_draw_their_own_batches(tmp_path, cells, monkeypatch):
-    from napari_biogans.training import trainer as trainer_module
+    from napari_biogans.training import distributed
 
     config = TrainConfig(arch="star", objective="wgan-gp", iterations=2, checkpoint_every=100, **TINY)
     list(Trainer(config, cells, tmp_path / "run").run())
     rank0 = Trainer(config, cells, tmp_path / "run", resume=True).rng.get_state()
-    monkeypatch.setattr(trainer_module, "_distributed", lambda: (1, 2))
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (1, 2))
     rank1 = Trainer(config, cells, tmp_path / "run", resume=True).rng.get_state()
     again = Trainer(config, cells, tmp_path / "run", resume=True).rng.get_state()
     assert not torch.equal(rank0, rank1) and torch.equal(rank1, again)
+
+
+def test_a_run_folder_written_before_the_models_dict_still_resumes_exactly(tmp_path, cells):
+    config = TrainConfig(arch="star", objective="wgan-gp", iterations=3, checkpoint_every=100, **TINY)
+    straight = Trainer(config, cells, tmp_path / "straight")
+    list(straight.run())
+    first = Trainer(config, cells, tmp_path / "old")
+    for update in first.run():
+        if update.done == 1:
+            first.request_stop()
+    tensors, meta = checkpoints.load(first.state_path, kind="train-state")
+    del meta["configs"]  # older train states named only generator_config and critic_config
+    checkpoints.save(first.state_path, tensors, meta)
+    resumed = Trainer(config, cells, tmp_path / "old", resume=True)
+    assert resumed.iteration == 1
+    list(resumed.run())
+    for key, value in straight.G.state_dict().items():
+        assert torch.equal(value, resumed.G.state_dict()[key]), key
 
 
 def test_run_folder_is_not_overwritten_and_resume_checks_architecture(tmp_path, cells):
@@ -217,7 +237,7 @@ def _ddp_worker_wgan(rank, world, port, real, fake, queue):
 
     from napari_biogans.models import make_models
     from napari_biogans.training.objectives import get_objective
-    from napari_biogans.training.trainer import _average_gradients
+    from napari_biogans.training.distributed import average_gradients
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -226,7 +246,7 @@ def _ddp_worker_wgan(rank, world, port, real, fake, queue):
     half = len(real) // world
     loss, _ = get_objective("wgan").critic_loss(D, real[rank * half : (rank + 1) * half], fake[rank * half : (rank + 1) * half])
     loss.backward()
-    _average_gradients(D.parameters(), world)
+    average_gradients(D.parameters(), world)
     if rank == 0:
         # numpy pickles by value; a tensor would travel as a shared-memory handle that dies with this process
         queue.put({k: p.grad.numpy().copy() for k, p in D.named_parameters()})
@@ -259,7 +279,7 @@ def test_torchrun_trains_with_two_processes(tmp_path, cells):
 EM_RANKS_SCRIPT = """
 import sys
 import torch, torch.distributed as dist
-from napari_biogans.cli import _run_distributed
+from napari_biogans.training.distributed import run_in_process_group
 from napari_biogans.data import em
 from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer
 
@@ -280,7 +300,7 @@ def body():
     return 0
 
 
-_run_distributed("cpu", body)
+run_in_process_group("cpu", body)
 """
 
 
@@ -316,3 +336,34 @@ def test_objective_check_prints_the_output_statistics_beside_the_real_cells(tmp_
     assert f"real cells: mean {real.mean():.3f} std {real.std():.3f}" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if "output mean" in line]
     assert [int(row[0]) for row in rows] == [1, 2]
+
+
+def test_train_says_what_a_run_will_cost_before_it_starts(tmp_path, cells, capsys):
+    """The honest default: the estimate (speed, total time, state size) comes before training; at a width
+    that is impractical on a CPU, with the cheaper setting to try."""
+    from napari_biogans import cli
+    from napari_biogans.data import lin
+
+    data = lin.write_h5(cells, tmp_path / "cells.h5")
+    base = ["train", "--data", str(data), "--iterations", "1", "--batch-size", "2", "--device", "cpu"]
+    assert cli.main([*base, "--width", "48", "--out", str(tmp_path / "wide")]) == 0
+    out = capsys.readouterr().out
+    estimate = next(line for line in out.splitlines() if line.startswith("estimate:"))
+    assert out.index("estimate:") < out.index("finished at iteration 1")
+    assert "per iteration on cpu" in estimate and "training state ≈" in estimate and "MB" in estimate
+    assert "try --width 16 --batch-size 16" in estimate and "50,000 iterations ≈" in estimate
+    assert cli.main([*base, "--width", "4", "--out", str(tmp_path / "narrow")]) == 0
+    estimate = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("estimate:"))
+    assert "per iteration on cpu" in estimate and "try --width" not in estimate
+
+
+def test_the_state_size_estimate_is_the_size_written(tmp_path, cells):
+    from napari_biogans.training import estimate
+
+    config = TrainConfig(arch="star", iterations=1, checkpoint_every=1, **TINY)
+    trainer = Trainer(config, cells, tmp_path / "run")
+    list(trainer.run())
+    found = estimate.fluorescence(config, 3, cells.image_size, measure=False)
+    assert found.seconds_per_iteration is None
+    assert found.state_bytes == pytest.approx(trainer.state_path.stat().st_size, rel=0.05)
+    assert found.model_bytes == pytest.approx(trainer.model_path.stat().st_size, rel=0.1)

@@ -5,7 +5,8 @@ import pytest
 
 from napari_biogans import checkpoints
 from napari_biogans._widgets import _common, model_picker
-from napari_biogans._widgets.cell_cycle import RANDOM, CellCycleWidget, composite, parse_indices
+from napari_biogans._widgets.cell_cycle import RANDOM, CellCycleWidget, parse_indices
+from napari_biogans.cell_session import composite
 from napari_biogans._widgets.generate import GenerateWidget
 
 pytestmark = pytest.mark.gui

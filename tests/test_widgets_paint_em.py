@@ -12,7 +12,9 @@ from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEd
 
 from napari_biogans import checkpoints, rendering
 from napari_biogans._widgets import _common
-from napari_biogans._widgets.paint_em import RENDER_NAME, PaintEMWidget, load_em_model_cached, tile_geometry
+from napari_biogans._widgets.em_live_render import RENDER_NAME
+from napari_biogans._widgets.paint_em import PaintEMWidget
+from napari_biogans.em_session import load_em_model_cached, tile_geometry
 from napari_biogans.data import em, label_editing
 from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer
 

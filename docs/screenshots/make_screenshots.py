@@ -35,7 +35,7 @@ def train_demo_model(folder: Path, iterations: int, width: int) -> Path:
                          device="cpu", lr=5e-4, log_every=25, preview_every=10**9, checkpoint_every=10**9)
     trainer = Trainer(config, stack, folder)
     t0 = time.perf_counter()
-    for event in trainer.run():
+    for event in (u.payload for u in trainer.run()):
         if event.losses:
             print(f"  demo model: iteration {event.iteration}/{iterations} ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
@@ -145,19 +145,19 @@ def train(workdir: Path, out: Path, demo_run: Path | None) -> None:
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train", area="right")
     widget.device.combo.setCurrentText("cpu")
-    widget.source.setCurrentText("simulate cells")
-    widget.sim_seed.setValue(0)
+    widget.data.source.setCurrentText("simulate cells")
+    widget.data.sim_seed.setValue(0)
     if demo_run is not None:
-        widget.sim_n.setValue(64)
-        widget.sim_proteins.setText(", ".join(PROTEINS))
+        widget.data.sim_n.setValue(64)
+        widget.data.sim_proteins.setText(", ".join(PROTEINS))
         widget.run_dir.set_text(str(demo_run))
         start = _common_card(demo_run / "train_state.safetensors")["iteration"]
         widget.iterations.setValue(start + 40)
         widget.resume()
         target = start + 25
     else:
-        widget.sim_n.setValue(32)
-        widget.sim_proteins.setText("Arp3, Sid2, Tea1")
+        widget.data.sim_n.setValue(32)
+        widget.data.sim_proteins.setText("Arp3, Sid2, Tea1")
         widget.arch.setCurrentText("star")
         widget.objective.setCurrentText("wgan-gp")
         widget.iterations.setValue(400)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -115,40 +114,37 @@ def _load_cells(path, proteins):
     return stack.select_classes(proteins) if proteins else stack
 
 
-def _time_is_up(deadline: float | None, device) -> bool:
-    """Past the wall-clock deadline? Under torchrun every rank gets rank 0's answer, so all stop together."""
-    import torch
-
-    up = deadline is not None and time.monotonic() > deadline
-    dist = torch.distributed
-    if deadline is not None and dist.is_available() and dist.is_initialized():
-        flag = torch.tensor([float(up)], device=device)
-        dist.broadcast(flag, src=0)
-        up = bool(flag.item())
-    return up
-
-
-def _drive(trainer, total: int, shown_losses, quiet: bool = False, time_limit_min: float | None = None) -> int:
-    """Run a trainer's events behind a terminal progress bar; Ctrl-C saves and exits with 130.
+def _drive(trainer, shown_losses, quiet: bool = False, time_limit_min: float | None = None) -> int:
+    """Run a trainer's job behind a terminal progress bar; Ctrl-C saves and exits with 130.
 
     ``shown_losses`` names the losses on the bar (None: the first three). ``time_limit_min``:
-    stop, save and exit normally after this many minutes (checked at every logged iteration).
+    stop, save and exit normally after this many minutes (rank 0's clock decides, at every logged
+    iteration, so every torchrun rank stops at the same one).
     """
     from tqdm import tqdm
 
+    from .jobs import StopFlag, run
+    from .training.distributed import rank0_decides
+
     deadline = time.monotonic() + 60 * time_limit_min if time_limit_min else None
-    bar = tqdm(total=total, initial=trainer.iteration, disable=quiet, unit="it")
+    bar = tqdm(total=trainer.config.iterations, initial=trainer.iteration, disable=quiet, unit="it")
+    stop = StopFlag()
+
+    def on_update(update) -> None:
+        event = update.payload
+        if deadline is not None and not event.finished and rank0_decides(time.monotonic() > deadline,
+                                                                          trainer.device):
+            stop.set()
+        bar.update(update.done - bar.n)
+        if event.losses:
+            keys = shown_losses or list(event.losses)[:3]
+            bar.set_postfix({k: f"{event.losses[k]:.3g}" for k in keys if k in event.losses})
+        if event.finished and not quiet:
+            bar.close()
+            print(event.message)
+
     try:
-        for event in trainer.run():
-            if not event.done and _time_is_up(deadline, trainer.device):
-                trainer.request_stop()
-            bar.update(event.iteration - bar.n)
-            if event.losses:
-                keys = shown_losses or list(event.losses)[:3]
-                bar.set_postfix({k: f"{event.losses[k]:.3g}" for k in keys if k in event.losses})
-            if event.done and not quiet:
-                bar.close()
-                print(event.message)
+        run(trainer.run(stop), on_update)
     except KeyboardInterrupt:
         bar.close()
         trainer.save()
@@ -158,27 +154,16 @@ def _drive(trainer, total: int, shown_losses, quiet: bool = False, time_limit_mi
     return 0
 
 
-def _run_distributed(device: str, body) -> int:
-    """``body()``; under torchrun (WORLD_SIZE > 1) inside the process group (NCCL on GPUs, gloo on
-    CPU), which every rank leaves together."""
-    import torch
+def _print_cost(trainer) -> None:
+    """The honest default: what this run will cost here, and the cheaper setting when it is impractical."""
+    from .training.session import cost
 
-    dist = torch.distributed
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return body()
-    dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
-    try:
-        code = body()
-        dist.barrier()  # rank 0 may still be writing; a rank that tears gloo down early aborts
-    finally:
-        dist.destroy_process_group()
-    # gloo's worker threads can still abort the interpreter's shutdown (SIGABRT after a clean run): leave now
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    if trainer.rank == 0:
+        print(f"estimate: {cost(trainer)}", flush=True)
 
 
 def cmd_train(args) -> int:
+    from .training.distributed import run_in_process_group
     from .training.trainer import TrainConfig, Trainer
 
     def train() -> int:
@@ -193,9 +178,10 @@ def cmd_train(args) -> int:
         quiet = trainer.rank != 0
         if stack.simulated and not quiet:
             print("training on SIMULATED cells: the model will be marked as a model of simulated data")
-        return _drive(trainer, config.iterations, ("critic", "generator"), quiet, args.time_limit)
+        _print_cost(trainer)
+        return _drive(trainer, ("critic", "generator"), quiet, args.time_limit)
 
-    return _run_distributed(args.device, train)
+    return run_in_process_group(args.device, train)
 
 
 def cmd_sample(args) -> int:
@@ -467,6 +453,7 @@ def cmd_interpolate(args) -> int:
 
 def cmd_train_em(args) -> int:
     from .data import em
+    from .training.distributed import run_in_process_group
     from .training.em_trainer import EMTrainConfig, EMTrainer
 
     available = em.section_indices(args.data)  # a clear error for a folder that is not a VNC stack
@@ -484,9 +471,10 @@ def cmd_train_em(args) -> int:
 
     def train() -> int:
         trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
-        return _drive(trainer, config.iterations, None, trainer.rank != 0, args.time_limit)
+        _print_cost(trainer)
+        return _drive(trainer, None, trainer.rank != 0, args.time_limit)
 
-    return _run_distributed(args.device, train)
+    return run_in_process_group(args.device, train)
 
 
 def cmd_render_em(args) -> int:

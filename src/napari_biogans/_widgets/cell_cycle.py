@@ -1,8 +1,10 @@
 """Cell cycle: interpolate latent codes between anchor cells and show the result as time.
 
 Anchors are cells of a Generate result (their codes are in the layers' metadata) or new random
-codes. The widget preallocates a ``(T, channels, H, W)`` stack (channels as in :mod:`..sampling`), adds one layer per channel with
-an axis labelled ``t``, and fills frames as the worker yields chunks, so napari's play button
+codes. The widget starts :func:`napari_biogans.cell_session.interpolate_job` with ``workers.start_job``,
+preallocates a ``(T, channels, H, W)`` stack (channels as in :mod:`..sampling`) when its first
+update arrives, adds one layer per channel with an axis labelled ``t``, and fills frames as the
+job's updates bring chunks, so napari's play button
 scrubs the cell cycle. The red cell's length is measured in every frame and its Spearman ρ
 against frame index says how steadily the sequence grows (the core's
 :mod:`napari_biogans.evaluation.interpolation`).
@@ -10,7 +12,6 @@ against frame index says how steadily the sequence grows (the core's
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..cell_session import CycleStart, Frames, export_job, interpolate_job
+from ..jobs import Update
 from . import _common, model_picker
+from .workers import start_job
 
 GROUP = "cell cycle"
 RANDOM = "new random codes"
-CHUNK = 8
 
 
 def parse_indices(text: str) -> list[int]:
@@ -44,67 +47,6 @@ def parse_indices(text: str) -> list[int]:
     if len(indices) < 2:
         raise ValueError("give at least two anchor cells, e.g. 0, 5")
     return indices
-
-
-def _interpolate_job(path, device, anchors, n_anchors, seed, frames, method, red_only, proteins):
-    """Worker body: yields ('start', …) then ('frames', start, uint8 chunk); returns (red lengths, ρ)."""
-    from ..data.lin import to_uint8
-    from ..evaluation.interpolation import interpolate_codes, monotonicity, red_lengths
-    from ..sampling import channel_names, latent_codes, pairs_to_channels, render
-
-    generator, meta, torch_device = model_picker.load_generator_cached(path, device)
-    if anchors is None:
-        anchors = latent_codes(n_anchors, generator.nz, generator.nz_red, seed)
-    anchors = np.asarray(anchors, np.float32)
-    if anchors.shape[1] != generator.nz:
-        raise ValueError(f"the anchor codes have {anchors.shape[1]} numbers, the model expects {generator.nz}")
-    if red_only and not generator.nz_red:
-        raise ValueError(f"{meta.get('name')} has no separate red code ({generator.config.get('arch')}); "
-                         "choose 'greens free'")
-    codes = interpolate_codes(anchors, frames, method, red_only, generator.nz_red)
-    class_names = meta["class_names"]
-    proteins = proteins or class_names
-    names = channel_names(class_names, proteins, generator.shares_red)
-    h, w = generator.image_size
-    yield "start", names, (frames, len(names), h, w), meta, codes, anchors, str(torch_device)
-    reds = []
-    for start in range(0, frames, CHUNK):
-        pairs = render(generator, codes[start : start + CHUNK])
-        channels, _ = pairs_to_channels(pairs, class_names, proteins, generator.shares_red)
-        chunk = to_uint8(channels)
-        reds.append(chunk[:, 0])
-        yield "frames", start, chunk
-    lengths = red_lengths(np.concatenate(reds))
-    return lengths, monotonicity(lengths)
-
-
-def composite(channels, colormaps, limits) -> np.ndarray:
-    """Additive RGB of ``(T, H, W)`` channels through napari colormaps -> ``(T, H, W, 3)`` uint8."""
-    out = None
-    for data, cmap, (lo, hi) in zip(channels, colormaps, limits):
-        norm = np.clip((np.asarray(data, np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
-        rgba = np.asarray(cmap.map(norm.ravel()), np.float32).reshape(*norm.shape, 4)
-        rgb = rgba[..., :3] * rgba[..., 3:]
-        out = rgb if out is None else out + rgb
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _export_job(path, channels, colormaps, limits, kind, zoom, fps):
-    frames = composite(channels, colormaps, limits)
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if kind == "tiff":
-        import tifffile
-
-        tifffile.imwrite(tmp, frames, photometric="rgb", metadata={"axes": "TYXS"})
-    else:
-        import imageio.v3 as iio
-
-        if zoom > 1:
-            frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
-        iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
-    return str(path)
 
 
 class CellCycleWidget(QWidget):
@@ -295,8 +237,6 @@ class CellCycleWidget(QWidget):
 
     # -- run -----------------------------------------------------------------------------------
     def run(self):
-        from napari.qt.threading import create_worker
-
         if self.worker is not None and self.worker.is_running:
             return None
         try:
@@ -309,22 +249,16 @@ class CellCycleWidget(QWidget):
         _common.set_setting("cell_cycle/seed", self.seed.value())
         red_only = self.greens.currentIndex() == 0
         params = {"frames": frames, "method": self.method.currentText(), "red_only": red_only, **origin}
-        worker = create_worker(
-            _interpolate_job, path, self.device.device(), anchors, self.n_anchors.value(), self.seed.value(),
-            frames, params["method"], red_only, proteins,
-            _progress={"total": -(-frames // CHUNK) + 1, "desc": "Cell cycle"},
-            _connect={"errored": self._failed}, _start_thread=False,
-        )
-        worker.yielded.connect(lambda item: self._on_yield(item, params))
-        worker.returned.connect(self._measured)
-        worker.finished.connect(self._finished)
-        self.worker = worker
+        self.worker = start_job(
+            interpolate_job, model_picker.load_generator_cached, path, self.device.device(), anchors,
+            self.n_anchors.value(), self.seed.value(), frames, params["method"], red_only, proteins,
+            what="Cell cycle", on_update=lambda update: self._on_update(update, params), on_done=self._measured,
+            on_error=self._failed, on_finished=self._finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.result.setText("rendering…")
         self._done = 0
-        worker.start()
-        return worker
+        return self.worker
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -334,16 +268,16 @@ class CellCycleWidget(QWidget):
         self.result.setText(f"failed: {err}")
         _common.report_error(err, "check the model and the anchors, or try the cpu device")
 
-    def _on_yield(self, item, params) -> None:
-        if item[0] == "start":
-            _, names, shape, meta, codes, anchors, device = item
-            self._start_stack(names, shape, meta, codes, anchors, device, params)
+    def _on_update(self, update: Update, params) -> None:
+        item = update.payload
+        if isinstance(item, CycleStart):
+            self._start_stack(item.channel_names, item.shape, item.meta, item.codes, item.anchors, item.device,
+                              params)
             return
-        _, start, chunk = item
-        if self.stack is None:
+        if not isinstance(item, Frames) or self.stack is None:
             return
-        self.stack[start : start + len(chunk)] = chunk
-        self._done = start + len(chunk)
+        self.stack[item.start : item.start + len(item.chunk)] = item.chunk
+        self._done = item.start + len(item.chunk)
         for layer in self.layers:
             layer.refresh()
         self.result.setText(f"{self._done} / {len(self.stack)} frames")
@@ -414,21 +348,15 @@ class CellCycleWidget(QWidget):
 
     def export(self, path, kind: str | None = None):
         """Write the RGB composite of the visible cell-cycle layers (TIFF or GIF) in a worker."""
-        from napari.qt.threading import create_worker
-
         kind = kind or ("gif" if str(path).lower().endswith(".gif") else "tiff")
         layers = [layer for layer in self.layers if layer in self.viewer.layers and layer.visible]
         if not layers:
             _common.report_error("no visible cell-cycle layers to export", "interpolate first, or show a channel")
             return None
         channels = [np.asarray(layer.data) for layer in layers]
-        worker = create_worker(
-            _export_job, str(path), channels, [layer.colormap for layer in layers],
-            [tuple(layer.contrast_limits) for layer in layers], kind, self.gif_zoom.value(), 12,
-            _connect={"errored": lambda err: _common.report_error(err, "choose another file or folder")},
-            _start_thread=False,
-        )
-        worker.returned.connect(lambda p: self.result.setText(f"saved {p}"))
-        self.export_worker = worker
-        worker.start()
-        return worker
+        self.export_worker = start_job(
+            export_job, str(path), channels, [layer.colormap for layer in layers],
+            [tuple(layer.contrast_limits) for layer in layers], kind, self.gif_zoom.value(), 12, what="Cell cycle export",
+            on_done=lambda p: self.result.setText(f"saved {p}"),
+            on_error=lambda err: _common.report_error(err, "choose another file or folder"))
+        return self.export_worker

@@ -1,15 +1,14 @@
 """Generate cells: sample a trained generator into napari layers (red Bgs4 + one layer per protein).
 
 A thin view over :func:`napari_biogans.sampling.sample`; the CLI's ``biogans sample`` runs the
-same code. Sampling runs in a generator worker; layers are added or updated in its ``returned``
-callback on the GUI thread, named ``<name> <channel>`` so that clicking again replaces their
+same code. Sampling is :func:`napari_biogans.cell_session.sample_job`, started with
+``workers.start_job``; layers are added or updated when it returns, on the GUI thread, named ``<name> <channel>`` so that clicking again replaces their
 data instead of piling up layers.
 """
 
 from __future__ import annotations
 
 import random
-import time
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
@@ -27,7 +26,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..cell_session import sample_job
 from . import _common, model_picker
+from .workers import start_job
 
 MAX_SEED = 2**31 - 1
 
@@ -42,30 +43,6 @@ def tile(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
         r, c = divmod(k, ncols)
         out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = cell
     return out
-
-
-_length_vectors: dict[tuple, np.ndarray] = {}  # (weights sha256, device) -> "long minus short" code vector
-
-
-def _sample_job(path, device, n, seed, red_seed, proteins, longer=0.0):
-    """Worker body: load (cached) and sample; yields status text, returns (Samples, meta, device)."""
-    from ..sampling import sample
-
-    yield "loading model…"
-    generator, meta, torch_device = model_picker.load_generator_cached(path, device)
-    attribute = None
-    if longer:
-        key = (meta["sha256"], str(torch_device))
-        if key not in _length_vectors:
-            from ..evaluation.profiling import length_attribute
-
-            yield "measuring 512 generated cells for the length vector…"
-            _length_vectors[key] = length_attribute(generator)["vector"]
-        attribute = ("long minus short", _length_vectors[key], longer)
-    yield f"sampling {n} cells on {torch_device}…"
-    t0 = time.perf_counter()
-    samples = sample(generator, meta, n=n, seed=seed, proteins=proteins, red_seed=red_seed, attribute=attribute)
-    return samples, meta, torch_device, time.perf_counter() - t0
 
 
 class GenerateWidget(QWidget):
@@ -240,8 +217,6 @@ class GenerateWidget(QWidget):
     # -- run -----------------------------------------------------------------------------------
     def run(self):
         """Start sampling in a worker; returns the worker (None when nothing could start)."""
-        from napari.qt.threading import create_worker
-
         if self.worker is not None and self.worker.is_running:
             self.status.setText("still generating…")
             return None
@@ -260,15 +235,13 @@ class GenerateWidget(QWidget):
         _common.set_list_setting(f"generate/proteins/{model_picker.model_name(path)}", proteins)
         self.run_button.setEnabled(False)
         self.status.setText("starting…")
-        worker = create_worker(_sample_job, path, self.device.device(), params["n"], params["seed"], red_seed,
-                               proteins, self.longer.value(), _connect={"errored": self._failed},
-                               _start_thread=False)
-        worker.yielded.connect(self.status.setText)
-        worker.returned.connect(lambda result: self._show(result, params))
-        worker.finished.connect(lambda: self.run_button.setEnabled(self.model.path() is not None))
-        self.worker = worker
-        worker.start()
-        return worker
+        self.worker = start_job(
+            sample_job, model_picker.load_generator_cached, path, self.device.device(), params["n"], params["seed"],
+            red_seed, proteins, self.longer.value(), what="Generate cells",
+            on_update=lambda update: self.status.setText(f"{update.stage}…"),
+            on_done=lambda result: self._show(result, params), on_error=self._failed,
+            on_finished=lambda: self.run_button.setEnabled(self.model.path() is not None))
+        return self.worker
 
     def _failed(self, err) -> None:
         self.status.setText(f"failed: {err}")

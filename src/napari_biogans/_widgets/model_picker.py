@@ -18,6 +18,7 @@ from pathlib import Path
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QSizePolicy, QWidget
 
+from ..models.loader import load_em_model_cached, load_generator_cached  # noqa: F401  (re-exported)
 from ..checkpoints import RUN_FILE_STEMS, card_kind, catalogue, model_name, read_card
 from ._common import get_list_setting, get_setting, report_error, set_list_setting, set_setting
 
@@ -51,23 +52,6 @@ class ModelRegistry(QObject):
 
 
 model_registry = ModelRegistry()
-
-
-def load_generator_cached(path, device: str = "auto"):
-    """``(generator, meta, torch.device)`` of a fluorescence model from the core loader's cache;
-    ``meta`` holds its ``name``, ``sha256`` and ``path`` as the CLI's does."""
-    from ..models import loader
-
-    loaded = loader.load(path, device, kind=loader.GENERATOR_KIND)
-    return loaded.model, loaded.meta, loaded.device
-
-
-def load_em_model_cached(path, device: str = "auto"):
-    """The :class:`~napari_biogans.models.em_inference.EMModel` of an EM model from the core loader's
-    cache (its ``meta`` holds ``name``, ``sha256`` and ``path``)."""
-    from ..models import loader
-
-    return loader.load(path, device, kind=loader.EM_KIND).model
 
 
 def clear_cache() -> None:

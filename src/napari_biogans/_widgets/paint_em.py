@@ -1,18 +1,11 @@
 """Paint EM: paint membrane and mitochondria labels and watch the EM image that G_x renders from them.
 
-A thin view over :class:`napari_biogans.rendering.TiledRenderer` and the EM model's label
-generator. The label map to paint is a Labels layer (codes 0 cytoplasm, 1 membrane,
-2 mitochondria): sampled from G_y ("New label map"), the shipped VNC crop, a section of a VNC
-stack folder or a label file. Its render is the uint8 Image layer "EM render", placed to the right
-of the labels (or under them).
-
-Live rendering follows napari's events: a stroke or fill fires ``paint``, replacing ``.data``
-fires ``data``, undo and redo fire ``set_data``. They restart a short single-shot timer
-(debounce); when it fires, the labels are copied and rendered in a worker. One render runs at a
-time: a request that arrives meanwhile only sets a flag, and the render that follows takes the
-labels as they are then (latest wins). The renderer diffs the copy against the labels it rendered
-last and re-renders only the tiles whose window changed; renderers are kept per (model file,
-device, tile, noise seed, map shape), so switching between two label maps does not start over.
+A thin view over :mod:`napari_biogans.em_session` (the model cache, sampling, rendering and label
+edits, all Qt-free jobs started with ``workers.start_job``) and :class:`.em_live_render.LiveRender`
+(the debounced, latest-wins live render). The label map to paint is a Labels layer (codes 0
+cytoplasm, 1 membrane, 2 mitochondria): sampled from G_y ("New label map"), the shipped VNC crop, a
+section of a VNC stack folder or a label file. Its render is the uint8 Image layer "EM render",
+placed to the right of the labels (or under them).
 
 The label-editing buttons run the core functions of :mod:`napari_biogans.data.label_editing`
 in a worker and write the changed pixels back with ``Labels.data_setitem`` inside
@@ -22,12 +15,9 @@ in a worker and write the changed pixels back with ``Labels.data_setitem`` insid
 from __future__ import annotations
 
 import random
-import time
-from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -41,99 +31,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..data import em
+from ..em_session import EDITS, edit_job, sample_job, vnc_path_job, vnc_sample_job
 from . import _common, model_picker
-from .model_picker import load_em_model_cached
+from .em_live_render import LiveRender
+from .workers import start_job
 
 MAX_SEED = 2**31 - 1
-LABELS_NAME, RENDER_NAME = "EM labels", "EM render"
-DEBOUNCE_MS = 200
-KEPT_RENDERERS = 4  # a few maps' tile caches (a 1024² map with 256 px tiles holds ~6 MB)
-SIDE_GAP_PX = 16  # between the labels and the render placed beside them
-EDITS = {
-    "remove membrane fragments": "remove_membrane_fragments",
-    "convex mitochondria": "convex_mitochondria",
-    "remove small mitochondria": "remove_small_mitochondria",
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Worker bodies (no Qt, no layers)
-
-
-def tile_geometry(tile: int, factor: int) -> tuple[int, int]:
-    """The tile side nearest ``tile`` that a generator of ``factor`` accepts, and an overlap of about a
-    quarter of it (at least one factor, at most half the tile)."""
-    tile = max(factor, round(tile / factor) * factor)
-    overlap = min(max(factor, tile // 4 // factor * factor), tile // 2 // factor * factor)
-    return tile, overlap
-
-
-def check_codes(labels: np.ndarray) -> np.ndarray:
-    """A 2-D map of codes 0/1/2 as uint8, or a ValueError that says what is wrong."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"Paint EM works on 2-D label maps; this one has shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > em.MITOCHONDRIA):
-        bad = np.setdiff1d(np.unique(labels), list(em.LABEL_NAMES))
-        raise ValueError(f"label values {bad[:5].tolist()} are not codes 0 = cytoplasm, 1 = membrane, "
-                         "2 = mitochondria")
-    return labels.astype(np.uint8, copy=False)
-
-
-def _sample_job(path, device, height, width, seed):
-    model = load_em_model_cached(path, device)
-    return model.sample_labels(height, width, seed), model.meta
-
-
-def _render_job(renderer, path, device, tile, noise_seed, labels):
-    """Returns (renderer, image, tiles rendered, tiles in all, seconds); ``renderer`` None builds one."""
-    from ..rendering import TileGrid, TiledRenderer
-
-    labels = check_codes(labels)
-    if renderer is None:
-        model = load_em_model_cached(path, device)
-        if model.image_generator is None:
-            raise ValueError(f"{Path(path).name} is a joint model: it has no image generator to render painted labels")
-        tile, overlap = tile_geometry(tile, model.image_generator.factor)
-        renderer = TiledRenderer(model.image_generator, tile, overlap, noise_seed, model.device)
-    t0 = time.perf_counter()
-    image, n = renderer.update(labels)
-    total = len(TileGrid(labels.shape, renderer.tile, renderer.overlap, renderer.generator.factor))
-    return renderer, image, n, total, time.perf_counter() - t0
-
-
-def _edit_job(name, labels, **kwargs):
-    """Run a label-editing function; returns the changed pixels' indices and their new values."""
-    from ..data import label_editing
-
-    labels = check_codes(labels)
-    edited = getattr(label_editing, EDITS[name])(labels, **kwargs)
-    changed = np.nonzero(edited != labels)
-    return changed, edited[changed]
-
-
-def _vnc_sample_job():
-    from .._io import vnc_sample
-
-    return vnc_sample()
-
-
-def _vnc_path_job(path, section):
-    """Layer tuples from a VNC stack folder (raw section + labels) or a label map file (labels only)."""
-    path = Path(path)
-    if path.is_dir():
-        found = em.read_section(path, section)
-        if found.labels is None:
-            raise em.EMFormatError(f"{path}: section {section:02d} has no labels (no membranes/ folder)")
-        meta = {"source": f"{path} section {section:02d}"}
-        return [(found.image, {"name": f"VNC {found.name}", "metadata": meta}, "image"),
-                (found.labels, {"name": f"VNC {found.name} labels", "opacity": 0.5, "metadata": meta}, "labels")]
-    labels = em.read_label_map(path)
-    return [(labels, {"name": f"{path.stem} labels", "metadata": {"source": str(path)}}, "labels")]
-
-
-# --------------------------------------------------------------------------------------------
-# The widget
+LABELS_NAME = "EM labels"
 
 
 def labels_colormap():
@@ -155,14 +59,7 @@ class PaintEMWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self._target = None  # the Labels layer being rendered
-        self._render_layer = None
-        self._renderers: OrderedDict[tuple, object] = OrderedDict()
-        self._shown = None  # (target, renderer key) the render layer shows
-        self._render_worker = None
-        self._render_pending = False
         self._job = None  # the one sampling / loading / editing worker
-        self._last_error = ""
 
         self.model = model_picker.ModelPicker("paint_em/model", kind="em-generator")
         self.model_info = QLabel()
@@ -258,10 +155,10 @@ class PaintEMWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self.render)
+        self.live = LiveRender(self.viewer, lambda: (self.model.path(), self.device.device(), self.tile.value(),
+                                                     self.noise_seed.value(), self.side_by_side.isChecked()), self)
+        self.live.rendered.connect(self.rendered)
+        self.live.message.connect(self.status.setText)
         self.model.changed.connect(self._model_changed)
         self.device.changed.connect(lambda _: self._settings_changed())
         self.noise_seed.valueChanged.connect(lambda _: self._settings_changed())
@@ -309,8 +206,7 @@ class PaintEMWidget(QWidget):
 
     def _settings_changed(self) -> None:
         """Model, device, tile or noise seed changed: renderers start over."""
-        self._renderers.clear()
-        self.schedule_render()
+        self.live.restart()
 
     # -- target Labels layer ---------------------------------------------------------------------
     def _labels_layers(self) -> list:
@@ -325,16 +221,15 @@ class PaintEMWidget(QWidget):
         self.target_combo.addItem("(none)")
         for layer in layers:
             self.target_combo.addItem(layer.name)
-        self.target_combo.setCurrentIndex(layers.index(self._target) + 1 if self._target in layers else 0)
+        self.target_combo.setCurrentIndex(layers.index(self.live.target) + 1 if self.live.target in layers else 0)
         self.target_combo.blockSignals(False)
         for layer in layers:  # keep the names current (connecting twice is a no-op)
             layer.events.name.connect(self._refresh_targets)
 
     def _layer_removed(self, event) -> None:
-        if event.value is self._target:
+        if event.value is self.live.target:
             self.set_target(None)
-        if event.value is self._render_layer:
-            self._render_layer = self._shown = None
+        self.live.layer_removed(event.value)
         self._refresh_targets()
 
     def _target_chosen(self, index: int) -> None:
@@ -343,26 +238,14 @@ class PaintEMWidget(QWidget):
 
     def target(self):
         """The Labels layer that is edited and rendered (None when there is none)."""
-        return self._target
+        return self.live.target
 
     def set_target(self, layer) -> None:
         """Render ``layer`` (a Labels layer, or None) and follow its edits."""
-        if layer is self._target:
+        if layer is self.live.target:
             return
-        if self._target is not None:
-            for emitter in self._target_events(self._target):
-                _common._disconnect(emitter, self.schedule_render)
-        self._target, self._last_error = layer, ""
-        if layer is not None:
-            for emitter in self._target_events(layer):
-                emitter.connect(self.schedule_render)
+        self.live.set_target(layer)
         self._refresh_targets()
-        self.schedule_render()
-
-    @staticmethod
-    def _target_events(layer):
-        # a stroke or fill fires paint, a new .data fires data, undo and redo fire set_data
-        return layer.events.paint, layer.events.data, layer.events.set_data
 
     def _disconnect_all(self) -> None:
         """Napari outlives the widget: leave no callbacks behind on its events."""
@@ -370,125 +253,35 @@ class PaintEMWidget(QWidget):
             _common._disconnect(emitter, callback)
         for layer in self._labels_layers():
             _common._disconnect(layer.events.name, self._refresh_targets)
-            for emitter in self._target_events(layer):
-                _common._disconnect(emitter, self.schedule_render)
+            self.live.forget(layer)
 
     # -- live rendering --------------------------------------------------------------------------
     def busy(self) -> bool:
         """True while a render or an action is waiting or running."""
-        return self._timer.isActive() or self._render_worker is not None or self._job is not None
+        return self.live.busy() or self._job is not None
 
     def schedule_render(self, event=None) -> None:
         """Render after a short quiet spell (a burst of events gives one render)."""
-        self._timer.start()
+        self.live.schedule()
 
     def render(self):
         """Render the target in a worker (or ask for another render after the running one)."""
-        from napari.qt.threading import create_worker
-
-        if self._render_worker is not None:
-            self._render_pending = True  # latest wins: the next render copies the labels as they are then
-            return None
-        layer, path = self._target, self.model.path()
-        if layer is None:
-            return None
-        if path is None:
-            self.status.setText("Choose an EM model to render the labels.")
-            return None
-        try:
-            stamp = path.stat().st_mtime_ns  # a re-trained file is a new model
-        except OSError as err:
-            self._render_failed(err)
-            return None
-        labels = np.array(layer.data, copy=True)  # painting goes on while the worker renders
-        key = (str(path), stamp, self.device.device(), self.tile.value(), self.noise_seed.value(), labels.shape)
-        renderer = self._renderers.get(key)
-        worker = create_worker(_render_job, renderer, path, self.device.device(), self.tile.value(),
-                               self.noise_seed.value(), labels, _connect={"errored": self._render_failed},
-                               _start_thread=False)  # errored given here: otherwise napari re-raises
-        worker.returned.connect(lambda result: self._show_render(result, key, layer))
-        worker.finished.connect(self._render_finished)
-        self._render_worker = worker
-        if renderer is None:
-            self.status.setText("rendering every tile…")
-        worker.start()
-        return worker
-
-    def _render_finished(self) -> None:
-        self._render_worker = None
-        if self._render_pending:
-            self._render_pending = False
-            self.render()
-
-    def _render_failed(self, err) -> None:
-        self.status.setText(f"render failed: {err}")
-        if str(err) != self._last_error:  # once per problem, not once per stroke
-            self._last_error = str(err)
-            what = "paint with labels 0 (cytoplasm), 1 (membrane) or 2 (mitochondria) only" \
-                if "not codes" in str(err) else "choose another model or labels layer, or the cpu device"
-            _common.report_error(err, what)
-
-    def _show_render(self, result, key, layer) -> None:
-        from napari.layers import Image
-
-        renderer, image, n, total, seconds = result
-        self._renderers[key] = renderer
-        self._renderers.move_to_end(key)
-        while len(self._renderers) > KEPT_RENDERERS:
-            self._renderers.popitem(last=False)
-        self._last_error = ""
-        if layer not in self.viewer.layers:
-            return
-        if n == 0 and self._shown == (layer, key) and self._render_layer is not None:
-            return  # a refresh without edits: the render layer already shows this
-        metadata = {"source_labels": layer.name, "model": model_picker.model_name(key[0]), "model_path": key[0],
-                    "device": str(renderer.device), "noise_seed": renderer.noise_seed, "tile": renderer.tile,
-                    "overlap": renderer.overlap}
-        if self._render_layer is None:
-            self._render_layer = Image(image, name=RENDER_NAME, colormap="gray", contrast_limits=(0, 255),
-                                       metadata=metadata)
-            self._place(layer)
-            self.viewer.layers.insert(self.viewer.layers.index(layer), self._render_layer)
-            self.viewer.layers.selection.active = layer  # an inserted layer becomes active: keep painting the labels
-            self.viewer.reset_view()
-        else:
-            self._render_layer.metadata = metadata
-            self._render_layer.data = image
-            self._place(layer)
-        self._shown = (layer, key)
-        self.status.setText(f"{n} of {total} tiles rendered in {seconds * 1000:.0f} ms on {renderer.device} "
-                            f"(tile {renderer.tile} px, noise seed {renderer.noise_seed})")
-        self.rendered.emit(n)
-
-    def _place(self, layer) -> None:
-        """The render at the labels' scale, beside them (to the right) or under them."""
-        render = self._render_layer
-        render.scale, render.units = layer.scale, layer.units
-        translate = np.array(layer.translate, dtype=float)
-        if self.side_by_side.isChecked():
-            translate[-1] += (layer.data.shape[-1] + SIDE_GAP_PX) * layer.scale[-1]
-        render.translate = translate
+        return self.live.render()
 
     def _side_by_side_changed(self, checked: bool) -> None:
         _common.set_setting("paint_em/side_by_side", checked)
-        if self._render_layer is not None and self._target is not None:
-            self._place(self._target)
+        if self.live.render_layer is not None and self.live.target is not None:
+            self.live.place()
             self.viewer.reset_view()
 
     # -- actions (one worker at a time) ----------------------------------------------------------
-    def _start(self, fn, *args, done, what: str, **kwargs):
-        from napari.qt.threading import create_worker
-
+    def _start(self, job, *args, done, what: str, **kwargs):
         if self._job is not None:
             self.status.setText("busy: wait for the last action to finish")
             return None
-        worker = create_worker(fn, *args, _connect={"errored": lambda err: self._failed(err, what)},
-                               _start_thread=False, **kwargs)
-        worker.returned.connect(done)
-        worker.finished.connect(self._job_finished)
-        self._job = worker
-        worker.start()
-        return worker
+        self._job = start_job(job, *args, what="Paint EM", on_done=done, on_error=lambda err: self._failed(err, what),
+                              on_finished=self._job_finished, **kwargs)
+        return self._job
 
     def _job_finished(self) -> None:
         self._job = None
@@ -509,7 +302,7 @@ class PaintEMWidget(QWidget):
             return None
         height, width, seed = self.height_box.value(), self.width_box.value(), self.seed.value()
         self.status.setText(f"sampling a {height}×{width} label map…")
-        return self._start(_sample_job, path, self.device.device(), height, width, seed,
+        return self._start(sample_job, path, self.device.device(), height, width, seed,
                            done=lambda result: self._show_new_map(result, path, seed),
                            what="check the model file, or try the cpu device")
 
@@ -522,7 +315,7 @@ class PaintEMWidget(QWidget):
 
     def load_vnc_sample(self):
         """The shipped VNC crop: its EM image and its labels (the layer to paint)."""
-        return self._start(_vnc_sample_job, done=self._show_real, what="reinstall napari-biogans")
+        return self._start(vnc_sample_job, done=self._show_real, what="reinstall napari-biogans")
 
     def load_vnc_path(self):
         """A section of the VNC stack folder, or the label file, in the path box."""
@@ -530,7 +323,7 @@ class PaintEMWidget(QWidget):
         if not text:
             _common.report_error("no folder or file given", "choose a VNC stack folder or a label map file")
             return None
-        return self._start(_vnc_path_job, text, self.section.value(), done=self._show_real,
+        return self._start(vnc_path_job, text, self.section.value(), done=self._show_real,
                            what="choose a VNC stack folder with raw/ and membranes/, or a PNG/TIFF of codes 0/1/2")
 
     def _show_real(self, layer_data) -> None:
@@ -566,14 +359,14 @@ class PaintEMWidget(QWidget):
 
     def edit(self, name: str):
         """Apply a label-editing operation to the target layer, as one undoable step."""
-        layer = self._target
+        layer = self.live.target
         if layer is None:
             _common.report_error("no labels layer to edit", "make a new label map, load VNC labels or choose a layer")
             return None
         kwargs = {"min_area": self.min_area.value()} if name == "remove small mitochondria" else {}
         self.status.setText(f"{name}…")
         labels = np.array(layer.data, copy=True)
-        return self._start(_edit_job, name, labels, **kwargs,
+        return self._start(edit_job, name, labels, **kwargs,
                            done=lambda result: self._apply_edit(result, layer, labels.shape, name),
                            what="paint with codes 0, 1 and 2 only, on a 2-D labels layer")
 

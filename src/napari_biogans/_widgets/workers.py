@@ -14,35 +14,55 @@ def start_job(job, *args, what: str, on_update: Callable[[Update], None] | None 
               on_finished: Callable[[], None] | None = None, **kwargs):
     """Start ``job(*args, **kwargs)`` (a generator of Updates) in a worker and return the worker.
 
-    Callbacks run on the GUI thread: ``on_update`` per update (after the bar has moved),
+    Callbacks run on the GUI thread: ``on_update`` per update (before the bar moves),
     ``on_done`` with the job's result, ``on_error`` with an exception, ``on_finished`` always last.
     """
     from napari.qt.threading import create_worker
     from napari.utils import progress
 
-    worker = create_worker(job, *args, _start_thread=False, **kwargs)
+    # errored must be connected here: a worker created without an errored handler re-raises on the GUI thread
+    worker = create_worker(job, *args, _start_thread=False, _connect={"errored": on_error} if on_error else None,
+                           **kwargs)
     bar = progress(total=0, desc=what)
-    state = {"stage": None}
+    # napari's bar runs QApplication.processEvents() when it moves, so later updates (and the end) can
+    # arrive inside a move: the caller hears each update before the bar moves, nested moves are skipped,
+    # and a close that arrives mid-move waits for the move to end
+    state = {"stage": None, "moving": False, "close": False}
+
+    def move_bar(update: Update) -> None:
+        if state["moving"]:
+            return
+        state["moving"] = True
+        try:
+            if update.total and bar.total != update.total:
+                bar.total = update.total
+            if update.stage and update.stage != state["stage"]:
+                state["stage"] = update.stage
+                bar.set_description(f"{what}: {update.stage}")
+            if update.done != bar.n:
+                bar.update(update.done - bar.n)
+        finally:
+            state["moving"] = False
+        if state["close"]:
+            bar.close()
 
     def moved(update: Update) -> None:
         if not isinstance(update, Update):
             return
-        if update.total and bar.total != update.total:
-            bar.total = update.total
-        if update.stage and update.stage != state["stage"]:
-            state["stage"] = update.stage
-            bar.set_description(f"{what}: {update.stage}")
-        if update.done != bar.n:
-            bar.update(update.done - bar.n)
         if on_update is not None:
             on_update(update)
+        move_bar(update)
+
+    def close_bar() -> None:
+        if state["moving"]:
+            state["close"] = True
+        else:
+            bar.close()
 
     worker.yielded.connect(moved)
     if on_done is not None:
         worker.returned.connect(on_done)
-    if on_error is not None:
-        worker.errored.connect(on_error)
-    worker.finished.connect(bar.close)
+    worker.finished.connect(close_bar)
     if on_finished is not None:
         worker.finished.connect(on_finished)
     worker.start()

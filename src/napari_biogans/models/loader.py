@@ -84,6 +84,19 @@ def load(name_or_path, device="auto", kind: str | None = None) -> LoadedModel:
         return loaded
 
 
+def load_generator_cached(path, device: str = "auto"):
+    """``(generator, meta, torch.device)`` of a fluorescence model from the core loader's cache;
+    ``meta`` holds its ``name``, ``sha256`` and ``path`` as the CLI's does."""
+    loaded = load(path, device, kind=GENERATOR_KIND)
+    return loaded.model, loaded.meta, loaded.device
+
+
+def load_em_model_cached(path, device: str = "auto"):
+    """The :class:`~napari_biogans.models.em_inference.EMModel` of an EM model from the core loader's
+    cache (its ``meta`` holds ``name``, ``sha256`` and ``path``)."""
+    return load(path, device, kind=EM_KIND).model
+
+
 def clear_cache() -> None:
     """Forget every loaded model (the next :func:`load` reads its file again)."""
     with _lock:

@@ -63,24 +63,15 @@ from ..models.em import (
 )
 # inference lives in models.em_inference; EMModel and load_em_model stay importable from here (__all__)
 from ..models.em_inference import MODEL_KIND, EMModel, _codes, _given_membranes, _uint8, load_em_model
-from .loop import TrainEvent, TrainingDiverged, TrainingLoop
-from .trainer import (
-    _average_gradients,
-    _device_label,
-    _process_device,
-    _rank_seed,
-    _optimizer_state,
-    _restore_optimizer,
-    restore_torch_rng,
-    torch_rng_state,
-)
+from .distributed import device_label, process_device
+from .loop import STATE_FILE, TrainEvent, TrainingDiverged, TrainingLoop  # noqa: F401  (STATE_FILE: public name)
 
 MODES = ("sgan", "dsgan", "joint", "conditional")
 LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3, 1, 0.5), (3, 2, 0.4)),
                   "joint": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)),
                   "conditional": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1))}
 IMAGE_PYRAMIDS = {"sgan": ((3, 1, 0.5), (4, 1, 0.5)), "dsgan": ((3, 1, 0.3), (4, 1, 0.3), (3, 2, 0.2), (4, 2, 0.2))}
-STATE_FILE, MODEL_FILE = "train_state.safetensors", "em_model.safetensors"
+MODEL_FILE = "em_model.safetensors"
 
 __all__ = ["MODES", "EMTrainConfig", "TrainEvent", "EMPreview", "EMTrainer", "EMModel", "HistoryPool",
            "TrainingDiverged", "load_em_model", "data_hash"]
@@ -182,6 +173,8 @@ class EMTrainer(TrainingLoop):
     :mod:`.loop`)."""
 
     check_every_step = True  # an EM step is long: one host sync per step costs nothing and stops NaN at once
+    model_file = MODEL_FILE
+    data_noun = "sections"
 
     def __init__(self, config: EMTrainConfig, images: np.ndarray, labels: np.ndarray, run_dir, resume: bool = False,
                  description: str = ""):
@@ -192,7 +185,7 @@ class EMTrainer(TrainingLoop):
         self.config, self.run_dir, self.description = config, Path(run_dir), description
         self.images, self.labels = images, labels.astype(np.uint8)
         self.data_hash = data_hash(self.images, self.labels)
-        self.rank, self.world, self.device = _process_device(config.device)
+        self.rank, self.world, self.device = process_device(config.device)
         self.amp = config.amp and self.device.type == "cuda"
         cfg, mode = config, config.mode
         self.label_crop = cfg.crop if mode == "dsgan" else cfg.label_crop or min(images.shape[1:])
@@ -239,16 +232,9 @@ class EMTrainer(TrainingLoop):
         if mode == "conditional":  # a fixed real membrane map; its own RNG keeps the data stream as it is
             crop = em.random_crops(images, labels, side, 1, np.random.default_rng(cfg.seed + 1), augment=False)[1]
             self.preview_membranes = crop[0] == em.MEMBRANE
-        self.iteration = 0
-        self.last_checkpoint: Path | None = None
-        self._stop = False
-        if resume:
-            self._resume()
-        else:
-            if self.rank == 0 and self.state_path.exists():
-                raise FileExistsError(f"{self.run_dir} already holds a training run; resume it or choose a new folder")
-            if cfg.init_label_gan:
-                self._init_label_gan(Path(cfg.init_label_gan))
+        self._start(resume)
+        if not resume and cfg.init_label_gan:
+            self._init_label_gan(Path(cfg.init_label_gan))
 
     # -- set-up --------------------------------------------------------------------------------
     def _check_sizes(self) -> None:
@@ -287,15 +273,7 @@ class EMTrainer(TrainingLoop):
             if configs.get(name) == self.models[name].config:
                 checkpoints.load_module_state(self.models[name], tensors, path, prefix=prefix)
 
-    # -- paths and metadata --------------------------------------------------------------------
-    @property
-    def state_path(self) -> Path:
-        return self.run_dir / STATE_FILE
-
-    @property
-    def model_path(self) -> Path:
-        return self.run_dir / MODEL_FILE
-
+    # -- metadata and the trainer's own state --------------------------------------------------
     def model_meta(self) -> dict:
         cfg = self.config
         return {
@@ -308,50 +286,13 @@ class EMTrainer(TrainingLoop):
                      "section_shape": list(self.images.shape[1:])},
             "train_config": asdict(cfg),
             "iterations": self.iteration,
-            "device": _device_label(self.device, self.world),
+            "device": device_label(self.device, self.world),
         }
 
     def geometry(self) -> dict:
         """The crop sizes the pools' fakes depend on."""
         return {"crop": self.config.crop if "Gx" in self.models else None, "label_crop": self.label_crop,
                 "label_downsample": self.config.label_downsample}
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def _weights_finite(self) -> bool:
-        return all(torch.isfinite(p).all() for m in self.models.values() for p in m.parameters())
-
-    def save(self) -> Path | None:
-        """Write the train state and the model file (rank 0 only); nothing when a weight is not finite."""
-        if self.rank != 0:
-            return None
-        if not self._weights_finite():
-            return None  # never overwrite the last good checkpoint with broken weights
-        tensors, opt_meta = {}, {}
-        for name, model in self.models.items():
-            tensors.update({f"{name}.{k}": v for k, v in model.state_dict().items()})
-        for name, opt in self.optimizers.items():
-            opt_tensors, opt_meta[name] = _optimizer_state(f"opt{name}", opt)
-            tensors.update(opt_tensors)
-        for key, pool in self.pools.items():
-            tensors.update({f"pool.{key}.{i}": item for i, item in enumerate(pool.items)})
-        tensors["rng.noise"] = self.noise_rng.get_state()
-        tensors.update(torch_rng_state(self.device))
-        meta = {
-            "kind": "train-state",
-            "mode": self.config.mode,
-            "configs": {name: model.config for name, model in self.models.items()},
-            "optimizers": opt_meta,
-            "pools": {key: len(pool.items) for key, pool in self.pools.items()},
-            "data_rng": self.data_rng.bit_generator.state,
-            "iteration": self.iteration,
-            "geometry": self.geometry(),
-            "data_sha256": self.data_hash,
-            "train_config": asdict(self.config),
-        }
-        checkpoints.save(self.state_path, tensors, meta)
-        self.save_model(self.model_path)
-        self.last_checkpoint = self.state_path
-        return self.state_path
 
     def save_model(self, path) -> Path:
         """The model file: G_y and G_x weights (float16 with ``half_model``) and what using them needs."""
@@ -373,8 +314,27 @@ class EMTrainer(TrainingLoop):
         }
         return checkpoints.save(path, tensors, meta)
 
-    def _resume(self) -> None:
-        tensors, meta = checkpoints.load(self.state_path, kind="train-state")
+    def extra_state(self) -> tuple[dict, dict]:
+        """The history pools, the noise stream and the crop stream (numpy, in the JSON metadata)."""
+        tensors = {f"pool.{key}.{i}": item for key, pool in self.pools.items() for i, item in enumerate(pool.items)}
+        tensors["rng.noise"] = self.noise_rng.get_state()
+        return tensors, {"mode": self.config.mode, "pools": {key: len(pool.items) for key, pool in self.pools.items()},
+                         "data_rng": self.data_rng.bit_generator.state, "geometry": self.geometry()}
+
+    def restore_extra_state(self, tensors: dict, meta: dict) -> None:
+        for key, pool in self.pools.items():
+            pool.items = [tensors[f"pool.{key}.{i}"].to(self.device) for i in range(meta["pools"][key])]
+        self.data_rng.bit_generator.state = meta["data_rng"]
+        self.noise_rng.set_state(tensors["rng.noise"])
+
+    def reseed(self, seed: int) -> None:
+        self.data_rng = np.random.default_rng(seed)
+        for pool in self.pools.values():
+            pool.rng = self.data_rng
+        self.noise_rng.manual_seed(seed)
+        torch.manual_seed(seed)
+
+    def check_resumable(self, meta: dict) -> None:
         configs = {name: model.config for name, model in self.models.items()}
         if meta.get("mode") != self.config.mode or meta.get("configs") != configs:
             raise checkpoints.CheckpointError(
@@ -387,29 +347,6 @@ class EMTrainer(TrainingLoop):
                 f"{self.state_path}: was trained with another {' and '.join(changed)} (its pooled fakes have that "
                 f"size): {meta['geometry']}; resume with the same"
             )
-        if meta["data_sha256"] != self.data_hash:
-            raise checkpoints.CheckpointError(
-                f"{self.state_path}: was trained on other data (hash {meta['data_sha256'][:12]}…); resume with the "
-                "same sections"
-            )
-        for name, model in self.models.items():
-            checkpoints.load_module_state(model, tensors, self.state_path, prefix=f"{name}.")
-        for name, opt in self.optimizers.items():
-            _restore_optimizer(f"opt{name}", opt, tensors, meta["optimizers"][name])
-        for key, pool in self.pools.items():
-            pool.items = [tensors[f"pool.{key}.{i}"].to(self.device) for i in range(meta["pools"][key])]
-        self.data_rng.bit_generator.state = meta["data_rng"]
-        self.noise_rng.set_state(tensors["rng.noise"])
-        restore_torch_rng(tensors, self.device)
-        self.iteration = meta["iteration"]
-        self.last_checkpoint = self.state_path
-        if self.rank:
-            seed = _rank_seed(self.config.seed, self.rank, self.iteration)
-            self.data_rng = np.random.default_rng(seed)
-            for pool in self.pools.values():
-                pool.rng = self.data_rng
-            self.noise_rng.manual_seed(seed)
-            torch.manual_seed(seed)
 
     # -- data ----------------------------------------------------------------------------------
     def _crops(self, size: int):
@@ -438,14 +375,11 @@ class EMTrainer(TrainingLoop):
 
     def _d_step(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """½·Σ_k [BCE(D_k(fake), 0) + BCE(D_k(real), 1)] on a pooled fake, unweighted (F.3)."""
-        D, opt = self.models[name], self.optimizers[name]
+        D = self.models[name]
         D.requires_grad_(True)
-        opt.zero_grad(set_to_none=True)
         with self._autocast():
             loss = 0.5 * sum(_bce(f, 0.0) + _bce(r, 1.0) for f, r in zip(D(fake), D(real)))
-        loss.backward()
-        _average_gradients(D.parameters(), self.world)
-        opt.step()
+        self.optimizer_step((name,), loss)
         return loss.detach()
 
     def _adversarial(self, name: str, fake: torch.Tensor) -> torch.Tensor:
@@ -453,14 +387,6 @@ class EMTrainer(TrainingLoop):
         D = self.models[name]
         D.requires_grad_(False)
         return sum(w * _bce(out, 1.0) for w, out in zip(D.weights, D(fake)))
-
-    def _g_step(self, names: tuple[str, ...], loss: torch.Tensor) -> None:
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        for name in names:
-            _average_gradients((p for group in self.optimizers[name].param_groups for p in group["params"]), self.world)
-            self.optimizers[name].step()
 
     def _generated_labels(self) -> torch.Tensor:
         Gy = self.models["Gy"]
@@ -478,7 +404,7 @@ class EMTrainer(TrainingLoop):
                 if k:
                     fake = generate()
                 g_loss = self._adversarial("Dy", fake)
-            self._g_step(("Gy",), g_loss)
+            self.optimizer_step(("Gy",), g_loss)
         return {"D_y": d_loss, "G_y": g_loss.detach()}
 
     def _pixel_weights(self, y: torch.Tensor) -> torch.Tensor:
@@ -501,7 +427,7 @@ class EMTrainer(TrainingLoop):
                 adv = self._adversarial("Dx", torch.cat([y, fake], 1))
                 l1 = (weights * (fake.float() - x).abs()).mean()
                 loss = adv + self.config.l1_weight * l1
-            self._g_step(("Gx",), loss)
+            self.optimizer_step(("Gx",), loss)
         losses.update(G_x=adv.detach(), L1=l1.detach())
         return losses
 
@@ -529,7 +455,7 @@ class EMTrainer(TrainingLoop):
             cyc_fake = F.binary_cross_entropy_with_logits(Fy.logits(x_tilde), ((y_fake.float() + 1) / 2).detach())
             loss = (adv_y + adv_x + cfg.lambda_reg * reg + cfg.lambda_b * bce_real + cfg.lambda_cyc * cyc
                     + cfg.lambda_cyc * cfg.lambda_fake * cyc_fake)
-        self._g_step(("Gy", "Gx"), loss)
+        self.optimizer_step(("Gy", "Gx"), loss)
         return {"D_y": d_y, "D_x": d_x, "G_y": adv_y.detach(), "G_x": adv_x.detach(), "reg": reg.detach(),
                 "B": bce_real.detach(), "cyc": cyc.detach(), "cyc_fake": cyc_fake.detach()}
 

@@ -1,49 +1,198 @@
-"""The one training loop that the fluorescence and the EM trainers both run.
+"""The one training loop, checkpoint and resume that the fluorescence and the EM trainers share.
 
-A trainer supplies ``step()`` (one iteration, losses as 0-d tensors, no host sync), ``save()``,
-``preview()``, ``config`` (``iterations``, ``log_every``, ``checkpoint_every``,
-``preview_every``), ``run_dir``, ``model_path``, ``iteration`` and ``last_checkpoint``; the
-loop yields :class:`TrainEvent` s, writes ``losses.csv``, checkpoints on schedule, on a stop
-request and at the end, and turns a non-finite loss into :class:`TrainingDiverged`. Under
-``torchrun`` only rank 0 writes logs and previews.
+A trainer holds its networks in ``self.models`` and their Adam optimisers in ``self.optimizers``
+(dicts by name, as stylegan2-ada's phases: an optimiser phase is a name, the models it steps and
+how often), so saving, resuming, the finiteness check and the gradient all-reduce are written
+here once. A trainer supplies only its ``step()`` (one iteration, losses as 0-d tensors, no host
+sync), ``preview()``, ``model_meta()`` and ``save_model(path)``, plus its own random streams
+(``extra_state`` / ``restore_extra_state`` / ``reseed``) and resume checks (``check_resumable``).
+
+``run(stop)`` is a job of the one progress protocol (:mod:`napari_biogans.jobs`): it yields
+``Update(done=iteration, total=iterations, stage="training", payload=TrainEvent)`` per logged
+iteration and a last one whose event has ``finished`` set; it writes ``losses.csv``, checkpoints
+on schedule, when ``stop`` (a :class:`~napari_biogans.jobs.StopFlag`) or :meth:`request_stop`
+asks, and at the end, and turns a non-finite loss into :class:`TrainingDiverged`. Under
+``torchrun`` only rank 0 writes logs, previews and checkpoints.
+
+A run folder's ``train_state.safetensors`` holds every model (``<name>.<key>``), every optimiser
+(``opt<name>.<param>.<key>`` tensors, the rest in the JSON metadata), torch's RNG states and the
+trainer's own streams: an exact resume on one process.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from .. import checkpoints
+from ..jobs import Job, StopFlag, Update
 from . import loss_log
+from .distributed import average_gradients, rank_seed
+from .events import STATE_FILE, TrainEvent, TrainingDiverged  # noqa: F401  (TrainingDiverged: public here too)
+
+def optimizer_state(prefix: str, optimizer) -> tuple[dict, dict]:
+    """Split an optimiser state dict into tensors (safetensors) and JSON (everything else)."""
+    state = optimizer.state_dict()
+    tensors, per_param = {}, {}
+    for pid, values in state["state"].items():
+        entry = {}
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{pid}.{name}"] = value
+            else:
+                entry[name] = value
+        per_param[str(pid)] = {"tensors": [n for n, v in values.items() if torch.is_tensor(v)], "values": entry}
+    return tensors, {"param_groups": state["param_groups"], "state": per_param}
 
 
-class TrainingDiverged(RuntimeError):
-    """Losses became NaN or infinite; the message names the last good checkpoint."""
+def restore_optimizer(prefix: str, optimizer, tensors: dict, saved: dict) -> None:
+    """Undo :func:`optimizer_state`."""
+    state = {}
+    for pid, entry in saved["state"].items():
+        values = dict(entry["values"])
+        for name in entry["tensors"]:
+            values[name] = tensors[f"{prefix}.{pid}.{name}"]
+        state[int(pid)] = values
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
-@dataclass
-class TrainEvent:
-    iteration: int
-    total: int
-    losses: dict = field(default_factory=dict)
-    iterations_per_s: float = 0.0
-    preview: object = None  # the trainer's preview: an array of cells, or an EM label/image pair
-    checkpoint: Path | None = None
-    done: bool = False
-    message: str = ""
+def torch_rng_state(device: torch.device) -> dict:
+    """torch's CPU (and the device's CUDA) random state as checkpoint tensors ``rng.torch`` / ``rng.cuda``."""
+    state = {"rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_torch_rng(tensors: dict, device: torch.device) -> None:
+    """Undo :func:`torch_rng_state` from a checkpoint's tensors."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
 
 
 class TrainingLoop:
-    """``run()`` and ``request_stop()`` for a trainer (see the module docstring)."""
+    """``run()``, ``request_stop()``, ``save()`` and resume for a trainer (see the module docstring).
 
-    rank = 0
+    A subclass sets ``config``, ``run_dir``, ``models``, ``optimizers``, ``rank``, ``world``, ``device``,
+    ``data_hash`` and ``model_file`` and calls :meth:`_start` at the end of its ``__init__``.
+    """
+
+    rank, world = 0, 1
+    model_file = "model.safetensors"
+    data_noun = "data"  # "resume with the same <data_noun>"
     check_every_step = False  # True: look for NaN after every step (one host sync per step)
     divergence_hint = "Try a lower learning rate."
-    _stop = False
 
+    def _start(self, resume: bool) -> None:
+        """Fresh run (refusing a folder that holds one) or resume from the run folder's state."""
+        self.iteration = 0
+        self.last_checkpoint: Path | None = None
+        self._stop = False
+        if resume:
+            self._resume()
+        elif self.rank == 0 and self.state_path.exists():
+            raise FileExistsError(f"{self.run_dir} already holds a training run; resume it or choose a new folder")
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / self.model_file
+
+    # -- hooks a trainer may override ----------------------------------------------------------
+    def extra_state(self) -> tuple[dict, dict]:
+        """The trainer's own state for the train state: (tensors, JSON metadata)."""
+        return {}, {}
+
+    def restore_extra_state(self, tensors: dict, meta: dict) -> None:
+        """Undo :meth:`extra_state`."""
+
+    def reseed(self, seed: int) -> None:
+        """A resumed rank > 0 restarts its random streams from ``seed``."""
+        torch.manual_seed(seed)
+
+    def saved_configs(self, meta: dict) -> dict:
+        """The models' configs a train state was written with."""
+        return meta.get("configs", {})
+
+    def check_resumable(self, meta: dict) -> None:
+        """Raise a CheckpointError when the train state cannot continue in this trainer."""
+        configs = {name: model.config for name, model in self.models.items()}
+        if self.saved_configs(meta) != configs:
+            raise checkpoints.CheckpointError(
+                f"{self.state_path}: holds a run with models {self.saved_configs(meta)}, not the {configs} asked for")
+
+    # -- optimiser steps -----------------------------------------------------------------------
+    def optimizer_step(self, names, loss: torch.Tensor) -> None:
+        """Backward ``loss``, average the gradients across ranks, then step the optimisers ``names``."""
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        for name in names:
+            optimizer = self.optimizers[name]
+            average_gradients((p for group in optimizer.param_groups for p in group["params"]), self.world)
+            optimizer.step()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _weights_finite(self) -> bool:
+        return all(torch.isfinite(p).all() for m in self.models.values() for p in m.parameters())
+
+    def save(self) -> Path | None:
+        """Write the train state and the model file (rank 0 only); nothing when a weight is not finite."""
+        if self.rank != 0:
+            return None
+        if not self._weights_finite():
+            return None  # never overwrite the last good checkpoint with broken weights
+        tensors, opt_meta = {}, {}
+        for name, model in self.models.items():
+            tensors.update({f"{name}.{k}": v for k, v in model.state_dict().items()})
+        for name, optimizer in self.optimizers.items():
+            opt_tensors, opt_meta[name] = optimizer_state(f"opt{name}", optimizer)
+            tensors.update(opt_tensors)
+        tensors.update(torch_rng_state(self.device))
+        extra_tensors, extra_meta = self.extra_state()
+        tensors.update(extra_tensors)
+        meta = {
+            "kind": "train-state",
+            "configs": {name: model.config for name, model in self.models.items()},
+            "optimizers": opt_meta,
+            "iteration": self.iteration,
+            "data_sha256": self.data_hash,
+            "train_config": asdict(self.config),
+            **extra_meta,
+        }
+        checkpoints.save(self.state_path, tensors, meta)
+        self.save_model(self.model_path)
+        self.last_checkpoint = self.state_path
+        return self.state_path
+
+    def _resume(self) -> None:
+        tensors, meta = checkpoints.load(self.state_path, kind="train-state")
+        self.check_resumable(meta)
+        if meta["data_sha256"] != self.data_hash:
+            raise checkpoints.CheckpointError(
+                f"{self.state_path}: was trained on other data (hash {meta['data_sha256'][:12]}…); "
+                f"resume with the same {self.data_noun}")
+        for name, model in self.models.items():
+            checkpoints.load_module_state(model, tensors, self.state_path, prefix=f"{name}.")
+        for name, optimizer in self.optimizers.items():
+            restore_optimizer(f"opt{name}", optimizer, tensors, meta["optimizers"][name])
+        restore_torch_rng(tensors, self.device)
+        self.restore_extra_state(tensors, meta)
+        self.iteration = meta["iteration"]
+        self.last_checkpoint = self.state_path
+        if self.rank:
+            self.reseed(rank_seed(self.config.seed, self.rank, self.iteration))
+
+    # -- the loop ------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Ask the loop to save and return after the current iteration (safe from any thread)."""
         self._stop = True
@@ -56,15 +205,14 @@ class TrainingLoop:
                                    f"{kept} is kept. {self.divergence_hint}")
         return values
 
-    def run(self):
-        """Train to ``config.iterations``, yielding a :class:`TrainEvent` per logged iteration and a last
-        one with ``done`` set."""
+    def run(self, stop: StopFlag | None = None) -> Job:
+        """Train to ``config.iterations`` (see the module docstring); returns the last :class:`TrainEvent`."""
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             loss_log.truncate(self.run_dir, self.iteration)
         start, t0 = self.iteration, time.perf_counter()
-        while self.iteration < cfg.iterations and not self._stop:
+        while self.iteration < cfg.iterations and not (self._stop or stop):
             losses = self.step()
             i = self.iteration
             values = self._loss_values(losses) if self.check_every_step else None
@@ -73,7 +221,7 @@ class TrainingLoop:
             if values is None:
                 values = self._loss_values(losses)
             seconds = time.perf_counter() - t0
-            event = TrainEvent(iteration=i, total=cfg.iterations, losses=values,
+            event = TrainEvent(iteration=i, total=cfg.iterations, losses=values, logged=[(i, values)],
                                iterations_per_s=(i - start) / max(seconds, 1e-9))
             if self.rank == 0:
                 loss_log.append(self.run_dir, {"iteration": i, "seconds": round(seconds, 3), **values})
@@ -81,11 +229,13 @@ class TrainingLoop:
                     event.preview = self.preview()
             if i % cfg.checkpoint_every == 0:
                 event.checkpoint = self.save()
-            yield event
+            yield Update(i, cfg.iterations, "training", event)
         final = self.save()
-        stopped = self._stop and self.iteration < cfg.iterations
-        yield TrainEvent(
-            iteration=self.iteration, total=cfg.iterations, checkpoint=final, done=True,
+        stopped = self.iteration < cfg.iterations
+        event = TrainEvent(
+            iteration=self.iteration, total=cfg.iterations, checkpoint=final, finished=True,
             preview=self.preview() if self.rank == 0 else None,
             message=("stopped" if stopped else "finished") + f" at iteration {self.iteration}; saved {self.model_path}",
         )
+        yield Update(self.iteration, cfg.iterations, "training", event)
+        return event

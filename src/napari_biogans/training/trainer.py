@@ -1,8 +1,10 @@
 """The one training loop for every fluorescence model, driven by the CLI and the Train widget alike.
 
-``Trainer.run()`` is a generator of :class:`TrainEvent`: iteration, losses, speed, optional
-preview images and checkpoint paths. The caller stops it with :meth:`Trainer.request_stop`
-(the loop saves a checkpoint and returns at the next iteration). A run folder holds:
+``Trainer.run(stop)`` is a job of :class:`~napari_biogans.jobs.Update` s whose payloads are
+:class:`TrainEvent` s: iteration, losses, speed, optional preview images and checkpoint paths.
+The caller stops it with a :class:`~napari_biogans.jobs.StopFlag` or :meth:`Trainer.request_stop`
+(the loop saves a checkpoint and returns at the next iteration); the loop, checkpoints and resume
+are :mod:`.loop`'s. A run folder holds:
 
 * ``train_state.safetensors``: generator, critic, optimisers, RNG states and iteration (resume);
 * ``generator.safetensors``: the model file, loadable by name or path everywhere;
@@ -28,8 +30,8 @@ import torch
 
 from .. import checkpoints
 from ..data.lin import CellStack
-from ..devices import describe_device, resolve_device
 from .data import CellBatches, stack_hash
+from .distributed import device_label, process_device
 from .loop import TrainEvent, TrainingDiverged, TrainingLoop  # noqa: F401  (re-exported: the public names)
 
 # the conditional models score column c of their input as class c, so they take per-class
@@ -60,98 +62,23 @@ class TrainConfig:
     lr: float | None = None  # None: the objective's reference learning rate
 
 
-def _distributed():
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _process_device(name: str):
-    """``(rank, world, device)`` of this process; under torchrun each rank takes its own GPU."""
-    rank, world = _distributed()
-    device = resolve_device(name)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank % torch.cuda.device_count())
-    return rank, world, device
-
-
-def _device_label(device, world: int) -> str:
-    """The device a model card names: ``cuda:0 (NVIDIA H100) x2`` for two processes."""
-    return describe_device(device) + (f" x{world}" if world > 1 else "")
-
-
-def _rank_seed(seed: int, rank: int, iteration: int) -> int:
-    """A resumed rank > 0's seed: the state file holds rank 0's random streams, and the other ranks
-    must not draw rank 0's batches."""
-    return int(np.random.SeedSequence([seed, rank, iteration]).generate_state(1)[0])
-
-
-def _average_gradients(params, world: int) -> None:
-    """One all-reduce over all of these parameters' gradients (flattened), then divide by the world size."""
-    if world == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def torch_rng_state(device: torch.device) -> dict:
-    """torch's CPU (and the device's CUDA) random state as checkpoint tensors ``rng.torch`` / ``rng.cuda``."""
-    state = {"rng.torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_torch_rng(tensors: dict, device: torch.device) -> None:
-    """Undo :func:`torch_rng_state` from a checkpoint's tensors."""
-    torch.set_rng_state(tensors["rng.torch"])
-    if device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-
-
-def _optimizer_state(prefix: str, optimizer) -> tuple[dict, dict]:
-    """Split an optimiser state dict into tensors (safetensors) and JSON (everything else)."""
-    state = optimizer.state_dict()
-    tensors, per_param = {}, {}
-    for pid, values in state["state"].items():
-        entry = {}
-        for name, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"{prefix}.{pid}.{name}"] = value
-            else:
-                entry[name] = value
-        per_param[str(pid)] = {"tensors": [n for n, v in values.items() if torch.is_tensor(v)], "values": entry}
-    return tensors, {"param_groups": state["param_groups"], "state": per_param}
-
-
-def _restore_optimizer(prefix: str, optimizer, tensors: dict, saved: dict) -> None:
-    state = {}
-    for pid, entry in saved["state"].items():
-        values = dict(entry["values"])
-        for name in entry["tensors"]:
-            values[name] = tensors[f"{prefix}.{pid}.{name}"]
-        state[int(pid)] = values
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-
-
 class Trainer(TrainingLoop):
-    """Trains one generator/critic pair on a :class:`CellStack` into ``run_dir`` (the loop: :mod:`.loop`)."""
+    """Trains one generator/critic pair on a :class:`CellStack` into ``run_dir`` (the loop: :mod:`.loop`).
+
+    ``models`` are ``G`` and ``D``, ``optimizers`` are ``G`` and ``D`` (one phase each: ``n_critic``
+    critic steps, then one generator step).
+    """
 
     divergence_hint = "Try a lower learning rate or the wgan-gp objective."
+    model_file = "generator.safetensors"
+    data_noun = "cells"
 
     def __init__(self, config: TrainConfig, data: CellStack, run_dir, resume: bool = False):
         from ..models import canonical_arch, make_models
         from .objectives import get_objective
 
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
-        self.rank, self.world, self.device = _process_device(config.device)
+        self.rank, self.world, self.device = process_device(config.device)
         arch, _ = canonical_arch(config.arch)
         if arch not in BATCH_MODE:
             raise ValueError(f"unknown model '{config.arch}'; one of {sorted(BATCH_MODE)}")
@@ -164,39 +91,33 @@ class Trainer(TrainingLoop):
         torch.manual_seed(config.seed)  # same initial weights on every rank
         mode = BATCH_MODE[arch]
         n_classes = 1 if mode == "pooled" else len(data.class_names)
-        self.G, self.D = make_models(
+        G, D = make_models(
             config.arch, n_classes=n_classes, image_size=data.image_size, width=config.width, nz=config.nz,
             critic_bn=self.objective.critic_bn, spectral_norm=config.spectral_norm,
         )
         memory = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self.G.to(self.device, memory_format=memory)
-        self.D.to(self.device, memory_format=memory)
-        self.opt_G, self.opt_D = self.objective.make_optimizers(self.G, self.D, lr=config.lr)
-        self.forward_G = torch.compile(self.G) if config.compile else self.G
+        self.models = {"G": G.to(self.device, memory_format=memory), "D": D.to(self.device, memory_format=memory)}
+        opt_G, opt_D = self.objective.make_optimizers(G, D, lr=config.lr)
+        self.optimizers = {"G": opt_G, "D": opt_D}
+        self.forward_G = torch.compile(G) if config.compile else G
 
         self.rng = torch.Generator(self.device).manual_seed(config.seed + 1000 * self.rank)
         torch.manual_seed(config.seed + 1000 * self.rank)
         self.batches = CellBatches(data, mode, self.device, self.rng)
         preview_rng = torch.Generator(self.device).manual_seed(config.seed)
-        self.preview_z = torch.randn(config.preview_count, self.G.nz, generator=preview_rng, device=self.device)
-        self.iteration = 0
+        self.preview_z = torch.randn(config.preview_count, G.nz, generator=preview_rng, device=self.device)
         self.data_hash = stack_hash(data)
-        self._stop = False
-        self.last_checkpoint: Path | None = None
-        if resume:
-            self._resume()
-        elif self.rank == 0 and self.state_path.exists():
-            raise FileExistsError(f"{self.run_dir} already holds a training run; resume it or choose a new folder")
-
-    # -- paths and metadata ------------------------------------------------------------------
-    @property
-    def state_path(self) -> Path:
-        return self.run_dir / "train_state.safetensors"
+        self._start(resume)
 
     @property
-    def model_path(self) -> Path:
-        return self.run_dir / "generator.safetensors"
+    def G(self):
+        return self.models["G"]
 
+    @property
+    def D(self):
+        return self.models["D"]
+
+    # -- metadata and the trainer's own state --------------------------------------------------
     def describe_data(self) -> dict:
         return {
             "description": self.data.description,
@@ -216,65 +137,36 @@ class Trainer(TrainingLoop):
             "objective": self.config.objective,
             "train_config": asdict(self.config),
             "iterations": self.iteration,
-            "device": _device_label(self.device, self.world),
+            "device": device_label(self.device, self.world),
             "simulated_training_data": bool(self.data.simulated),
         }
 
-    # -- checkpoints -------------------------------------------------------------------------
-    def _weights_finite(self) -> bool:
-        return all(torch.isfinite(p).all() for m in (self.G, self.D) for p in m.parameters())
+    def save_model(self, path) -> Path:
+        return checkpoints.save_generator(path, self.G, self.model_meta())
 
-    def save(self) -> Path | None:
-        if self.rank != 0:
-            return None
-        if not self._weights_finite():
-            return None  # never overwrite the last good checkpoint with broken weights
-        tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
-        tensors.update({f"D.{k}": v for k, v in self.D.state_dict().items()})
-        opt_g_t, opt_g = _optimizer_state("optG", self.opt_G)
-        opt_d_t, opt_d = _optimizer_state("optD", self.opt_D)
-        tensors.update(opt_g_t)
-        tensors.update(opt_d_t)
-        tensors["rng.data"] = self.rng.get_state()
-        tensors.update(torch_rng_state(self.device))
-        meta = {
-            "kind": "train-state",
-            "generator_config": self.G.config,
-            "critic_config": self.D.config,
-            "optimizers": {"G": opt_g, "D": opt_d},
-            "iteration": self.iteration,
-            "data_sha256": self.data_hash,
-            "train_config": asdict(self.config),
-        }
-        checkpoints.save(self.state_path, tensors, meta)
-        checkpoints.save_generator(self.model_path, self.G, self.model_meta())
-        self.last_checkpoint = self.state_path
-        return self.state_path
+    def extra_state(self) -> tuple[dict, dict]:
+        # generator_config / critic_config: what readers of a run's critic (evaluation.profiling) look for
+        return {"rng.data": self.rng.get_state()}, {"generator_config": self.G.config,
+                                                    "critic_config": self.D.config}
 
-    def _resume(self) -> None:
-        tensors, meta = checkpoints.load(self.state_path, kind="train-state")
-        if meta["generator_config"] != self.G.config or meta["critic_config"] != self.D.config:
-            raise checkpoints.CheckpointError(
-                f"{self.state_path}: holds a {meta['generator_config'].get('arch')} run with config "
-                f"{meta['generator_config']}, not the {self.G.config} asked for"
-            )
-        if meta["data_sha256"] != self.data_hash:
-            raise checkpoints.CheckpointError(
-                f"{self.state_path}: was trained on other data (hash {meta['data_sha256'][:12]}…); "
-                "resume with the same cells"
-            )
-        checkpoints.load_module_state(self.G, tensors, self.state_path, prefix="G.")
-        checkpoints.load_module_state(self.D, tensors, self.state_path, prefix="D.")
-        _restore_optimizer("optG", self.opt_G, tensors, meta["optimizers"]["G"])
-        _restore_optimizer("optD", self.opt_D, tensors, meta["optimizers"]["D"])
+    def restore_extra_state(self, tensors: dict, meta: dict) -> None:
         self.rng.set_state(tensors["rng.data"])
-        restore_torch_rng(tensors, self.device)
-        self.iteration = meta["iteration"]
-        if self.rank:
-            seed = _rank_seed(self.config.seed, self.rank, self.iteration)
-            self.rng.manual_seed(seed)
-            torch.manual_seed(seed)
-        self.last_checkpoint = self.state_path
+
+    def reseed(self, seed: int) -> None:
+        self.rng.manual_seed(seed)
+        torch.manual_seed(seed)
+
+    def saved_configs(self, meta: dict) -> dict:
+        # run folders written before the models dict kept only these two keys
+        return meta.get("configs") or {"G": meta.get("generator_config"), "D": meta.get("critic_config")}
+
+    def check_resumable(self, meta: dict) -> None:
+        saved = self.saved_configs(meta)
+        if saved != {"G": self.G.config, "D": self.D.config}:
+            raise checkpoints.CheckpointError(
+                f"{self.state_path}: holds a {saved['G'].get('arch')} run with config {saved['G']}, not the "
+                f"{self.G.config} asked for"
+            )
 
     # -- the loop ----------------------------------------------------------------------------
     def _noise(self) -> torch.Tensor:
@@ -290,30 +182,22 @@ class Trainer(TrainingLoop):
         (METHODS I.7). Fresh noise is the usual WGAN-GP practice and needs no retained graph.
         Returns the losses as 0-d tensors (no host sync here).
         """
-        obj = self.objective
-        self.G.train()
-        self.D.train()
-        for p in self.D.parameters():
-            p.requires_grad_(True)
+        obj, G, D = self.objective, self.G, self.D
+        G.train()
+        D.train()
+        D.requires_grad_(True)
         for _ in range(obj.n_critic_steps(self.iteration)):
             real = self.batches(self.config.batch_size)
             with torch.no_grad(), self._autocast():
                 fake = self.forward_G(self._noise())
-            self.opt_D.zero_grad(set_to_none=True)
             with self._autocast():
-                d_loss, stats = obj.critic_loss(self.D, real, fake.float())
-            d_loss.backward()
-            _average_gradients(self.D.parameters(), self.world)
-            self.opt_D.step()
-            obj.after_critic_step(self.D)
-        for p in self.D.parameters():
-            p.requires_grad_(False)
-        self.opt_G.zero_grad(set_to_none=True)
+                d_loss, stats = obj.critic_loss(D, real, fake.float())
+            self.optimizer_step(("D",), d_loss)
+            obj.after_critic_step(D)
+        D.requires_grad_(False)
         with self._autocast():
-            g_loss = obj.generator_loss(self.D, self.forward_G(self._noise()))
-        g_loss.backward()
-        _average_gradients(self.G.parameters(), self.world)
-        self.opt_G.step()
+            g_loss = obj.generator_loss(D, self.forward_G(self._noise()))
+        self.optimizer_step(("G",), g_loss)
         self.iteration += 1
         return {"critic": d_loss.detach(), "generator": g_loss.detach(), **{k: v.detach() for k, v in stats.items()}}
 
