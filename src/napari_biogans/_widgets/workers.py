@@ -20,7 +20,8 @@ def start_job(job, *args, what: str, on_update: Callable[[Update], None] | None 
     from napari.qt.threading import create_worker
     from napari.utils import progress
 
-    worker = create_worker(job, *args, _start_thread=False, **kwargs)
+    # with on_error the error is handled; without _ignore_errors superqt would also re-raise it on the GUI thread
+    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=on_error is not None, **kwargs)
     bar = progress(total=0, desc=what)
     state = {"stage": None}
 
