@@ -64,6 +64,7 @@ def batched_lbfgs(
     for it in range(iterations):
         active &= g.abs().amax(1) > tolerance_grad
         if not active.any():
+            yield Update(iterations, iterations, "L-BFGS")  # every row has converged: the job is done
             break
         if it == 0:
             direction, h_diag = -g, torch.ones(b, 1, dtype=z.dtype, device=z.device)
