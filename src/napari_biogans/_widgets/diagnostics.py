@@ -5,12 +5,12 @@ reconstruction (latent optimisation, L2 against the NLL of the found codes, the 
 baseline), the C2ST (one critic per split and protein) and the real-vs-real reference. The
 pipeline's jobs run through ``workers.start_job``; the numbers, figures and CSV files are the
 ones ``biogans evaluate`` makes from the same inputs (:mod:`napari_biogans.evaluation.outputs`).
-How results are shown is in :mod:`.diagnostics_results`.
+Its inputs and its job are in :mod:`.diagnostics_cells`, how results are shown in
+:mod:`.diagnostics_results`.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 from qtpy.QtCore import Qt
@@ -29,54 +29,9 @@ from qtpy.QtWidgets import (
 
 from ..evaluation import outputs, pipeline
 from . import _common
-from .diagnostics_cells import CellSource, load_cells
+from .diagnostics_cells import CELL_FILTER, CellSource, evaluation_job
 from .diagnostics_results import GROUP, draw, fill_c2st_table, reconstruction_layers
 from .workers import start_job
-
-CELL_FILTER = "Cell stacks (*.h5 *.hdf5 *.tif *.tiff)"
-
-
-# --------------------------------------------------------------------------------------------
-# The job (no Qt, no layers)
-
-
-@contextmanager
-def _leave_a_core():
-    """Cap torch's threads for the job so napari's GUI thread keeps a core."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads - 1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def evaluation_job(kind: str, spec, train_path: str, model_path, device: str, settings):
-    """Read the inputs, then run the pipeline's ``kind`` job; returns ``(result, pixel scale, model file)``.
-
-    The training cells serve the reconstruction's nearest-neighbour baseline and real vs real's set A.
-    """
-    from ..data.lin import read_cells
-    from ..devices import resolve_device
-
-    cells, scale = load_cells(spec)
-    train = read_cells(train_path) if train_path and kind != "c2st" else None
-    meta = {}
-    if kind == "real-vs-real":
-        job = pipeline.real_vs_real_job(cells, settings, resolve_device(device), train=train)
-    else:
-        generator, meta, torch_device = _common.load_generator_cached(model_path, device)
-        job = (pipeline.c2st_job(generator, meta, cells, settings, torch_device) if kind == "c2st" else
-               pipeline.reconstruction_job(generator, meta, cells, settings, torch_device, train=train))
-    with _leave_a_core():
-        result = yield from job
-    return result, scale, meta.get("path")
-
-
-# --------------------------------------------------------------------------------------------
-# The dock widget
 
 
 class DiagnosticsWidget(QWidget):

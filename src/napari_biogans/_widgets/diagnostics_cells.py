@@ -1,12 +1,15 @@
-"""The real cells the Diagnostics widget judges a model on: a LIN folder, .h5 or .tif stack, or a
-red and a green cell layer of the viewer."""
+"""The Diagnostics widget's inputs and its job: the real cells it judges a model on (a LIN folder,
+.h5 or .tif stack, or a red and a green cell layer of the viewer), read with the training cells and
+the model in a worker, then the evaluation pipeline's job."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from qtpy.QtWidgets import QComboBox, QFormLayout
 
+from ..evaluation import pipeline
 from . import _common
 from .diagnostics_results import GROUP
 
@@ -22,6 +25,41 @@ def load_cells(spec):
 
     stack = read_cells(spec[1])
     return stack, read_h5_scale(spec[1]) if Path(spec[1]).suffix.lower() in H5_SUFFIXES else (1.0, 1.0)
+
+
+@contextmanager
+def _leave_a_core():
+    """Cap torch's threads for the job so napari's GUI thread keeps a core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def evaluation_job(kind: str, spec, train_path: str, model_path, device: str, settings):
+    """Read the inputs, then run the pipeline's ``kind`` job; returns ``(result, pixel scale, model file)``.
+
+    The training cells serve the reconstruction's nearest-neighbour baseline and real vs real's set A.
+    """
+    from ..data.lin import read_cells
+    from ..devices import resolve_device
+
+    cells, scale = load_cells(spec)
+    train = read_cells(train_path) if train_path and kind != "c2st" else None
+    meta = {}
+    if kind == "real-vs-real":
+        job = pipeline.real_vs_real_job(cells, settings, resolve_device(device), train=train)
+    else:
+        generator, meta, torch_device = _common.load_generator_cached(model_path, device)
+        job = (pipeline.c2st_job(generator, meta, cells, settings, torch_device) if kind == "c2st" else
+               pipeline.reconstruction_job(generator, meta, cells, settings, torch_device, train=train))
+    with _leave_a_core():
+        result = yield from job
+    return result, scale, meta.get("path")
 
 
 class CellSource:
