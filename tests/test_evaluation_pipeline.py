@@ -193,3 +193,23 @@ def test_jobs_report_progress_that_ends_at_their_total():
     done = [u.done for u in updates]
     assert done == sorted(done) and (updates[-1].done, updates[-1].total) == (80, 80)  # two phases of 2 x 20
     assert {u.stage for u in updates} == {"L-BFGS, red code", "L-BFGS, green code"}
+
+
+@pytest.mark.gui
+def test_diagnostics_says_how_long_a_c2st_takes_on_a_cpu(make_napari_viewer, qtbot, data, monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_info", shown.append)
+    monkeypatch.setattr(pipeline, "c2st_seconds", lambda settings, *args: 2 * 3600.0 if settings.steps > 500 else 90.0)
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-biogans", "Diagnostics")
+    widget.data_path.set_text(str(data["test"]))
+    widget.model.set_path(checkpoints.catalogue()[MODEL])
+    widget.device.combo.setCurrentText("cpu")
+    for name, value in {"c2st_steps": 5000, "splits": 2, "critic_width": 4, "batch": 4}.items():
+        getattr(widget, name).setValue(value)
+    widget.c2st_button.click()
+    qtbot.waitUntil(lambda: bool(shown), timeout=30_000)
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert "2.0 h" in shown[0] and "2 splits, 500 critic steps, critic width 4 (about 90 s)" in shown[0]
+    assert widget.c2st is None

@@ -240,31 +240,18 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-CPU_BUDGET_S = 600  # a C2ST estimated to take longer than this on a CPU says so, with a cheaper setting
-
-
 def _c2st_budget_note(settings, critics: int, image_size, device) -> str | None:
-    """On a CPU, the estimated time of the C2ST and the cheaper setting to use when it is long."""
-    from .evaluation import pipeline
+    """The estimated time of a C2ST that is long on a CPU, and the cheaper options to use."""
+    from .evaluation.pipeline import c2st_budget, duration
 
-    if device.type != "cpu" or settings.steps * critics < 5000:  # tiny runs do not pay for the measurement
+    budget = c2st_budget(settings, critics, image_size, device)
+    if budget is None:
         return None
-    seconds = pipeline.c2st_seconds(settings, critics, image_size, device)
-    if seconds < CPU_BUDGET_S:
-        return None
-    cheap = pipeline.cheaper_c2st(settings)
-    cheap_critics = critics * cheap.splits // settings.splits
-    cheap_seconds = pipeline.c2st_seconds(cheap, cheap_critics, image_size, device)
-    return (f"note: {critics} critics x {settings.steps} steps at width {settings.width} (the paper's protocol) take "
-            f"about {_duration(seconds)} on this CPU. For a quicker, noisier score use --splits {cheap.splits} "
-            f"--steps {cheap.steps} --width {cheap.width} (about {_duration(cheap_seconds)}), or a GPU "
+    seconds, cheap, cheap_seconds = budget
+    return (f"note: {critics} critics x {settings.steps} steps at width {settings.width} take about "
+            f"{duration(seconds)} on this CPU. For a quicker, noisier score use --splits {cheap.splits} "
+            f"--steps {cheap.steps} --width {cheap.width} (about {duration(cheap_seconds)}), or a GPU "
             f"(--device cuda).")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def cmd_evaluate_em(args) -> int:

@@ -255,8 +255,7 @@ class DiagnosticsWidget(QWidget):
             return None
         worker = start_job(evaluation_job, kind, spec, self.train_path.text(), self.model.path(),
                            self.device.device(), settings, what=f"Diagnostics: {kind}",
-                           on_update=lambda u: self.status.setText(
-                               f"{kind}: running {u.stage} {100 * u.done // max(1, u.total)}%"),
+                           on_update=lambda update: self._progress(kind, update),
                            on_done=self._show, on_error=lambda err: self._failed(kind, err),
                            on_finished=self._finished)
         worker.aborted.connect(lambda: self._cancelled(kind))  # quit() happens on this thread, after this line
@@ -266,6 +265,16 @@ class DiagnosticsWidget(QWidget):
         self._set_busy(True)
         self.status.setText(f"{kind}: loading the cells and the model…")
         return worker
+
+    def _progress(self, kind: str, update) -> None:
+        if update.payload is not None:  # the pipeline's estimate of a long C2ST on a CPU
+            from napari.utils.notifications import show_info
+
+            seconds, cheap, cheap_seconds = update.payload
+            show_info(f"{kind}: about {pipeline.duration(seconds)} on this CPU. For a quicker, noisier score: "
+                      f"{cheap.splits} splits, {cheap.steps} critic steps, critic width {cheap.width} (about "
+                      f"{pipeline.duration(cheap_seconds)}), or a GPU. Cancel stops it.")
+        self.status.setText(f"{kind}: running {update.stage} {100 * update.done // max(1, update.total)}%")
 
     def _finished(self) -> None:
         self._active = False

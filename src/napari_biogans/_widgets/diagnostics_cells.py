@@ -10,6 +10,7 @@ from pathlib import Path
 from qtpy.QtWidgets import QComboBox, QFormLayout
 
 from ..evaluation import pipeline
+from ..jobs import Update
 from . import _common
 from .diagnostics_results import GROUP
 
@@ -52,11 +53,17 @@ def evaluation_job(kind: str, spec, train_path: str, model_path, device: str, se
     train = read_cells(train_path) if train_path and kind != "c2st" else None
     meta = {}
     if kind == "real-vs-real":
-        job = pipeline.real_vs_real_job(cells, settings, resolve_device(device), train=train)
+        torch_device = resolve_device(device)
+        job = pipeline.real_vs_real_job(cells, settings, torch_device, train=train)
+        critics = settings.splits * len(cells.class_names) ** 2
     else:
         generator, meta, torch_device = _common.load_generator_cached(model_path, device)
         job = (pipeline.c2st_job(generator, meta, cells, settings, torch_device) if kind == "c2st" else
                pipeline.reconstruction_job(generator, meta, cells, settings, torch_device, train=train))
+        critics = settings.splits * generator.n_classes if kind == "c2st" else 0
+    budget = pipeline.c2st_budget(settings, critics, cells.image_size, torch_device) if critics else None
+    if budget:  # a long C2ST on a CPU: the widget says how long, and what is cheaper
+        yield Update(0, 0, "estimating its time", payload=budget)
     with _leave_a_core():
         result = yield from job
     return result, scale, meta.get("path")

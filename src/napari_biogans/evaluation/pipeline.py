@@ -361,6 +361,28 @@ def c2st_seconds(settings: C2STSettings, critics: int, image_size, device) -> fl
     return per_step * settings.steps * critics
 
 
+CPU_BUDGET_S = 600  # a C2ST estimated to take longer than this on a CPU says so, with a cheaper setting
+
+
+def c2st_budget(settings: C2STSettings, critics: int, image_size, device):
+    """``(seconds, cheaper settings, their seconds)`` when ``critics`` critics of ``settings`` would
+    take longer than ``CPU_BUDGET_S`` on a CPU; None on a GPU or for a short run."""
+    if getattr(device, "type", str(device)) != "cpu" or settings.steps * critics < 5000:
+        return None  # tiny runs do not pay for the measurement
+    seconds = c2st_seconds(settings, critics, image_size, device)
+    if seconds < CPU_BUDGET_S:
+        return None
+    cheap = cheaper_c2st(settings)
+    cheap_critics = max(1, critics * cheap.splits // settings.splits)
+    return seconds, cheap, c2st_seconds(cheap, cheap_critics, image_size, device)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def cheaper_c2st(settings: C2STSettings) -> C2STSettings:
     """A setting that runs in minutes on a CPU, with a noisier score: fewer splits, steps and width."""
     from dataclasses import replace
