@@ -8,6 +8,7 @@ from napari_biogans import jobs
 from napari_biogans.evaluation import c2st
 
 SIZE = (16, 16)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # immune to oversubscription on a busy machine
 
 
 def toy_draw(shift: float, groups: int, seed: int):

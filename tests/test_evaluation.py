@@ -11,6 +11,8 @@ from napari_biogans.evaluation import interpolation as interp
 from napari_biogans.evaluation import reconstruction as rec
 from napari_biogans.models import make_models
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # immune to oversubscription on a busy machine
+
 
 @pytest.fixture(scope="module")
 def star():
