@@ -299,7 +299,7 @@ def cmd_evaluate(args) -> int:
         return cmd_evaluate_em(args)
     device = resolve_device(args.device)
     cells = _load_cells(args.data, None)
-    train = _load_cells(args.train, None) if args.train else None
+    train = _load_cells(args.train, None) if args.train and args.what != "c2st" else None
     if args.what in ("c2st", "reconstruct", "fid"):
         generator, meta = _model(args.model, args.device)
     if args.what == "c2st":
