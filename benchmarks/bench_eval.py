@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from napari_biogans import jobs
 from napari_biogans.data.simulator import simulate_stack
 from napari_biogans.devices import describe_device, resolve_device
 from napari_biogans.evaluation import c2st
@@ -57,15 +58,17 @@ def main():
 
     common = dict(image_size=stack.image_size, steps=args.steps, batch_size=args.batch_size, test_batches=1,
                   width=args.width, device=device)
-    batched = timed(lambda: c2st.train_and_score(draw(args.splits), draw(args.splits), groups=args.splits, **common), device)
-    sequential = timed(lambda: [c2st.train_and_score(draw(1), draw(1), groups=1, **common) for _ in range(args.splits)],
+    batched = timed(lambda: jobs.run(c2st.train_and_score(draw(args.splits), draw(args.splits), groups=args.splits,
+                                                          **common)), device)
+    sequential = timed(lambda: [jobs.run(c2st.train_and_score(draw(1), draw(1), groups=1, **common)) for _ in range(args.splits)],
                        device)
 
     torch.manual_seed(0)
     G, _ = make_models("star", n_classes=6, width=args.width, critic_bn=False)
     cells = np.repeat(stack.as_float()[: args.cells], 1, axis=0)
     slots = np.zeros(args.cells, dtype=int)
-    seconds = timed(lambda: reconstruct(G, cells, slots, restarts=5, steps=1, inner=args.inner, device=device), device)
+    seconds = timed(lambda: jobs.run(reconstruct(G, cells, slots, restarts=5, steps=1, inner=args.inner, device=device)),
+                    device)
 
     print(f"\n{describe_device(device)}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n")
     print("| measurement | setting | seconds | per unit |")

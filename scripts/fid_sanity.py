@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from napari_biogans import jobs
 from napari_biogans.data.simulator import PROTEINS, simulate_stack
 from napari_biogans.devices import describe_device, resolve_device
 from napari_biogans.evaluation import fid, profiling
@@ -30,7 +31,7 @@ def main() -> None:
     device = resolve_device(args.device)
     start = time.perf_counter()
     train, test = simulate_stack(args.cells, seed=11), simulate_stack(args.cells, seed=12)
-    classifier = fid.train_classifier(train, test, iterations=args.iterations, width=args.width, device=device)
+    classifier = jobs.run(fid.train_classifier(train, test, iterations=args.iterations, width=args.width, device=device))
     matrix = fid.class_fid_matrix(classifier, train, test)
     names = list(PROTEINS)
     print(f"{args.cells} simulated cells per protein per split, classifier width {args.width}, {args.iterations} "

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from napari_biogans import jobs
 from napari_biogans.evaluation import c2st
 
 SIZE = (16, 16)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # immune to oversubscription on a busy machine
 
 
 def toy_draw(shift: float, groups: int, seed: int):
@@ -22,10 +24,10 @@ def toy_draw(shift: float, groups: int, seed: int):
 
 
 def run(shift, groups=3, steps=150, critic=None, seed=0, algorithm="wgan-gp"):
-    return c2st.train_and_score(
+    return jobs.run(c2st.train_and_score(
         toy_draw(shift, groups, seed), toy_draw(shift, groups, seed + 1), groups=groups, image_size=SIZE,
         steps=steps, batch_size=16, test_batches=4, width=4, critic=critic, seed=seed, algorithm=algorithm, lr=2e-3,
-    )
+    ))
 
 
 def test_same_sets_score_near_zero_and_shifted_sets_high():
@@ -54,11 +56,11 @@ def test_batched_critics_equal_sequential_ones(algorithm):
         draws = {g: (toy_draw(0.2, 1, 10 + g), toy_draw(0.2, 1, 20 + g)) for g in range(3)}
 
     common = dict(image_size=SIZE, steps=40, batch_size=8, test_batches=3, width=4, algorithm=algorithm)
-    together = c2st.train_and_score(batched(0), batched(1), groups=3, critic=group, **common).scores
+    together = jobs.run(c2st.train_and_score(batched(0), batched(1), groups=3, critic=group, **common)).scores
     fresh()
     alone = []
     for g, single in enumerate(singles):
-        alone.append(c2st.train_and_score(draws[g][0], draws[g][1], groups=1, critic=single, **common).scores[0])
+        alone.append(jobs.run(c2st.train_and_score(draws[g][0], draws[g][1], groups=1, critic=single, **common)).scores[0])
     alone = np.array(alone)
     if algorithm == "wgan-gp":
         # the interpolation weights ε differ between the set-ups: same distribution, not same numbers
@@ -76,19 +78,16 @@ def test_real_vs_real_reports_every_step_so_cancel_is_prompt():
     from napari_biogans.data.simulator import simulate_stack
 
     stack = simulate_stack(n_per_class=8, proteins=["Sid2", "Tea1"], seed=0)
-    calls = []
-
-    def progress(done, total):
-        calls.append((done, total))
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # what a Cancel does: raise from the callback
-
-    with pytest.raises(KeyboardInterrupt):
-        c2st.real_vs_real(stack, stack, ["Sid2", "Tea1"], n_splits=2, steps=50, batch_size=4, test_batches=1,
-                          width=4, progress=progress)
-    assert calls[-1][0] < calls[-1][1] == 2 * 2 * 2  # stopped inside the first pass of 8 critic pairs
+    job = c2st.real_vs_real(stack, stack, ["Sid2", "Tea1"], n_splits=2, steps=50, batch_size=4, test_batches=1, width=4)
+    first = [next(job) for _ in range(3)]
+    job.close()  # what a Cancel does: the worker stops the job at its next report
+    assert [(u.done, u.total) for u in first] == [(1, 50), (2, 50), (3, 50)]  # every critic step of the one pass
+    with pytest.raises(StopIteration):
+        next(job)
     finished = []
-    scores = c2st.real_vs_real(stack, stack, ["Sid2", "Tea1"], n_splits=2, steps=3, batch_size=4, test_batches=1,
-                               width=4, pairs_per_pass=4, progress=lambda d, t: finished.append((d, t)))
+    scores = jobs.run(c2st.real_vs_real(stack, stack, ["Sid2", "Tea1"], n_splits=2, steps=3, batch_size=4,
+                                        test_batches=1, width=4, pairs_per_pass=4), finished.append)
     assert scores.shape == (2, 2, 2) and np.isfinite(scores).all()
-    assert len(finished) == 6 and finished[-1] == (8, 8) and finished[2] == (4, 8)
+    # two passes of 4 critic pairs, 3 steps each, counted as one job
+    assert [(u.done, u.total) for u in finished] == [(d, 6) for d in range(1, 7)]
+    assert {u.stage for u in finished} == {"critic pairs"}

@@ -129,7 +129,8 @@ def test_evaluate_and_interpolate_write_results(tmp_path, capsys):
 
     assert cli.main(["evaluate", "reconstruct", "--model", model, "--data", test, "--train", train, "--out",
                      str(tmp_path / "rec"), "--device", "cpu", "--steps", "1", "--restarts", "2", "--max-cells", "4"]) == 0
-    rows = (tmp_path / "rec" / "reconstruction.csv").read_text().splitlines()
+    note, *rows = (tmp_path / "rec" / "reconstruction.csv").read_text().splitlines()
+    assert note.startswith("# SIMULATED cells")  # the cells are the simulator's, and the table says so
     assert rows[0] == "file,protein,l2,nll,nll_start,nn_l2" and len(rows) == 5
     assert tifffile.imread(tmp_path / "rec" / "reconstructions.tif").shape == (4, 2, 48, 80)
     assert (tmp_path / "rec" / "reconstruction.png").is_file()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_biogans import checkpoints, cli
+from napari_biogans import checkpoints, cli, jobs
 from napari_biogans.data import em
 from napari_biogans.evaluation.em_report import EMEvalSettings, evaluate_em
 from napari_biogans.models.em import LabelGenerator
@@ -88,7 +88,7 @@ def test_cli_trains_a_conditional_model_that_the_em_report_evaluates(tmp_path, c
 
     # mitochondria drawn on the validation membranes: the cells are the real ones, so their statistics match exactly
     settings = EMEvalSettings(train_sections=(0, 1), validation_sections=(10,), n_generated=1)
-    results = evaluate_em(load_em_model(model_file), FIXTURE, settings).results
+    results = jobs.run(evaluate_em(load_em_model(model_file), FIXTURE, settings)).results
     assert set(results["skipped"]) == {"segmentation", "birthday", "c2st"}
     cells = results["statistics"]["generated"]["cell_area"]
     assert cells["chi2"] == 0.0 and cells["real_mean"] == cells["fake_mean"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from napari_biogans import cli
+from napari_biogans import jobs
 from napari_biogans.data import em
 from napari_biogans.evaluation.em_report import (
     PAPER_NUMBERS,
@@ -51,7 +52,7 @@ def unit_or_nan(values):
 def test_report_has_every_part_in_range(model_file):
     model = load_em_model(model_file)
     calls = []
-    evaluation = evaluate_em(model, FIXTURE, QUICK, progress=lambda done, total: calls.append((done, total)))
+    evaluation = jobs.run(evaluate_em(model, FIXTURE, QUICK), lambda update: calls.append((update.done, update.total)))
     results = evaluation.results
     assert set(results) == {"skipped", "segmentation", "statistics", "birthday", "c2st", "model", "settings"}
     assert results["skipped"] == {} and results["model"]["mode"] == "sgan" and results["settings"]["size"] == 128
@@ -82,7 +83,7 @@ def test_real_against_real_scores_equal_and_chi2_vanishes():
     the real one (same segmenter, same pairs) and every χ² must be 0."""
     train, validation = em.read_sections(FIXTURE, [0, 1]), em.read_sections(FIXTURE, [10])
     settings = replace(QUICK, skip=("c2st",))
-    results = score_pairs(validation, train, validation, settings)
+    results = jobs.run(score_pairs(validation, train, validation, settings))
     assert results["skipped"] == {"c2st": "skipped", "birthday": "no label generator to sample from noise"}
     rows = {row["measure"]: row for row in report_rows({**results, "model": {"mode": "dsgan"}})}
     segmentation = [m for m in rows if m.startswith("segmentation.")]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from napari_biogans import jobs
 from napari_biogans.data import em
 from napari_biogans.evaluation import em_metrics as metrics
 
@@ -112,9 +113,9 @@ def test_label_generator_sampler():
 
 def test_segmenter_learns_real_membranes(sections):
     images, labels = sections
-    untrained = metrics.train_segmenter(images[:2], labels[:2], iterations=0, width=4, depth=4)
-    trained = metrics.train_segmenter(images[:2], labels[:2], iterations=40, crop=64, batch_size=4, width=8, depth=4,
-                                      lr=2e-3)
+    untrained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=0, width=4, depth=4))
+    trained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=40, crop=64, batch_size=4, width=8,
+                                               depth=4, lr=2e-3))
     before = metrics.segmentation_scores(untrained, images[2:], labels[2:])
     after = metrics.segmentation_scores(trained, images[2:], labels[2:])
     assert after["nll"] < 0.7 * before["nll"] and after["mean_iu"] > before["mean_iu"]
@@ -126,6 +127,6 @@ def test_c2st_tells_blurred_from_real(sections):
     images, _ = sections
     blurred = ndi.gaussian_filter(images.astype(np.float64), (0, 2, 2)).astype(np.uint8)
     kwargs = dict(patch=32, steps=120, batch_size=32, width=8, lr=1e-3)
-    real = metrics.c2st_realism(images[[0, 2]], images[[1]], **kwargs)["score"]
-    fake = metrics.c2st_realism(images[[0, 2]], blurred[[1]], **kwargs)["score"]
+    real = jobs.run(metrics.c2st_realism(images[[0, 2]], images[[1]], **kwargs))["score"]
+    fake = jobs.run(metrics.c2st_realism(images[[0, 2]], blurred[[1]], **kwargs))["score"]
     assert fake > real + 1.0

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from napari_biogans import jobs
 from napari_biogans.evaluation import interpolation as interp
 from napari_biogans.evaluation import reconstruction as rec
 from napari_biogans.models import make_models
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # immune to oversubscription on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def test_reconstruction_recovers_a_planted_code(star):
     z_true, pairs = planted(star, 3, seed=1)
     slots = np.array([0, 1, 0])
     cells = pairs[torch.arange(3), torch.as_tensor(slots)].numpy()
-    result = rec.reconstruct(star, cells, slots, restarts=3, steps=6, lr=0.5, seed=2)
+    result = jobs.run(rec.reconstruct(star, cells, slots, restarts=3, steps=6, lr=0.5, seed=2))
     with torch.no_grad():
         start = star(torch.randn(3, star.nz, generator=torch.Generator().manual_seed(9)))[torch.arange(3), torch.as_tensor(slots)]
     start_l2 = rec.l2_error(start.numpy(), cells)
@@ -45,7 +48,7 @@ def test_reconstruction_recovers_a_planted_code(star):
 def test_cells_in_one_batch_do_not_interact(star):
     _, pairs = planted(star, 4, seed=3)
     cells, slots = pairs[:, 0].numpy(), np.zeros(4, dtype=int)
-    together = rec.reconstruct(star, cells, slots, restarts=2, steps=3, seed=4)
+    together = jobs.run(rec.reconstruct(star, cells, slots, restarts=2, steps=3, seed=4))
     # alone, cell 0 starts from the same two codes (rows 0 and 4 of the batched start)
     z0 = torch.randn(8, star.nz, generator=torch.Generator().manual_seed(4))
     target = torch.as_tensor(cells[[0, 0]])
@@ -53,7 +56,7 @@ def test_cells_in_one_batch_do_not_interact(star):
     def loss(z):
         return ((star(z)[:, 0] - target) ** 2).flatten(1).mean(1)
 
-    alone = rec.batched_lbfgs(loss, z0[[0, 4]], iterations=3 * 20)
+    alone = jobs.run(rec.batched_lbfgs(loss, z0[[0, 4]], iterations=3 * 20))
     best = int(np.argmin(rec.l2_error(star(alone)[:, 0].detach().numpy(), target.numpy())))
     np.testing.assert_allclose(together.z[0], alone[best].numpy(), atol=1e-4)
 
@@ -61,11 +64,11 @@ def test_cells_in_one_batch_do_not_interact(star):
 def test_separable_mode_moves_red_code_then_green_code(star):
     _, pairs = planted(star, 2, seed=5)
     cells = pairs[:, 1].numpy()
-    result = rec.reconstruct(star, cells, np.ones(2, dtype=int), mode="separable", restarts=2, steps=4, seed=6)
+    result = jobs.run(rec.reconstruct(star, cells, np.ones(2, dtype=int), mode="separable", restarts=2, steps=4, seed=6))
     assert np.all(np.isfinite(result.l2)) and result.z.shape == (2, star.nz)
     dcgan, _ = make_models("dcgan", image_size=(12, 20), width=4, critic_bn=False)
     with pytest.raises(ValueError, match="red/green latent split"):
-        rec.reconstruct(dcgan, cells[:, :1].repeat(1, 0), np.zeros(2, dtype=int), mode="separable")
+        jobs.run(rec.reconstruct(dcgan, cells[:, :1].repeat(1, 0), np.zeros(2, dtype=int), mode="separable"))
 
 
 def test_nearest_neighbour_baseline():
@@ -122,6 +125,7 @@ def test_generator_c2st_runs_per_protein(star):
     torch.manual_seed(0)
     star, _ = make_models("star", n_classes=2, width=4, critic_bn=False)
     stack = simulate_stack(n_per_class=8, proteins=["Sid2", "Tea1"], seed=0)
-    report = generator_c2st(star, stack, ["Sid2", "Tea1"], n_splits=3, steps=3, batch_size=4, test_batches=2, width=4)
+    report = jobs.run(generator_c2st(star, stack, ["Sid2", "Tea1"], n_splits=3, steps=3, batch_size=4, test_batches=2,
+                                     width=4))
     assert set(report) == {"Sid2", "Tea1", "all"}
     assert len(report["Tea1"]["scores"]) == 3 and np.isfinite(report["all"]["median"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_biogans import sampling
+from napari_biogans import jobs, sampling
 from napari_biogans.data.simulator import simulate_stack
 from napari_biogans.evaluation import fid, profiling
 from napari_biogans.models import make_models
@@ -21,7 +21,7 @@ def stacks():
 @pytest.fixture(scope="module")
 def classifier(stacks):
     train, test = stacks
-    return fid.train_classifier(train, test, iterations=60, batch_size=32, width=8)
+    return jobs.run(fid.train_classifier(train, test, iterations=60, batch_size=32, width=8))
 
 
 def test_frechet_distance_is_zero_for_a_set_against_itself_and_grows_with_a_shift():
@@ -96,7 +96,8 @@ def test_cli_fid_and_features(tmp_path, capsys):
     assert cli.main(["evaluate", "fid", "--model", str(run / "generator.safetensors"), "--data", test, "--train", train,
                      "--generated", "16", "--out", str(tmp_path / "fid"), *quick]) == 0
     with open(tmp_path / "fid" / "fid.csv") as f:
-        rows = list(csv.reader(f))
+        note, *rows = list(csv.reader(f))
+    assert note[0].startswith("# SIMULATED cells")  # the cells are the simulator's, and the table says so
     assert [r[0] for r in rows[1:]] == ["Sid2", "Tea1"] and all(float(v) >= 0 for r in rows[1:] for v in r[1:])
     assert cli.main(["evaluate", "features", "--critic", str(run / "train_state.safetensors"), "--data", test,
                      "--train", train, "--out", str(tmp_path / "features"), *quick]) == 0

@@ -214,21 +214,35 @@ def _model(name, device):
     return loaded.model, loaded.meta
 
 
-def _bar(total, desc):
-    from tqdm import tqdm
+def _run_job(job, quiet: bool = False):
+    """Drive a core job (``napari_biogans.jobs``) behind a terminal progress bar; return its result."""
+    from . import jobs
 
-    bar = tqdm(total=total, desc=desc, unit="step")
-
-    def update(done, _total):
-        bar.update(done - bar.n)
-
-    return bar, update
+    on_update, close = jobs.terminal_progress(quiet)
+    try:
+        return jobs.run(job, on_update)
+    finally:
+        close()
 
 
 def _write_json(path: Path, data) -> None:
     import json
 
     path.write_text(json.dumps(data, indent=2))
+
+
+def _c2st_budget_note(settings, critics: int, image_size, device) -> str | None:
+    """The estimated time of a C2ST that is long on a CPU, and the cheaper options to use."""
+    from .evaluation.pipeline import c2st_budget, duration
+
+    budget = c2st_budget(settings, critics, image_size, device)
+    if budget is None:
+        return None
+    seconds, cheap, cheap_seconds = budget
+    return (f"note: {critics} critics x {settings.steps} steps at width {settings.width} take about "
+            f"{duration(seconds)} on this CPU. For a quicker, noisier score use --splits {cheap.splits} "
+            f"--steps {cheap.steps} --width {cheap.width} (about {duration(cheap_seconds)}), or a GPU "
+            f"(--device cuda).")
 
 
 def cmd_evaluate_em(args) -> int:
@@ -245,16 +259,8 @@ def cmd_evaluate_em(args) -> int:
         c2st_algorithm=args.algorithm, c2st_lr=args.lr, birthday_batch_sizes=tuple(args.birthday_batch_sizes),
         birthday_repeats=args.birthday_repeats, skip=tuple(args.skip), seed=args.seed,
     )
-    bars = []
-
-    def progress(done, total):
-        if not bars:  # the bar starts once the inputs are read: a bad input shows its error alone
-            bars.append(_bar(total, "EM evaluation"))
-        bars[0][1](done, total)
-
-    evaluation = evaluate_em(model, args.data, settings, extra_real=args.extra_real, progress=progress)
-    for bar, _ in bars:
-        bar.close()
+    # the job reads every input before its first update, so a bad input shows its error alone
+    evaluation = _run_job(evaluate_em(model, args.data, settings, extra_real=args.extra_real))
     evaluation.results["model"].update(file=str(path), sha256=checkpoints.file_sha256(path))
     files = write_report(evaluation, args.out)
     for row in report_rows(evaluation.results):
@@ -267,165 +273,61 @@ def cmd_evaluate_em(args) -> int:
     return 0
 
 
+def _c2st_settings(args):
+    from .evaluation.pipeline import C2STSettings
+
+    return C2STSettings(steps=args.steps, splits=args.splits, width=args.width, batch_size=args.batch_size,
+                        test_batches=args.test_batches, algorithm=args.algorithm, lr=args.lr)
+
+
 def cmd_evaluate(args) -> int:
-    import csv
-
-    import numpy as np
-
+    """C2ST, reconstruction, real vs real, FID or features through the evaluation pipeline (the
+    Diagnostics widget's), written by its one writer."""
     from .devices import resolve_device
-    from .evaluation import plots
+    from .evaluation import outputs, pipeline
 
     if args.what == "em":  # reads every input before it writes anything
         return cmd_evaluate_em(args)
-    if args.what in ("fid", "features"):
-        return cmd_evaluate_features(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
+    cells = _load_cells(args.data, None)
+    train = _load_cells(args.train, None) if args.train and args.what != "c2st" else None
+    if args.what in ("c2st", "reconstruct", "fid"):
+        generator, meta = _model(args.model, args.device)
     if args.what == "c2st":
-        from .evaluation.c2st import generator_c2st
-
-        generator, meta = _model(args.model, args.device)
-        test = _load_cells(args.data, None)
-        names = meta["class_names"]
-        bar, update = _bar(args.steps, "C2ST")
-        report = generator_c2st(generator, test, names, n_splits=args.splits, device=device, steps=args.steps,
-                                batch_size=args.batch_size, test_batches=args.test_batches, width=args.width,
-                                algorithm=args.algorithm, lr=args.lr, progress=update)
-        bar.close()
-        report_meta = {"model": meta["name"], "data": test.description, "algorithm": args.algorithm,
-                       "steps": args.steps, "splits": args.splits, "device": str(device)}
-        _write_json(out / "c2st.json", {"settings": report_meta, "scores": report})
-        with open(out / "c2st.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["protein", "median", "mad", "mean", "std", *[f"split{s}" for s in range(args.splits)]])
-            for name, r in report.items():
-                writer.writerow([name, r["median"], r["mad"], r["mean"], r["std"], *r["scores"]])
-        plots.save_figure(plots.c2st_scores, out / "c2st.png", report=report)
-        for name, r in report.items():
-            print(f"{name:>10}: median {r['median']:.2f} ± {r['mad']:.2f} (MAD), mean {r['mean']:.2f} ± {r['std']:.2f}")
+        settings = _c2st_settings(args)
+        pipeline.match_model(cells, generator, meta)  # a mismatch is reported before the estimate
+        note = _c2st_budget_note(settings, settings.splits * generator.n_classes, cells.image_size, device)
+        if note:
+            print(note)
+        job = pipeline.c2st_job(generator, meta, cells, settings, device)
     elif args.what == "reconstruct":
-        import tifffile
+        settings = pipeline.ReconstructionSettings(steps=args.steps, restarts=args.restarts, mode=args.mode,
+                                                   max_cells=args.max_cells)
+        job = pipeline.reconstruction_job(generator, meta, cells, settings, device, train=train)
+    elif args.what == "real-vs-real":
+        settings = _c2st_settings(args)
+        proteins = args.proteins.split(",") if args.proteins else None
+        n = len(proteins or cells.class_names)
+        note = _c2st_budget_note(settings, settings.splits * n * n, cells.image_size, device)
+        if note:
+            print(note)
+        job = pipeline.real_vs_real_job(cells, settings, device, train=train, proteins=proteins)
+    else:
+        settings = pipeline.ClassifierSettings(iterations=args.classifier_iterations, width=args.classifier_width,
+                                               generated=args.generated)
+        if args.what == "fid":
+            job = pipeline.fid_job(generator, meta, cells, train, settings, device)
+        else:
+            critic = None
+            if args.critic:
+                from .evaluation import profiling
 
-        from .evaluation.reconstruction import median_mad, nearest_neighbour_l2, reconstruct
-
-        generator, meta = _model(args.model, args.device)
-        names = meta["class_names"]
-        test = _load_cells(args.data, names if generator.n_classes > 1 else None)
-        train = _load_cells(args.train, names if generator.n_classes > 1 else None) if args.train else None
-        if args.max_cells and len(test) > args.max_cells:
-            keep = np.random.default_rng(0).choice(len(test), args.max_cells, replace=False)
-            test = test.subset(np.sort(keep))
-        slots = test.class_index if generator.n_classes > 1 else np.zeros(len(test), dtype=int)
-        bar, update = _bar(args.steps * 20 * (2 if args.mode == "separable" else 1), "L-BFGS")
-        result = reconstruct(generator, test.as_float(), slots, mode=args.mode, restarts=args.restarts,
-                             steps=args.steps, device=device, progress=update)
-        bar.close()
-        nn = None
-        if train is not None:
-            nn = np.zeros(len(test))
-            for label in np.unique(test.class_index):
-                rows = test.class_index == label
-                nn[rows] = nearest_neighbour_l2(test.images[rows], train.images[train.class_index == label])[0]
-        with open(out / "reconstruction.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["file", "protein", "l2", "nll", "nll_start", "nn_l2"])
-            for i in range(len(test)):
-                writer.writerow([test.file_names[i], test.class_names[test.class_index[i]], result.l2[i],
-                                 result.nll[i], result.nll_start[i], "" if nn is None else nn[i]])
-        from .data.lin import to_uint8
-
-        tifffile.imwrite(out / "reconstructions.tif", to_uint8(result.images), metadata={"axes": "QCYX"})
-        plots.save_figure(plots.reconstruction_scatter, out / "reconstruction.png", l2=result.l2, nll=result.nll,
-                          nn_l2=nn, nz=generator.nz)
-        summary = {"l2": median_mad(result.l2), "nll": median_mad(result.nll),
-                   "nn_l2": None if nn is None else median_mad(nn), "cells": len(test), "mode": args.mode,
-                   "restarts": args.restarts, "steps": args.steps, "model": meta["name"], "device": str(device)}
-        _write_json(out / "reconstruction.json", summary)
-        print(f"L2 {summary['l2'][0]:.3f} ± {summary['l2'][1]:.3f}, NLL {summary['nll'][0]:.0f} ± {summary['nll'][1]:.0f}"
-              + ("" if nn is None else f", nearest neighbour L2 {summary['nn_l2'][0]:.3f} ± {summary['nn_l2'][1]:.3f}"))
-    else:  # real-vs-real
-        from .evaluation.c2st import real_vs_real, summarize
-
-        train, test = _load_cells(args.train, None), _load_cells(args.data, None)
-        names = args.proteins.split(",") if args.proteins else list(test.class_names)
-        jobs = args.splits * len(names) ** 2
-        bar, update = _bar(jobs, "critic pairs")
-        scores = real_vs_real(train, test, names, n_splits=args.splits, device=device, steps=args.steps,
-                              batch_size=args.batch_size, test_batches=args.test_batches, width=args.width,
-                              algorithm=args.algorithm, lr=args.lr, progress=update)
-        bar.close()
-        mean = np.nanmean(scores, axis=0)
-        with open(out / "real_vs_real.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["A \\ B", *names])
-            for i, name in enumerate(names):
-                writer.writerow([name, *[f"{v:.3f}" for v in mean[i]]])
-        _write_json(out / "real_vs_real.json", {
-            "names": names, "mean": mean.tolist(), "std": np.nanstd(scores, axis=0).tolist(),
-            "scores": scores.tolist(), "diagonal": summarize(np.diagonal(scores, axis1=1, axis2=2).ravel()),
-            "settings": {"splits": args.splits, "steps": args.steps, "width": args.width, "algorithm": args.algorithm,
-                         "lr": args.lr,
-                         "batch_size": args.batch_size, "device": str(device)},
-        })
-        plots.save_figure(plots.score_matrix, out / "real_vs_real.png", size=(6, 5), matrix=mean, names=names)
-        print("mean score matrix (rows A from the train set, columns B from the test set):")
-        print("        " + " ".join(f"{n:>6}" for n in names))
-        for i, name in enumerate(names):
-            print(f"{name:>7} " + " ".join(f"{v:6.1f}" for v in mean[i]))
-    return 0
-
-
-def cmd_evaluate_features(args) -> int:
-    """FID per protein with a LIN classifier, or 1-NN protein accuracy of pixels / classifier / critic features."""
-    import csv
-
-    import numpy as np
-
-    from .devices import resolve_device
-    from .evaluation import fid, profiling
-
-    device = resolve_device(args.device)
-    train, test = _load_cells(args.train, None), _load_cells(args.data, None)
-    if args.what == "fid":
-        generator, meta = _model(args.model, args.device)
-        names = list(meta["class_names"]) if generator.n_classes > 1 else list(test.class_names)
-        train, test = train.select_classes(names), test.select_classes(names)
-    critic = None
-    if args.what == "features" and args.critic:
-        critic, _ = profiling.load_critic(args.critic, device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bar, update = _bar(args.classifier_iterations, "classifier")
-    classifier = fid.train_classifier(train, test, iterations=args.classifier_iterations, width=args.classifier_width,
-                                      device=device, progress=update)
-    bar.close()
-    print(f"LIN classifier: {classifier.accuracy:.1%} protein accuracy on the held-out cells")
-    settings = {"classifier_iterations": args.classifier_iterations, "classifier_width": args.classifier_width,
-                "classifier_accuracy": classifier.accuracy, "train": train.description, "test": test.description,
-                "device": str(device)}
-    if args.what == "fid":
-        real = np.diagonal(fid.class_fid_matrix(classifier, train, test))
-        fake = fid.generator_fid(classifier, generator, test, n=args.generated)
-        rows = [[name, real[i], fake[name]] for i, name in enumerate(test.class_names)]
-        with open(out / "fid.csv", "w", newline="") as f:
-            csv.writer(f).writerows([["protein", "real (train vs test)", meta["name"]], *rows])
-        _write_json(out / "fid.json", {"settings": {**settings, "model": meta["name"], "generated": args.generated},
-                                       "fid": {r[0]: {"real": r[1], "generated": r[2]} for r in rows}})
-        for name, r, g in rows:
-            print(f"{name:>10}: FID real {r:.3f}, generated {g:.3f}")
-        return 0
-    embeddings = {"raw pixels": test.images.reshape(len(test), -1).astype(np.float64),
-                  "LIN classifier": fid.classifier_features(classifier, test.images)}
-    if critic is not None:
-        embeddings["critic"] = profiling.critic_features(critic, test.images)
-    accuracy = {name: profiling.loo_1nn_accuracy(x, test.class_index) for name, x in embeddings.items()}
-    with open(out / "features.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["embedding", "1-NN protein accuracy", "dimensions"],
-                                 *[[k, v, embeddings[k].shape[1]] for k, v in accuracy.items()]])
-    _write_json(out / "features.json", {"settings": {**settings, "critic": args.critic}, "accuracy": accuracy})
-    for name, value in accuracy.items():
-        print(f"{name:>15}: leave-one-out 1-NN protein accuracy {value:.1%}")
+                critic, _ = profiling.load_critic(args.critic, device)
+            job = pipeline.features_job(cells, train, settings, device, critic=critic, critic_file=args.critic)
+    result = _run_job(job)
+    files = outputs.write_outputs(result, args.out)
+    print(outputs.describe(result))
+    print(f"-> {', '.join(str(f) for f in files.values())}")
     return 0
 
 
@@ -575,11 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="catalogue name or .safetensors (c2st, reconstruct, em)")
     p.add_argument("--data", required=True, help="held-out real cells: the LIN test split (folder, .h5, .tif); "
                                                  "em: the VNC stack folder with labels (stack1)")
-    p.add_argument("--train", help="training cells: the nearest-neighbour baseline; set A of real-vs-real")
+    p.add_argument("--train", help="training cells: the classifier's (fid, features); the nearest-neighbour baseline "
+                                   "(without it: the nearest other held-out cell); set A of real-vs-real (without "
+                                   "it: two halves of --data)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
-    p.add_argument("--splits", type=int, default=10)
-    p.add_argument("--steps", type=int, default=None, help="critic steps (5000) or L-BFGS steps (50)")
+    p.add_argument("--splits", type=int, default=10, help="C2ST splits (10 as the paper)")
+    p.add_argument("--steps", type=int, default=None, help="critic steps (5000) or L-BFGS steps (50); on a CPU a "
+                                                           "long C2ST prints its estimated time and a cheaper setting")
     p.add_argument("--algorithm", default="wgan-gp", choices=["wgan-gp", "wgan", "gan"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--test-batches", type=int, default=10, help="held-out batch pairs averaged per critic")
@@ -679,7 +584,7 @@ def main(argv=None) -> int:
     if getattr(args, "what", None) in ("c2st", "reconstruct", "em") and not args.model:
         print(f"biogans evaluate {args.what}: error: --model is required", file=sys.stderr)
         return 2
-    if getattr(args, "what", None) in ("fid", "features", "real-vs-real") and not args.train:
+    if getattr(args, "what", None) in ("fid", "features") and not args.train:
         print(f"biogans evaluate {args.what}: error: --train is required", file=sys.stderr)
         return 2
     if getattr(args, "what", None) == "fid" and not args.model:

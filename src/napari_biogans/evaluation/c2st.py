@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..jobs import Job, Update, within
+
 ALGORITHMS = {
     # name: (batch norm in the critic, optimiser, lr, betas)
     "wgan-gp": (False, "adam", 1e-4, (0.0, 0.9)),
@@ -153,9 +155,9 @@ def train_and_score(
     seed: int = 0,
     critic: GroupedCritic | None = None,
     lr: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> C2STResult:
-    """Train ``groups`` critics together and score them.
+) -> Job:
+    """Train ``groups`` critics together and score them: a job (``jobs.Update`` per reported
+    step, about 200 in all) that returns a :class:`C2STResult`.
 
     ``draw_train(b)`` / ``draw_test(b)`` return ``(a, b)`` batches of shape (b, groups, 2, H, W):
     critic g trains on slot g of each. ``test_batches`` is how many held-out batch pairs are
@@ -173,6 +175,7 @@ def train_and_score(
     else:
         opt = torch.optim.RMSprop(critic.parameters(), lr=lr)
     logged = []
+    report_every = max(1, steps // 200)
     critic.train()
     for step in range(steps):
         a, b = draw_train(batch_size)
@@ -186,8 +189,8 @@ def train_and_score(
                     p.clamp_(-CLIP, CLIP)
         if step % max(1, steps // 50) == 0 or step == steps - 1:
             logged.append(objective.detach().cpu().numpy())
-            if progress is not None:
-                progress(step + 1, steps)
+        if step % report_every == 0 or step == steps - 1:
+            yield Update(step + 1, steps, "C2ST critics")
     critic.eval()
     total = torch.zeros(groups, device=device)
     for _ in range(test_batches):
@@ -232,8 +235,8 @@ def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def generator_c2st(
     generator, test_stack, class_names: list[str], n_splits: int = 10, device="cpu", seed: int = 0, **kwargs
-) -> dict:
-    """C2ST of a generator against held-out real cells: one critic per split and protein.
+) -> Job:
+    """C2ST of a generator against held-out real cells, one critic per split and protein (a job).
 
     ``class_names`` are the generator's classes in output order; ``test_stack`` must hold them
     all. Real cells come from the stack's C2ST splits (role "train" to train, "test" to score);
@@ -265,7 +268,7 @@ def generator_c2st(
             x = generator(z).float()  # (b * S, C, 2, H, W)
         return x.reshape(b, n_splits * n_classes, 2, *x.shape[-2:])
 
-    result = train_and_score(
+    result = yield from train_and_score(
         lambda b: (real_train(b), fakes(b)), lambda b: (real_test(b), fakes(b)),
         groups=n_splits * n_classes, image_size=stack.image_size, device=device, seed=seed, **kwargs,
     )
@@ -278,14 +281,14 @@ def generator_c2st(
 
 def real_vs_real(
     train_stack, test_stack, class_names: list[str], n_splits: int = 10, device="cpu", seed: int = 0,
-    pairs_per_pass: int = 64, progress=None, **kwargs
-) -> np.ndarray:
-    """The paper's Table 1: score matrix (A = row from the train set, B = column from the test set).
+    pairs_per_pass: int = 64, **kwargs
+) -> Job:
+    """The paper's Table 1 as a job: score matrix (A = row from the train set, B = column from the test set).
 
     Critic (s, a, b) trains on A's train-role cells against B's train-role cells of split s, and
     is scored on their test roles. Returns scores of shape (n_splits, C, C). Critics train
-    ``pairs_per_pass`` at a time (all of them would not fit a small GPU at full width);
-    ``progress(done, total)`` counts critic pairs and is called at every training step.
+    ``pairs_per_pass`` at a time (all of them would not fit a small GPU at full width); progress
+    counts critic steps over all passes.
     """
     from ..data.lin import c2st_splits
 
@@ -302,6 +305,8 @@ def real_vs_real(
         idx = split[role]
         return idx[stack.class_index[idx] == label] + shift
 
+    steps = kwargs.get("steps", 5000)
+    passes = -(-len(jobs) // pairs_per_pass)
     for start in range(0, len(jobs), pairs_per_pass):
         chunk = jobs[start : start + pairs_per_pass]
 
@@ -311,14 +316,10 @@ def real_vs_real(
             return Pools(both, [members(b_stack, b_splits[s], role, j, offset) for s, _, j in chunk], device, gen)
 
         a_train, b_train, a_test, b_test = pools("train", "a"), pools("train", "b"), pools("test", "a"), pools("test", "b")
-        def step_progress(done, total, start=start, size=len(chunk)):  # every critic step, so Cancel is prompt
-            if progress is not None:
-                progress(start + size * done // total, len(jobs))
-
-        result = train_and_score(
+        result = yield from within(train_and_score(
             lambda b: (a_train(b), b_train(b)), lambda b: (a_test(b), b_test(b)), groups=len(chunk),
-            image_size=a_stack.image_size, device=device, seed=seed + start, progress=step_progress, **kwargs,
-        )
+            image_size=a_stack.image_size, device=device, seed=seed + start, **kwargs,
+        ), before=start // pairs_per_pass * steps, total=passes * steps, stage="critic pairs")
         for (s, i, j), score in zip(chunk, result.scores):
             scores[s, i, j] = score
     return scores

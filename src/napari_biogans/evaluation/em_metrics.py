@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..data.em import MEMBRANE, MITOCHONDRIA, one_hot
+from ..jobs import Job, Update
 
 N_CLASSES = 3
 
@@ -64,8 +65,9 @@ def _pad_to(x: np.ndarray, factor: int) -> np.ndarray:
 
 def train_segmenter(images: np.ndarray, labels: np.ndarray, iterations: int = 2000, crop: int = 256,
                     batch_size: int = 4, width: int = 32, depth: int = 7, lr: float = 2e-4, device="cpu",
-                    seed: int = 0, progress: Callable[[int, int], None] | None = None):
-    """A 3-class U-Net (F_y's architecture) trained with cross-entropy on sections (S, H, W)."""
+                    seed: int = 0):
+    """A 3-class U-Net (F_y's architecture) trained with cross-entropy on sections (S, H, W): a job
+    (``jobs.Update`` s) that returns the model."""
     import torch
     import torch.nn.functional as F
 
@@ -76,6 +78,7 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, iterations: int = 20
     rng = np.random.default_rng(seed)
     model = UNet(1, N_CLASSES, width, depth).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
+    report_every = max(1, iterations // 200)
     for step in range(iterations):
         x, y = random_crops(images, labels, crop, batch_size, rng)
         x = torch.from_numpy(x.astype(np.float32) / 127.5 - 1)[:, None].to(device)
@@ -83,8 +86,8 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, iterations: int = 20
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if progress is not None:
-            progress(step + 1, iterations)
+        if step % report_every == 0 or step == iterations - 1:
+            yield Update(step + 1, iterations, "segmenter")
     return model.eval()
 
 
@@ -314,8 +317,8 @@ def _patch_drawer(images: np.ndarray, patch: int, generator):
 
 def c2st_realism(real_images: np.ndarray, fake_images: np.ndarray, patch: int = 64, steps: int = 2000,
                  batch_size: int = 64, width: int = 32, algorithm: str = "wgan-gp", lr: float | None = None,
-                 device="cpu", seed: int = 0) -> dict:
-    """C2ST between real and generated EM images (N, H, W) uint8, on random patches.
+                 device="cpu", seed: int = 0) -> Job:
+    """C2ST between real and generated EM images (N, H, W) uint8, on random patches (a job).
 
     Each set is split by columns: patches for training come from the left half of every image,
     patches for scoring from the right half, so the scored patches were never seen. Returns
@@ -336,7 +339,7 @@ def c2st_realism(real_images: np.ndarray, fake_images: np.ndarray, patch: int = 
         return lambda b: (drawers["real", role](b).to(device), drawers["fake", role](b).to(device))
 
     critic = GroupedCritic(1, (patch, patch), width, bn=ALGORITHMS[algorithm][0], channels=1)
-    result = train_and_score(pairs("train"), pairs("test"), groups=1, image_size=(patch, patch), algorithm=algorithm,
+    result = yield from train_and_score(pairs("train"), pairs("test"), groups=1, image_size=(patch, patch), algorithm=algorithm,
                              steps=steps, batch_size=batch_size, width=width, device=device, seed=seed,
                              critic=critic, lr=lr)
     return {"score": float(result.scores[0]), "losses": result.losses[:, 0].tolist()}

@@ -26,11 +26,10 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from ..data import em
+from ..jobs import Job, Update, within
 from . import em_metrics
 
 PARTS = ("segmentation", "statistics", "birthday", "c2st")
@@ -94,23 +93,6 @@ class EMEvaluation:
     real_labels: np.ndarray
 
 
-class _Progress:
-    """One count over all parts of an evaluation, reported as ``callback(done, total)``."""
-
-    def __init__(self, total: int, callback: Callable[[int, int], None] | None):
-        self.done, self.total, self.callback = 0, total, callback
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-    def part(self) -> Callable[[int, int], None]:
-        """A ``progress(step, steps)`` callback for a sub-task whose steps count here."""
-        start = self.done
-        return lambda step, _steps: self.advance(start + step - self.done)
-
-
 def _skipped(settings: EMEvalSettings, images: bool, sampler: bool) -> dict[str, str]:
     """Parts left out, with the reason: asked for, or not applicable (a conditional model has no
     images and draws no labels from noise alone)."""
@@ -130,9 +112,8 @@ def _work(settings: EMEvalSettings, skipped) -> int:
     return sum(n for part, n in steps.items() if part not in skipped)
 
 
-def generate_pairs(model, n: int, size: int, seed: int = 0, membranes: np.ndarray | None = None,
-                   progress: Callable[[int, int], None] | None = None):
-    """``n`` generated (images (n, size, size) uint8 or None, labels (n, size, size)) from an EMModel,
+def generate_pairs(model, n: int, size: int, seed: int = 0, membranes: np.ndarray | None = None) -> Job:
+    """A job that returns ``n`` generated (images (n, size, size) uint8 or None, labels (n, size, size)) from an EMModel,
     in the order :func:`~napari_biogans.data.em.read_sections` returns real ones.
 
     Pair i uses ``seed + i``. A conditional model draws mitochondria on ``membranes`` (masks
@@ -155,29 +136,28 @@ def generate_pairs(model, n: int, size: int, seed: int = 0, membranes: np.ndarra
             x = render_tiled(model.image_generator, y, noise_seed=s, device=model.device)
         labels.append(y)
         images.append(x)
-        if progress is not None:
-            progress(i + 1, n)
+        yield Update(i + 1, n, "generated pairs")
     return None if mode == "conditional" else np.stack(images), np.stack(labels)
 
 
 def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EMEvalSettings | None = None, *,
-                c2st_real: np.ndarray | None = None, label_sampler=None, device="cpu",
-                progress: Callable[[int, int], None] | None = None) -> dict:
-    """The measures of every part not skipped for generated (images or None, labels) against the
+                c2st_real: np.ndarray | None = None, label_sampler=None, device="cpu") -> Job:
+    """A job returning the measures of every part not skipped for generated (images or None, labels) against the
     real (images, labels) of the ``train`` and ``validation`` sections. ``c2st_real``: the real
     images of the C2ST (None: the validation images); ``label_sampler``: ``sample(n, rng)`` for the
     birthday test (None: no birthday test)."""
     settings = settings or EMEvalSettings()
     skipped = _skipped(settings, generated[0] is not None, label_sampler is not None)
-    progress = _Progress(_work(settings, skipped), progress)
+    total, done = _work(settings, skipped), 0
     (gen_images, gen_labels), (train_images, train_labels), (val_images, val_labels) = generated, train, validation
     results: dict = {"skipped": skipped}
 
     if "segmentation" not in skipped:
         crop = min(SEGMENTER_CROP, *train_images.shape[1:])
-        segmenter = em_metrics.train_segmenter(train_images, train_labels, settings.segmenter_iterations, crop=crop,
-                                               width=settings.segmenter_width, depth=SEGMENTER_DEPTH, device=device,
-                                               seed=settings.seed, progress=progress.part())
+        segmenter = yield from within(em_metrics.train_segmenter(
+            train_images, train_labels, settings.segmenter_iterations, crop=crop, width=settings.segmenter_width,
+            depth=SEGMENTER_DEPTH, device=device, seed=settings.seed), done, total)
+        done += settings.segmenter_iterations
         results["segmentation"] = {
             "real": em_metrics.segmentation_scores(segmenter, val_images, val_labels, device),
             "generated": em_metrics.segmentation_scores(segmenter, gen_images, gen_labels, device),
@@ -188,14 +168,16 @@ def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EME
     if "statistics" not in skipped:
         results["statistics"] = {"generated": em_metrics.compare_statistics(val_labels, gen_labels),
                                  "train_vs_validation": em_metrics.compare_statistics(train_labels, val_labels)}
-        progress.advance()
+        done += 1
+        yield Update(done, total, "statistics")
 
     if "birthday" not in skipped:
         found = em_metrics.birthday_test(label_sampler, settings.birthday_batch_sizes, settings.birthday_repeats,
                                          seed=settings.seed)
         results["birthday"] = {**asdict(found), "smallest_batch": found.smallest_batch,
                                "support_estimate": found.support_estimate, "noise_side": BIRTHDAY_NOISE_SIDE}
-        progress.advance()
+        done += 1
+        yield Update(done, total, "birthday test")
 
     if "c2st" not in skipped:
         real = val_images if c2st_real is None else c2st_real
@@ -204,8 +186,9 @@ def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EME
                       device=device, seed=settings.seed)
         scores = {}
         for name, other in (("generated", gen_images), ("train_vs_validation", train_images)):
-            scores[name] = em_metrics.c2st_realism(real, other, **kwargs)["score"]
-            progress.advance(settings.c2st_steps)
+            found = yield from within(em_metrics.c2st_realism(real, other, **kwargs), done, total, f"C2ST {name}")
+            scores[name] = found["score"]
+            done += settings.c2st_steps
         results["c2st"] = {**scores, "real_sections": len(real), "algorithm": settings.c2st_algorithm}
     return results
 
@@ -218,11 +201,11 @@ def _read_real(vnc_dir, sections, role: str):
     return images, labels
 
 
-def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra_real=None, device=None,
-                progress: Callable[[int, int], None] | None = None) -> EMEvaluation:
-    """Evaluate an :class:`~napari_biogans.training.em_trainer.EMModel` on a VNC stack folder
+def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra_real=None, device=None) -> Job:
+    """A job that evaluates an :class:`~napari_biogans.training.em_trainer.EMModel` on a VNC stack folder
     (``settings``' training and validation sections); ``extra_real``: a stack folder of more real
-    sections (raw only is enough) for the C2ST. Reads every input before the long work."""
+    sections (raw only is enough) for the C2ST. Reads every input before the long work; returns an
+    :class:`EMEvaluation`."""
     settings = settings or EMEvalSettings()
     device = model.device if device is None else device
     mode = model.meta["mode"]
@@ -239,14 +222,16 @@ def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra
                              "must match")
         c2st_real = np.concatenate([val_images, extra])
     size = settings.size or min(val_images.shape[1:])
-    tracker = _Progress(settings.n_generated + _work(settings, skipped), progress)
-    gen_images, gen_labels = generate_pairs(model, settings.n_generated, size, settings.seed,
-                                            None if unconditional else val_labels == em.MEMBRANE, tracker.part())
+    total = settings.n_generated + _work(settings, skipped)
+    gen_images, gen_labels = yield from within(generate_pairs(
+        model, settings.n_generated, size, settings.seed, None if unconditional else val_labels == em.MEMBRANE),
+        0, total)
     sampler = None
     if "birthday" not in skipped:
         sampler = em_metrics.label_generator_sampler(model.label_generator, BIRTHDAY_NOISE_SIDE, device)
-    results = score_pairs((gen_images, gen_labels), train, (val_images, val_labels), settings,
-                          c2st_real=c2st_real, label_sampler=sampler, device=device, progress=tracker.part())
+    results = yield from within(score_pairs((gen_images, gen_labels), train, (val_images, val_labels), settings,
+                                            c2st_real=c2st_real, label_sampler=sampler, device=device),
+                                settings.n_generated, total)
     results["model"] = {"mode": mode, "iterations": model.meta.get("iterations"),
                         "data": model.meta.get("data", {}).get("description")}
     results["settings"] = {**asdict(settings), "size": size, "data": str(vnc_dir),

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..data.lin import CellStack
+from ..jobs import Job, Update
 from ..models.fluorescence import tower_plan
 
 
@@ -61,9 +62,9 @@ def _float(images: np.ndarray) -> torch.Tensor:
 
 
 def train_classifier(train: CellStack, test: CellStack | None = None, iterations: int = 500,
-                     batch_size: int = 64, width: int = 32, device="cpu", seed: int = 0,
-                     progress=None) -> TrainedClassifier:
-    """Train the protein classifier on ``train`` (Adam, random flips); accuracy on ``test`` if given."""
+                     batch_size: int = 64, width: int = 32, device="cpu", seed: int = 0) -> Job:
+    """Train the protein classifier on ``train`` (Adam, random flips); accuracy on ``test`` if given.
+    A job returning a :class:`TrainedClassifier`."""
     device = torch.device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -71,6 +72,7 @@ def train_classifier(train: CellStack, test: CellStack | None = None, iterations
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     images, labels = train.images, torch.as_tensor(train.class_index, dtype=torch.long)
     model.train()
+    report_every = max(1, iterations // 200)
     for step in range(iterations):
         rows = rng.integers(0, len(images), batch_size)
         x = _float(images[rows]).to(device)
@@ -81,8 +83,8 @@ def train_classifier(train: CellStack, test: CellStack | None = None, iterations
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if progress is not None:
-            progress(step + 1, iterations)
+        if step % report_every == 0 or step == iterations - 1:
+            yield Update(step + 1, iterations, "LIN classifier")
     model.eval()
     accuracy = float("nan")
     if test is not None:

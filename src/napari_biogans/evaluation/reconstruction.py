@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..jobs import Job, Update, within
+
 
 def batched_lbfgs(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -33,9 +35,9 @@ def batched_lbfgs(
     history: int = 100,
     tolerance_grad: float = 1e-7,
     tolerance_change: float = 1e-9,
-    progress: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """Minimise ``loss_fn(z) -> (B,)`` row by row; rows never influence each other.
+) -> Job:
+    """Minimise ``loss_fn(z) -> (B,)`` row by row, rows never influencing each other: a job that
+    reports every 20 iterations and returns the found ``z``.
 
     ``free`` (D,) bool marks the dimensions to optimise (the others stay at ``z0``). A row stops
     once its gradient or its step falls under the tolerances (torch's stopping rules).
@@ -62,6 +64,7 @@ def batched_lbfgs(
     for it in range(iterations):
         active &= g.abs().amax(1) > tolerance_grad
         if not active.any():
+            yield Update(iterations, iterations, "L-BFGS")  # every row has converged: the job is done
             break
         if it == 0:
             direction, h_diag = -g, torch.ones(b, 1, dtype=z.dtype, device=z.device)
@@ -103,8 +106,8 @@ def batched_lbfgs(
         small_step = step.abs().amax(1) <= tolerance_change
         flat = (loss - loss_prev).abs() < tolerance_change
         active &= ~(small_step | flat)
-        if progress is not None and (it % 20 == 0 or it == iterations - 1):
-            progress(it + 1, iterations)
+        if it % 20 == 0 or it == iterations - 1:
+            yield Update(it + 1, iterations, "L-BFGS")
     return z.detach()
 
 
@@ -155,9 +158,9 @@ def reconstruct(
     lr: float = 0.05,
     seed: int = 0,
     device="cpu",
-    progress: Callable[[int, int], None] | None = None,
-) -> Reconstruction:
-    """Reconstruct cells (N, 2, H, W) in [-1, 1]; ``class_slot[i]`` is the generator output slot of cell i.
+) -> Job:
+    """Reconstruct cells (N, 2, H, W) in [-1, 1], a job returning a :class:`Reconstruction`;
+    ``class_slot[i]`` is the generator output slot of cell i.
 
     ``mode`` "regular" optimises all of z on both channels; "separable" optimises the red code
     on the red channel (green code held at its start), then the green code on the green channel
@@ -185,12 +188,14 @@ def reconstruct(
         p.requires_grad_(False)
     iterations = steps * inner
     if mode == "regular":
-        z = batched_lbfgs(channel_loss([0, 1]), z0, lr=lr, iterations=iterations, progress=progress)
+        z = yield from batched_lbfgs(channel_loss([0, 1]), z0, lr=lr, iterations=iterations)
     else:
         red = torch.zeros(generator.nz, dtype=torch.bool, device=device)
         red[: generator.nz_red] = True
-        z = batched_lbfgs(channel_loss([0]), z0, free=red, lr=lr, iterations=iterations, progress=progress)
-        z = batched_lbfgs(channel_loss([1]), z, free=~red, lr=lr, iterations=iterations, progress=progress)
+        z = yield from within(batched_lbfgs(channel_loss([0]), z0, free=red, lr=lr, iterations=iterations),
+                              0, 2 * iterations, "L-BFGS, red code")
+        z = yield from within(batched_lbfgs(channel_loss([1]), z, free=~red, lr=lr, iterations=iterations),
+                              iterations, 2 * iterations, "L-BFGS, green code")
     with torch.no_grad():
         images = render(z).float().cpu().numpy()
     errors = l2_error(images, target.cpu().numpy()).reshape(restarts, n)
