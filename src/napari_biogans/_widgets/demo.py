@@ -37,8 +37,8 @@ def place_cells_above_em(viewer) -> None:
 
 @dataclass
 class Demo:
-    """The docked widgets (None when not docked), notes on what could not be opened, and the scene's
-    one-paragraph caption (shown in the canvas's text overlay)."""
+    """The two docked widgets, notes on the models that could not be found, and the caption that
+    the canvas's text overlay shows."""
 
     viewer: object
     generate: object = None
@@ -99,8 +99,8 @@ class Demo:
 def open_demo(viewer, model: str | None = "star-6", em_model: str | None = "vnc-dsgan") -> Demo:
     """Dock Generate cells and Paint EM on the named catalogue models and set both to work.
 
-    A model that is not installed leaves its widget docked without a model, with a note; Paint EM
-    still loads the shipped VNC section.
+    A model that cannot be found gets a note and leaves its widget on the model it offers by itself
+    (Generate cells then samples nothing); Paint EM loads the shipped VNC section either way.
     """
     from qtpy.QtCore import QTimer
 
