@@ -4,8 +4,8 @@
     python benchmarks/bench_em_render.py --model run/em_model.safetensors --device cpu
 
 Prints a markdown table of median wall times. Labels are the shipped 512² sample of VNC
-section 10 (mirrored into a 1024² mosaic, or a smaller crop of it with ``--size``); without ``--model`` G_x has random weights, which
-costs the same as trained ones.
+section 10 (mirrored into a 1024² mosaic, or a smaller crop of it with ``--size``); without
+``--model`` G_x has random weights, which costs the same as trained ones.
 """
 
 from __future__ import annotations

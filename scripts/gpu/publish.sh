@@ -7,9 +7,9 @@ source "$(dirname "$0")/common.sh"
 RESULTS=${RESULTS:-$ROOT/.gpu/results}
 simulate
 if [ "$SMOKE" = 1 ]; then
-  DIAG=(--c2st-steps 2 --c2st-splits 2 --c2st-width 8 --reconstruct-cells 4 --reconstruct-steps 2
+  DIAG=(--c2st-steps 2 --c2st-splits 2 --c2st-width 8 --c2st-batch-size 8 --reconstruct-cells 4 --reconstruct-steps 2
         --interpolation-pairs 2)
-  COMPARE=(--c2st-steps 2 --c2st-splits 2 --c2st-width 8 --generated 8 --classifier-iterations 2)
+  COMPARE=(--c2st-steps 2 --c2st-splits 2 --c2st-width 8 --c2st-batch-size 8 --generated 8 --classifier-iterations 2)
 else  # METHODS: C2ST 10 splits; reconstruction 5 restarts x 50 L-BFGS iterations (publish uses 3 restarts)
   DIAG=(--c2st-steps ${C2ST_STEPS:-1000} --c2st-splits 10 --c2st-width 64 --reconstruct-cells 200
         --reconstruct-steps 50 --interpolation-pairs 50)
