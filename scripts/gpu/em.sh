@@ -8,7 +8,8 @@ simulate
 if [ "$SMOKE" = 1 ]; then
   VNC=${VNC:-$ROOT/tests/fixtures/vnc/stack1}
   EM="--crop 128 --label-width 4 --image-width 4 --sections 0 1"; RENDER="--repeats 1 --size 384"; EM_EVAL_S=120
-  EM_EVAL="--generated 2 --size 128 --segmenter-iterations 2 --c2st-steps 2 --sections-train 0-1 --sections-val 10"
+  EM_EVAL="--generated 2 --size 128 --segmenter-iterations 2 --c2st-steps 2 --width 8 --batch-size 8"
+  EM_EVAL="$EM_EVAL --birthday-batch-sizes 10 --birthday-repeats 2 --sections-train 0-1 --sections-val 10"
 else
   VNC=${VNC:-$ROOT/.gpu/vnc/stack1}
   EM="--crop 256 --batch-size 4"; RENDER="--repeats 3"; EM_EVAL_S=200; EM_EVAL=""
