@@ -4,8 +4,8 @@
     python benchmarks/bench_em_render.py --model run/em_model.safetensors --device cpu
 
 Prints a markdown table of median wall times. Labels are the shipped 512² sample of VNC
-section 10 (mirrored into a 1024² mosaic); without ``--model`` G_x has random weights, which
-costs the same as trained ones.
+section 10 (mirrored into a 1024² mosaic, or a smaller crop of it with ``--size``); without
+``--model`` G_x has random weights, which costs the same as trained ones.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=1024, help="side of the large canvas (at most 1024)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -57,12 +58,12 @@ def main() -> None:
     generator = generator.to(device).eval()
     sample = resources.files("napari_biogans.data") / "samples" / "vnc_section10_labels.png"
     half = iio.imread(sample)
-    big = np.block([[half, half[:, ::-1]], [half[::-1], half[::-1, ::-1]]])
+    big = np.block([[half, half[:, ::-1]], [half[::-1], half[::-1, ::-1]]])[: args.size, : args.size]
     small = half[128:384, 128:384]
     kw = dict(tile=args.tile, overlap=args.overlap, device=device)
 
     rows = []
-    for name, labels in (("256²", small), ("1024²", big)):
+    for name, labels in (("256²", small), (f"{len(big)}²", big)):
         t, _ = timed(lambda labels=labels: rendering.render(generator, labels, device=device), args.repeats)
         rows.append((f"one pass {name}", t, 1))
         n = len(rendering.TileGrid(labels.shape, args.tile, args.overlap, generator.factor))
@@ -80,7 +81,7 @@ def main() -> None:
         return renderer.update(edited)
 
     t, (_, n) = timed(stroke, max(args.repeats, 5))
-    rows.append(("re-render after a small edit (1024² canvas)", t, n))
+    rows.append((f"re-render after a small edit ({len(big)}² canvas)", t, n))
 
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     print(f"G_x width {generator.config['width']}, {generator.config['n_blocks']} blocks; tile {args.tile}, "

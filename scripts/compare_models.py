@@ -31,7 +31,7 @@ def evaluate(name: str, path: str, args, out: Path) -> tuple[dict, dict, list[st
                  "--device", args.device]),
         run_cli(["evaluate", "c2st", "--model", path, "--data", args.test, "--out", str(c2st_dir), "--splits",
                  str(args.c2st_splits), "--steps", str(args.c2st_steps), "--width", str(args.c2st_width),
-                 "--batch-size", "64", "--device", args.device]),
+                 "--batch-size", str(args.c2st_batch_size), "--device", args.device]),
     ]
     fid = json.loads((fid_dir / "fid.json").read_text())
     c2st = json.loads((c2st_dir / "c2st.json").read_text())
@@ -96,6 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--c2st-steps", type=int, default=1000)
     parser.add_argument("--c2st-splits", type=int, default=10)
     parser.add_argument("--c2st-width", type=int, default=64)
+    parser.add_argument("--c2st-batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--note", default="", help="a line under the title (e.g. how the models were trained)")
     args = parser.parse_args(argv)

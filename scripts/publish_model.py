@@ -90,7 +90,8 @@ def fluorescence_diagnostics(model_file: Path, args, work: Path) -> tuple[dict, 
     c2st_dir, rec_dir = work / "c2st", work / "reconstruct"
     commands.append(run_cli(["evaluate", "c2st", "--model", str(model_file), "--data", args.test, "--out",
                              str(c2st_dir), "--splits", str(args.c2st_splits), "--steps", str(args.c2st_steps),
-                             "--width", str(args.c2st_width), "--batch-size", "64", "--device", args.device]))
+                             "--width", str(args.c2st_width), "--batch-size", str(args.c2st_batch_size),
+                             "--device", args.device]))
     scores = json.loads((c2st_dir / "c2st.json").read_text())["scores"]
     diag["c2st"] = {name: {"median": round(r["median"], 3), "mad": round(r["mad"], 3)} for name, r in scores.items()}
     diag["c2st_settings"] = {"steps": args.c2st_steps, "splits": args.c2st_splits, "critic_width": args.c2st_width,
@@ -177,6 +178,7 @@ def main() -> int:
     parser.add_argument("--c2st-steps", type=int, default=300)
     parser.add_argument("--c2st-splits", type=int, default=3)
     parser.add_argument("--c2st-width", type=int, default=16)
+    parser.add_argument("--c2st-batch-size", type=int, default=64)
     parser.add_argument("--reconstruct-cells", type=int, default=60)
     parser.add_argument("--reconstruct-steps", type=int, default=20)
     parser.add_argument("--interpolation-pairs", type=int, default=20)

@@ -1,4 +1,4 @@
-"""EM reader on real VNC pixels (fixture crops, and the full section 00 from ../shared)."""
+"""EM reader on real VNC pixels (the fixture crops of tests/fixtures/vnc)."""
 
 from pathlib import Path
 
@@ -10,7 +10,6 @@ import tifffile
 from napari_biogans.data import em
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vnc" / "stack1"
-SHARED_VNC = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnc" / "stack1"
 
 
 def check_fractions(stack_dir, index):
@@ -34,12 +33,12 @@ def test_fixture_crop_fractions():
     assert 0.05 < membranes.mean() < 0.3 and 0.01 < mito.mean() < 0.2
 
 
-def test_full_section_00_fractions_equal_the_pngs():
-    if not SHARED_VNC.is_dir():
-        pytest.fail(f"the VNC data set is expected beside the checkout at {SHARED_VNC}")
-    section, membranes, _ = check_fractions(SHARED_VNC, 0)
-    assert section.image.shape == (1024, 1024)
-    assert abs(membranes.mean() - 0.19176) < 1e-4  # the published mask's membrane fraction
+@pytest.mark.parametrize("index", [1, 10])  # 00 is test_fixture_crop_fractions
+def test_every_fixture_section_fractions_equal_the_pngs(index):
+    """Each in-repo section, training and validation, reads to the label fractions of its own masks."""
+    section, membranes, mito = check_fractions(FIXTURE, index)
+    assert section.image.shape == membranes.shape == mito.shape == (256, 256)
+    assert (section.labels == em.MEMBRANE).any() and (section.labels == em.MITOCHONDRIA).any()
 
 
 def test_sections_and_splits():

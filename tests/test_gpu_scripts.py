@@ -1,6 +1,8 @@
 """The GPU runbook (scripts/gpu) end to end on the CPU with SMOKE=1: the three device calls, their
 packing into parts under the per-file limit, unpacking, and the cards and comparison they produce.
-A device session has minutes, not hours, to find out that a script is broken."""
+A device session has minutes, not hours, to find out that a script is broken. SMOKE=1 bounds every
+step by its work (4 training iterations, 2 evaluation steps), not by a clock, so a loaded machine
+only makes it slower."""
 
 import os
 import subprocess
@@ -10,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stage(script: str, out: Path, work: Path, **env) -> str:
-    environment = {**os.environ, "SMOKE": "1", "SMOKE_BUDGET_S": "30", "OUT": str(out), "WORK": str(work), **env}
+    environment = {**os.environ, "SMOKE": "1", "OUT": str(out), "WORK": str(work), **env}
     result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / script)], capture_output=True, text=True,
-                            timeout=900, env=environment)
+                            env=environment)
     log = (out / "log.txt").read_text() if (out / "log.txt").exists() else ""
     assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
     assert "failed" not in log, log[-3000:]

@@ -7,17 +7,18 @@ source "$(dirname "$0")/common.sh"
 simulate
 if [ "$SMOKE" = 1 ]; then
   VNC=${VNC:-$ROOT/tests/fixtures/vnc/stack1}
-  EM="--crop 128 --label-width 4 --image-width 4 --sections 0 1"; RENDER="--repeats 1"; EM_EVAL_S=120
-  EM_EVAL="--generated 2 --size 128 --segmenter-iterations 2 --c2st-steps 2 --sections-train 0-1 --sections-val 10"
+  EM="--crop 128 --label-width 4 --image-width 4 --sections 0 1"; RENDER="--repeats 1 --size 384"; EM_EVAL_S=120
+  EM_EVAL="--generated 2 --size 128 --segmenter-iterations 2 --c2st-steps 2 --width 8 --batch-size 8"
+  EM_EVAL="$EM_EVAL --birthday-batch-sizes 10 --birthday-repeats 2 --sections-train 0-1 --sections-val 10"
 else
   VNC=${VNC:-$ROOT/.gpu/vnc/stack1}
   EM="--crop 256 --batch-size 4"; RENDER="--repeats 3"; EM_EVAL_S=200; EM_EVAL=""
 fi
-timeout 120 $PY benchmarks/bench_em_render.py --device $DEVICE $RENDER > "$OUT/bench_em_render.md" 2>> "$OUT/log.txt" \
+limit 120 $PY benchmarks/bench_em_render.py --device $DEVICE $RENDER > "$OUT/bench_em_render.md" 2>> "$OUT/log.txt" \
   || log "bench_em_render failed"
 LIMIT=$(minutes_left $EM_EVAL_S)
 log "training for $LIMIT min"
-EM_ARGS=(train-em --data "$VNC" --model dsgan $EM --iterations 1000000 --device $DEVICE --checkpoint-every 1000
+EM_ARGS=(train-em --data "$VNC" --model dsgan $EM --iterations $ITERATIONS --device $DEVICE --checkpoint-every 1000
          --half --time-limit "$LIMIT" --out "$WORK/$STAGE/vnc-dsgan")
 mkdir -p "$WORK/$STAGE/vnc-dsgan"
 echo "biogans ${EM_ARGS[*]}" | sed "s#$VNC#VNC/stack1#; s#$WORK/$STAGE/##" > "$WORK/$STAGE/vnc-dsgan/command.txt"
@@ -29,7 +30,7 @@ train projection-6 --model projection --objective wgan-gp --proteins $STAR_PROTE
 wait
 trained
 # the EM diagnostics need the VNC sections, which are here now: publish vnc-dsgan in this call
-timeout $((EM_EVAL_S - 20)) $PY scripts/publish_model.py --run "$WORK/$STAGE/vnc-dsgan" --name vnc-dsgan --vnc "$VNC" \
+limit $((EM_EVAL_S - 20)) $PY scripts/publish_model.py --run "$WORK/$STAGE/vnc-dsgan" --name vnc-dsgan --vnc "$VNC" \
   --device $DEVICE --em-options "$EM_EVAL" --out "$WORK/em/pretrained" \
   --training-command "$(cat "$WORK/$STAGE/vnc-dsgan/command.txt")" \
   --summary "DSGAN (label generator G_y + image generator G_x, trained end to end with a reconstructor) on the real VNC sections 00-09." \

@@ -144,19 +144,20 @@ def vnc_sample() -> list[tuple]:
     folder = resources.files("napari_biogans.data") / "samples"
     image = iio.imread(folder / "vnc_section10_raw.png")
     labels = iio.imread(folder / "vnc_section10_labels.png")
+    # In pixels, like every layer the plugin makes (generated cells, renders): the 4.6 nm EM pixels and
+    # the 200 nm fluorescence pixels are 40x apart, so in one physical frame one of them is a speck,
+    # and mixing µm with pixel layers makes napari drop units with a warning. The size stays in metadata.
     source = "Drosophila VNC ssTEM stack 1, section 10 (Gerhard et al. 2013, CC BY-NC-SA 3.0)"
-    scale = (0.0046, 0.0046)  # 4.6 nm pixels, in µm
+    metadata = {"source": source, "pixel_size_nm": 4.6}
     return [
-        (image, {"name": "VNC section 10", "scale": scale, "units": "µm", "metadata": {"source": source}}, "image"),
+        (image, {"name": "VNC section 10", "metadata": metadata}, "image"),
         (
             labels,
             {
                 "name": "VNC section 10 labels",
-                "scale": scale,
-                "units": "µm",
                 "opacity": 0.5,
                 "colormap": {None: (0, 0, 0, 0), **em.LABEL_COLORS},
-                "metadata": {"source": source, "label_names": em.LABEL_NAMES},
+                "metadata": {**metadata, "label_names": em.LABEL_NAMES},
             },
             "labels",
         ),

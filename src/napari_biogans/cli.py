@@ -406,15 +406,26 @@ def cmd_render_em(args) -> int:
 
 
 def cmd_view(args) -> int:
-    """Open napari with the plugin's offline sample data and its widgets at work (the README's first command)."""
+    """Open napari maximised on Generate cells and Paint EM at work (the README's first command)."""
     import napari
 
     from ._widgets.demo import open_demo
 
     viewer = napari.Viewer(title="napari-biogans")
-    opened = open_demo(viewer, args.model or None, args.em_model or None, args.samples)
-    for note in opened["notes"]:
+    demo = open_demo(viewer, args.model or None, args.em_model or None)
+    for note in demo.notes:
         print(f"biogans view: {note}", file=sys.stderr)
+    window = demo.generate.window()  # the docked widget's main window: Qt's public way to reach it
+    window.setGeometry(window.screen().availableGeometry())  # maximised also where no window manager does it
+    window.showMaximized()
+    if args.screenshot:
+        def save_and_quit():
+            demo.fit()  # the window has its final size now
+            viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+            print(f"saved {args.screenshot}")
+            viewer.close()
+
+        demo.when_idle(save_and_quit)
     napari.run()
     return 0
 
@@ -565,9 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render_em)
 
     p = sub.add_parser("view", help="open napari with the sample data, Generate cells and Paint EM at work")
-    p.add_argument("--samples", nargs="*", default=["simulated_lin", "vnc_em"], help="sample keys to open")
     p.add_argument("--model", default="star-6", help="fluorescence model for Generate cells ('' for none)")
     p.add_argument("--em-model", default="vnc-dsgan", help="EM model for Paint EM ('' for none)")
+    p.add_argument("--screenshot", default=None, help="save the window as this PNG once both are done, then quit")
     p.set_defaults(func=cmd_view)
     return parser
 
