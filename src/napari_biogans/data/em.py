@@ -58,9 +58,11 @@ def _read_image(path: Path) -> np.ndarray:
                 series = tif.series[0]
                 _check_size(series.shape, series.dtype.itemsize, shown)
                 return series.asarray()
-        with Image.open(path) as image:  # reads the header only
+        with Image.open(path) as image:  # reads the header, then checks every chunk's CRC
             width, height = image.size
             _check_size((height, width, len(image.getbands())), 2, shown)
+            if image.format == "PNG":
+                image.verify()
         return iio.imread(path)
     except EMFormatError:
         raise

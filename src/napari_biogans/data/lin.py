@@ -472,7 +472,8 @@ def write_h5(stack: CellStack, path, scale=(1.0, 1.0)) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    with h5py.File(tmp, "w") as f:
+    # libver "latest": checksummed metadata (HDF5 >= 1.10), so damage anywhere is refused rather than read
+    with h5py.File(tmp, "w", libver="latest") as f:
         # fletcher32: a checksum per chunk, so a damaged file is refused rather than read as other pixels
         f.create_dataset("cells", data=stack.images, compression="gzip", compression_opts=4, fletcher32=True)
         f.create_dataset("class_index", data=stack.class_index, fletcher32=True)
