@@ -24,7 +24,13 @@ from .data import guards
 
 GENERATOR_KIND = "generator"
 EM_KIND = "em-generator"  # training/em_trainer.MODEL_KIND; not imported to keep this module light
-EM_MODES = ("sgan", "dsgan", "joint", "conditional")
+# the label generator's and image generator's architecture for each EM mode (None: no image generator)
+EM_MODES = {
+    "sgan": ("label-generator", "image-generator"),
+    "dsgan": ("label-generator", "image-generator"),
+    "joint": ("joint-generator", None),
+    "conditional": ("conditional-label-generator", None),
+}
 
 # (smallest, largest) of each integer config value; anything outside is damage, not a model
 BOUNDS = {
@@ -158,8 +164,8 @@ def _em_modules(path, meta: dict) -> dict:
     from .models.em import EM_ARCHS, build_em_module
 
     mode = meta.get("mode")
-    if mode not in EM_MODES:
-        _fail(path, f"'mode' is {_short(mode)}; expected one of {EM_MODES}")
+    if not isinstance(mode, str) or mode not in EM_MODES:
+        _fail(path, f"'mode' is {_short(mode)}; expected one of {sorted(EM_MODES)}")
     down = meta.get("label_downsample", 1)
     if not _is_int(down) or not 1 <= down <= MAX_LABEL_DOWNSAMPLE:
         _fail(path, f"'label_downsample' is {_short(down)}; expected an integer from 1 to {MAX_LABEL_DOWNSAMPLE}")
@@ -167,14 +173,16 @@ def _em_modules(path, meta: dict) -> dict:
     if crop is not None and (not _is_int(crop) or not 8 <= crop <= MAX_CROP):
         _fail(path, f"'crop' is {_short(crop)}; expected an integer tile side from 8 to {MAX_CROP}")
     modules = {}
-    for prefix in ("label_generator", "image_generator"):
+    for prefix, arch in zip(("label_generator", "image_generator"), EM_MODES[mode]):
         config = meta.get(prefix)
-        if config is None and prefix == "image_generator":
+        if arch is None:
+            if config is not None:
+                _fail(path, f"a {mode} model has no '{prefix}', but the file describes one")
             continue
         if not isinstance(config, dict):
             _fail(path, f"'{prefix}' must be a JSON object describing the module, got {_short(config)}")
-        if config.get("arch") not in EM_ARCHS:
-            _fail(path, f"'{prefix}' is an unknown module '{_short(config.get('arch'))}'; one of {sorted(EM_ARCHS)}")
+        if config.get("arch") != arch or arch not in EM_ARCHS:
+            _fail(path, f"'{prefix}' is a '{_short(config.get('arch'))}'; a {mode} model needs a '{arch}'")
         _check_config_values(path, config, f"'{prefix}'")
         modules[f"{prefix}."] = _build(path, f"the {prefix.replace('_', ' ')}", lambda c=config: build_em_module(c))
     return modules

@@ -63,6 +63,7 @@ def _read_image(path: Path) -> np.ndarray:
             _check_size((height, width, len(image.getbands())), 2, shown)
             if image.format == "PNG":
                 image.verify()
+                guards.png_end(path, EMFormatError)
         return iio.imread(path)
     except EMFormatError:
         raise

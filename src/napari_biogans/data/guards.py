@@ -54,3 +54,14 @@ def check_allocation(nbytes: int, what: str, path, error: type[Exception]) -> No
 def check_side(side: int, what: str, path, error: type[Exception], largest: int = MAX_SIDE) -> None:
     if not 1 <= side <= largest:
         raise error(f"{display_name(path)}: {what} is {side} pixels; expected 1 to {largest}")
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk and its CRC: every PNG ends so
+
+
+def png_end(path, error: type[Exception]) -> None:
+    """Refuse a PNG whose last chunk is not an intact IEND: Pillow's CRC check stops before it."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - len(PNG_END)))
+        if f.read() != PNG_END:
+            raise error(f"{display_name(path)}: truncated or damaged PNG (it does not end with an intact IEND chunk)")

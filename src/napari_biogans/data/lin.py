@@ -222,6 +222,7 @@ def read_png_cell(path, size: tuple[int, int] | None = None) -> np.ndarray:
             f"{_shown(path)}: expected {' or '.join(f'{h}x{w}' for h, w in RELEASED_SIZES)} pixels, "
             f"got {height}x{width} (pass size=(H, W) to resize)"
         )
+    guards.png_end(path, LinFormatError)
     try:
         with Image.open(path) as image:
             image.verify()  # every chunk's CRC
@@ -569,6 +570,10 @@ def _text(value, key: str, path) -> str:
             raise LinFormatError(f"{_shown(path)}: '{key}' is not UTF-8 text") from None
     if not isinstance(value, str):
         raise LinFormatError(f"{_shown(path)}: '{key}' must be text, got {type(value).__name__} {_short(value)}")
+    try:
+        value.encode("utf-8")  # h5py hands undecodable bytes over as surrogates
+    except UnicodeEncodeError:
+        raise LinFormatError(f"{_shown(path)}: '{key}' is not UTF-8 text") from None
     return str(value)
 
 
