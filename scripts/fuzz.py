@@ -419,7 +419,7 @@ def _tif_rewrite(change):
         meta.pop("shape", None)
         images, meta = change(images, meta, rng)
         path.unlink()
-        tifffile.imwrite(path, images, metadata=meta)
+        tifffile.imwrite(path, images, metadata=meta, photometric="minisblack")
         return path
 
     return mutate
@@ -872,9 +872,13 @@ def classify(fmt: str, expect: str, path: Path, original: dict, read) -> tuple[s
     return "undetected", "a byte flip no checksum covers changed the values read"
 
 
-def _prepare(fmt: str, work: Path, rng: random.Random):
+def prepare(fmt: str, work: Path, rng: random.Random, which: int | None = None):
+    """Write a valid input of ``fmt`` in ``work``, read it, then apply mutation ``which`` (else a random one).
+
+    Returns ``(description, expectation, path, original read, reader)``.
+    """
     write, read, mutations = FORMATS[fmt]
-    name, expect, mutate = mutations[rng.randrange(len(mutations))]
+    name, expect, mutate = mutations[rng.randrange(len(mutations)) if which is None else which]
     base = write(work)
     original = read(base)
     DRAWN.clear()
@@ -932,7 +936,7 @@ def fuzz_format(fmt: str, n: int, seed: int, timeout: float, memory: int, exampl
     for i in range(n):
         with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
             try:
-                name, expect, path, original, read = _prepare(fmt, Path(tmp), rng)
+                name, expect, path, original, read = prepare(fmt, Path(tmp), rng)
             except Exception as err:  # a broken mutation is the harness's bug, not the product's
                 counts["harness error"] += 1
                 samples.setdefault("harness error", []).append(f"{type(err).__name__}: {err}")
