@@ -413,9 +413,13 @@ def _attach_truth(stack: CellStack, path: Path) -> None:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f, strict=True)
             header = next(reader, None)
+            if not header or header[0] != "file" or len(set(header)) != len(header) or not all(header):
+                raise LinFormatError(
+                    f"{shown}: expected a header 'file,class,...' of distinct column names, got {_short(header)}"
+                )
             rows = {}
             for row in reader:
-                if len(row) != len(header or ()):
+                if len(row) != len(header):
                     raise LinFormatError(f"{shown}, line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
                 if row[0] in rows:
                     raise LinFormatError(f"{shown}, line {reader.line_num}: '{row[0]}' is listed twice")
@@ -424,8 +428,6 @@ def _attach_truth(stack: CellStack, path: Path) -> None:
         raise LinFormatError(f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except csv.Error as err:
         raise LinFormatError(f"{shown}: not a readable CSV ({err})") from None
-    if not header or header[0] != "file" or len(set(header)) != len(header) or not all(header):
-        raise LinFormatError(f"{shown}: expected a header 'file,class,...' of distinct column names, got {_short(header)}")
     missing = [n for n in stack.file_names if n not in rows]
     if missing:
         raise LinFormatError(f"{shown}: no ground truth for {len(missing)} cells, first {missing[0]}")
@@ -545,8 +547,8 @@ def _h5_object(f, name: str, path, kind):
     return obj
 
 
-def _checked_images(ds, name: str, path, channels: int | None) -> np.ndarray:
-    """A uint8 (N, C, H, W) dataset read after its shape, size and the memory it needs are checked."""
+def _check_images(ds, name: str, path, channels: int | None) -> None:
+    """A uint8 (N, C, H, W) dataset: shape, size and the memory reading it needs, checked before reading."""
     shape = tuple(ds.shape or ())
     if ds.dtype != np.uint8 or len(shape) != 4:
         raise LinFormatError(f"{_shown(path)}: '{name}' must be uint8 of shape (N, C, H, W), got {shape} {ds.dtype}")
@@ -558,7 +560,6 @@ def _checked_images(ds, name: str, path, channels: int | None) -> np.ndarray:
     guards.check_side(h, "the cells' height", _shown(path), LinFormatError, MAX_CELL_SIDE)
     guards.check_side(w, "the cells' width", _shown(path), LinFormatError, MAX_CELL_SIDE)
     guards.check_allocation(n * c * h * w, f"{n} cells of {h}x{w}", path, LinFormatError)
-    return ds[()]
 
 
 def _text(value, key: str, path) -> str:
@@ -636,7 +637,8 @@ def _read_h5_stack(f, path: Path) -> CellStack:
     ds = _h5_object(f, "cells", path, h5py.Dataset)
     if ds is None:
         raise LinFormatError(f"{_shown(path)}: no 'cells' dataset; expected a napari-biogans cell stack (N, 2, H, W)")
-    n = ds.shape[0] if ds.ndim else 0
+    _check_images(ds, "cells", path, channels=2)
+    n = ds.shape[0]
     attrs = f.attrs
     class_names = _class_names(_json_text(attrs["class_names"], "class_names", path), "class_names", path) \
         if "class_names" in attrs else ["unknown"]
@@ -656,7 +658,7 @@ def _read_h5_stack(f, path: Path) -> CellStack:
     group = _h5_object(f, "truth", path, h5py.Group)
     for key in group or ():
         truth[key] = _truth_column(_h5_object(group, key, path, h5py.Dataset), key, n, path)
-    images = _checked_images(ds, "cells", path, channels=2)
+    images = ds[()]
     class_index = _class_index(index_ds[()] if index_ds is not None else np.zeros(n, np.int64), n, len(class_names), path)
     return _stack(
         path,
@@ -694,13 +696,14 @@ def read_h5_samples(path):
         ds = _h5_object(f, "samples", path, h5py.Dataset)
         if ds is None:
             return None
-        channels = ds.shape[1] if ds.ndim == 4 else None
+        _check_images(ds, "samples", path, channels=None)
+        channels = ds.shape[1]
         names = _names(_json_text(f.attrs["channel_names"], "channel_names", path), "channel_names", path, channels) \
             if "channel_names" in f.attrs else [f"channel {k}" for k in range(channels or 0)]
         provenance = _json_text(f.attrs["provenance"], "provenance", path) if "provenance" in f.attrs else {}
         if not isinstance(provenance, dict):
             raise LinFormatError(f"{_shown(path)}: 'provenance' must be a JSON object, got {_short(provenance)}")
-        return _checked_images(ds, "samples", path, channels=None), names, provenance
+        return ds[()], names, provenance
 
     return _read_h5_with(path, reader)
 
