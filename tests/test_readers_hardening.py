@@ -332,7 +332,7 @@ def test_palette_png_is_expanded_through_its_palette(tmp_path):
         (lambda: png_bytes(np.zeros((0, 0, 3), np.uint8)), "height is 0 pixels"),
         (lambda: png_bytes(np.zeros((1, 100000, 3), np.uint8)), "width is 100000 pixels"),
         (lambda: b"GIF89a" + bytes(100), "not a PNG file"),
-        (lambda: png_bytes(np.zeros((48, 80, 3), np.uint8))[:-6], "does not end with an intact IEND"),
+        (lambda: png_bytes(np.zeros((48, 80, 3), np.uint8))[:-6], "no intact IEND chunk at its end"),
     ],
 )
 def test_png_header_checked_before_decoding(tmp_path, make, message):

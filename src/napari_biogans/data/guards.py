@@ -64,4 +64,4 @@ def png_end(path, error: type[Exception]) -> None:
     with open(path, "rb") as f:
         f.seek(max(0, os.fstat(f.fileno()).st_size - len(PNG_END)))
         if f.read() != PNG_END:
-            raise error(f"{display_name(path)}: truncated or damaged PNG (it does not end with an intact IEND chunk)")
+            raise error(f"{display_name(path)}: not a readable PNG (truncated or damaged: no intact IEND chunk at its end)")

@@ -699,7 +699,7 @@ def read_h5_samples(path):
         _check_images(ds, "samples", path, channels=None)
         channels = ds.shape[1]
         names = _names(_json_text(f.attrs["channel_names"], "channel_names", path), "channel_names", path, channels) \
-            if "channel_names" in f.attrs else [f"channel {k}" for k in range(channels or 0)]
+            if "channel_names" in f.attrs else [f"channel {k}" for k in range(channels)]
         provenance = _json_text(f.attrs["provenance"], "provenance", path) if "provenance" in f.attrs else {}
         if not isinstance(provenance, dict):
             raise LinFormatError(f"{_shown(path)}: 'provenance' must be a JSON object, got {_short(provenance)}")
