@@ -132,7 +132,7 @@ def _generator(path, meta: dict):
         _fail(path, f"'config' must be a JSON object describing the generator, got {_short(config)}")
     arch = config.get("arch")
     if arch not in GENERATOR_ARCHS:
-        _fail(path, f"unknown generator '{_short(arch)}'; one of {sorted(GENERATOR_ARCHS)}")
+        _fail(path, f"unknown generator {_short(arch)}; one of {sorted(GENERATOR_ARCHS)}")
     _check_config_values(path, config, "config")
     size = _image_size(path, config.get("image_size", [48, 80]), "config 'image_size'")
     if "image_size" in meta and meta["image_size"] != size:
@@ -182,7 +182,7 @@ def _em_modules(path, meta: dict) -> dict:
         if not isinstance(config, dict):
             _fail(path, f"'{prefix}' must be a JSON object describing the module, got {_short(config)}")
         if config.get("arch") != arch or arch not in EM_ARCHS:
-            _fail(path, f"'{prefix}' is a '{_short(config.get('arch'))}'; a {mode} model needs a '{arch}'")
+            _fail(path, f"'{prefix}' is a {_short(config.get('arch'))}; a {mode} model needs a '{arch}'")
         _check_config_values(path, config, f"'{prefix}'")
         modules[f"{prefix}."] = _build(path, f"the {prefix.replace('_', ' ')}", lambda c=config: build_em_module(c))
     return modules
