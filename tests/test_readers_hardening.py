@@ -362,7 +362,7 @@ def test_non_utf8_protein_folder_is_refused_and_root_name_is_shown(tmp_path):
     root = tmp_path / "X_train"
     write_png(root / "Tea1" / "cell0.png", np.zeros((48, 80, 3), np.uint8))
     os.rename(bytes(root / "Tea1"), bytes(root) + b"/Tea\xff")
-    with pytest.raises(lin.LinFormatError, match="folder name is not valid UTF-8"):
+    with pytest.raises(lin.LinFormatError, match="folder name is not printable UTF-8"):
         lin.read_lin_folder(root)
     odd_root = os.fsdecode(bytes(tmp_path) + b"/Odd\xfe_train")
     os.mkdir(odd_root)
@@ -370,6 +370,10 @@ def test_non_utf8_protein_folder_is_refused_and_root_name_is_shown(tmp_path):
     stack = lin.read_lin_folder(odd_root)
     stack.description.encode("utf-8")  # what model files and tables record must be encodable
     assert stack.class_names == ["Tea1"]
+    os.rename(bytes(root) + b"/Tea\xff", bytes(root) + b"/Tea\n1")  # one line, even for such a name
+    with pytest.raises(lin.LinFormatError, match=r"Tea\\n1: folder name is not printable") as err:
+        lin.read_lin_folder(root)
+    assert "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------------------------

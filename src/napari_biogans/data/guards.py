@@ -18,8 +18,12 @@ MAX_SIDE = 65536
 
 
 def display_name(path) -> str:
-    """``path`` as text that any writer can encode: undecodable bytes of the name become U+FFFD."""
-    return os.fsencode(os.fspath(path)).decode("utf-8", "replace")
+    """``path`` as one line of text that any writer can encode: undecodable bytes of the name
+    become U+FFFD and control characters (a newline in a file name) are escaped."""
+    text = os.fsencode(os.fspath(path)).decode("utf-8", "replace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def regular_file(path, error: type[Exception]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import re
 import struct
@@ -134,9 +133,9 @@ class CellStack:
 def _check_names(names, what: str, length: int | None = None) -> None:
     """A list (or tuple) of non-empty strings, of ``length`` items when given."""
     if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) and x for x in names):
-        raise LinFormatError(f"{what} must be a list of non-empty strings, got {_short(names)}")
+        raise LinFormatError(f"{what} must be a list of non-empty names, got {_short(names)}")
     if length is not None and len(names) != length:
-        raise LinFormatError(f"expected {length} {what}, got {len(names)}: {_short(names)}")
+        raise LinFormatError(f"{what} has {len(names)} names; expected {length}")
 
 
 def _short(value, limit: int = 80) -> str:
@@ -298,7 +297,7 @@ def _read_lin_folder(root: Path, size, classes, skip_bad) -> CellStack:
             continue
         if _shown(class_dir.name) != class_dir.name:
             raise LinFormatError(
-                f"{_shown(class_dir)}: folder name is not valid UTF-8; rename it (protein names go into model files)"
+                f"{_shown(class_dir)}: folder name is not printable UTF-8; rename it (protein names go into model files)"
             )
         found += [(len(class_names), class_dir.name, file) for _, file in cells]
         class_names.append(class_dir.name)
@@ -587,11 +586,11 @@ def _json_text(value, key: str, path):
 
 def _names(value, key: str, path, length: int | None = None) -> list[str]:
     """A list of non-empty strings (of ``length`` items when given)."""
-    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
-        raise LinFormatError(f"{_shown(path)}: '{key}' must be a list of non-empty names, got {_short(value)}")
-    if length is not None and len(value) != length:
-        raise LinFormatError(f"{_shown(path)}: '{key}' has {len(value)} names; expected {length}")
-    return value
+    try:
+        _check_names(value, f"'{key}'", length)
+    except LinFormatError as err:
+        raise LinFormatError(f"{_shown(path)}: {err}") from None
+    return list(value)
 
 
 def _flag(value, key: str, path) -> bool:
