@@ -931,7 +931,7 @@ COLUMNS = ("inputs", "clean error", "unnamed error", "read", "undetected", "trac
 
 
 def fuzz_format(fmt: str, n: int, seed: int, timeout: float, memory: int, examples: int) -> tuple[Counter, dict]:
-    counts, samples = Counter(), {}
+    counts, samples, by_mutation = Counter(), {}, Counter()
     rng = random.Random(f"{fmt}-{seed}")
     for i in range(n):
         with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
@@ -944,8 +944,12 @@ def fuzz_format(fmt: str, n: int, seed: int, timeout: float, memory: int, exampl
             outcome, detail = run_in_child(fmt, expect, path, original, read, timeout, memory)
         counts["inputs"] += 1
         counts[outcome] += 1
-        if outcome not in ("clean error", "read") and len(samples.setdefault(outcome, [])) < examples:
-            samples[outcome].append(f"[{name}] {detail}")
+        if outcome not in ("clean error", "read"):
+            by_mutation[(outcome, name.split(":")[0])] += 1
+            if len(samples.setdefault(outcome, [])) < examples:
+                samples[outcome].append(f"[{name}] {detail}")
+    for (outcome, mutation), count in sorted(by_mutation.items()):
+        samples.setdefault(outcome, []).append(f"{count} of these from '{mutation}'")
     return counts, samples
 
 
