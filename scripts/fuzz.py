@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import select
-import shutil
 import signal
 import struct
 import sys
@@ -845,7 +844,7 @@ def _names_file(message: str, path: Path) -> bool:
     return "\n" not in message and (path.name in message or os.fsdecode(bytes(path))[-30:] in message)
 
 
-def classify(fmt: str, expect: str, path: Path, original: dict, read) -> tuple[str, str]:
+def classify(expect: str, path: Path, original: dict, read) -> tuple[str, str]:
     """Read ``path`` here and return ``(outcome, detail)``; ``original`` is the unmutated read."""
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # it logs what it then raises or repairs
     errors = _errors()
@@ -894,7 +893,7 @@ def _vm_size() -> int:
     return 0
 
 
-def run_in_child(fmt, expect, path, original, read, timeout: float, memory: int) -> tuple[str, str]:
+def run_in_child(expect, path, original, read, timeout: float, memory: int) -> tuple[str, str]:
     """Fork; the child reads under RLIMIT_AS (its size now + ``memory``) and reports through a pipe."""
     r, w = os.pipe()
     pid = os.fork()
@@ -903,7 +902,7 @@ def run_in_child(fmt, expect, path, original, read, timeout: float, memory: int)
         try:
             limit = _vm_size() + memory
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-            outcome = classify(fmt, expect, path, original, read)
+            outcome = classify(expect, path, original, read)
         except BaseException as err:  # noqa: BLE001
             outcome = ("crash", f"{type(err).__name__} in the harness")
         os.write(w, json.dumps(outcome).encode()[:60000])
@@ -941,7 +940,7 @@ def fuzz_format(fmt: str, n: int, seed: int, timeout: float, memory: int, exampl
                 counts["harness error"] += 1
                 samples.setdefault("harness error", []).append(f"{type(err).__name__}: {err}")
                 continue
-            outcome, detail = run_in_child(fmt, expect, path, original, read, timeout, memory)
+            outcome, detail = run_in_child(expect, path, original, read, timeout, memory)
         counts["inputs"] += 1
         counts[outcome] += 1
         if outcome not in ("clean error", "read"):

@@ -54,7 +54,7 @@ def check(fmt, data, tmp_path_factory):
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
     work = tmp_path_factory.mktemp("fuzz")
     name, expect, path, original, read = fuzz.prepare(fmt, work, random.Random(seed), which)
-    outcome, detail = fuzz.run_in_child(fmt, expect, path, original, read, timeout=120, memory=2 * 2**30)
+    outcome, detail = fuzz.run_in_child(expect, path, original, read, timeout=120, memory=2 * 2**30)
     assert outcome in ACCEPTED, f"{fmt} [{name}]: {outcome}: {detail}"
     if expect == "error":
         assert outcome == "clean error", f"{fmt} [{name}] must be refused: {detail}"

@@ -11,7 +11,6 @@ import zlib
 from contextlib import contextmanager
 
 import h5py
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
