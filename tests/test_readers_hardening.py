@@ -241,6 +241,17 @@ def test_tiff_metadata_of_the_wrong_type(tmp_path, meta, message):
     one_line_naming(err, path)
 
 
+def test_tiff_metadata_changed_after_writing_is_refused(tmp_path):
+    path = lin.write_tiff(make_stack(truth=False), tmp_path / "cells.tif")
+    with tifffile.TiffFile(path) as tif:
+        images, meta = tif.asarray(), dict(tif.shaped_metadata[0])
+    meta.pop("shape")
+    meta["file_names"] = ["P0/cell9.png"] + meta["file_names"][1:]  # valid, but not what was written
+    tifffile.imwrite(path, images, metadata=meta)
+    with pytest.raises(lin.LinFormatError, match="cells.tif: its metadata .* is damaged"):
+        lin.read_tiff(path)
+
+
 def test_tiff_with_three_channels_is_refused(tmp_path):
     path = tiff_with(tmp_path, images=np.zeros((5, 3, 48, 80), np.uint8))
     with pytest.raises(lin.LinFormatError, match=r"shape \(N, 2, H, W\), got \(5, 3, 48, 80\)"):

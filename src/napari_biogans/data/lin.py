@@ -17,6 +17,7 @@ import os
 import re
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -490,7 +491,8 @@ def write_h5(stack: CellStack, path, scale=(1.0, 1.0)) -> Path:
         truth = f.create_group("truth")
         for key, values in stack.truth.items():
             values = np.asarray(values)
-            truth.create_dataset(key, data=np.char.encode(values, "utf-8") if values.dtype.kind == "U" else values)
+            truth.create_dataset(key, data=np.char.encode(values, "utf-8") if values.dtype.kind == "U" else values,
+                                 fletcher32=True)
     os.replace(tmp, path)
     return path
 
@@ -729,9 +731,17 @@ def write_tiff(stack: CellStack, path) -> Path:
         "description": stack.description,
         "simulated": stack.simulated,
     }
+    metadata["crc32"] = _metadata_crc(metadata)
+    # zlib's own checksum covers the pixels, crc32 the names and classes
     tifffile.imwrite(tmp, stack.images, metadata=metadata, compression="zlib")
     os.replace(tmp, path)
     return path
+
+
+def _metadata_crc(meta: dict) -> int:
+    """CRC-32 of a TIFF's JSON metadata (less tifffile's ``shape`` and the CRC itself)."""
+    kept = {k: v for k, v in meta.items() if k not in ("shape", "crc32")}
+    return zlib.crc32(json.dumps(kept, sort_keys=True).encode("utf-8"))
 
 
 def read_tiff(path) -> CellStack:
@@ -766,6 +776,8 @@ def read_tiff(path) -> CellStack:
         raise LinFormatError(f"{_shown(path)}: not a readable TIFF ({err})") from None
     if not isinstance(meta, dict):
         meta = {}
+    if "crc32" in meta and meta["crc32"] != _metadata_crc(meta):
+        raise LinFormatError(f"{_shown(path)}: its metadata (names, classes) is damaged: the CRC-32 does not match")
     class_names = _class_names(meta["class_names"], "class_names", path) if "class_names" in meta else ["unknown"]
     index = meta.get("class_index", [0] * n)
     if not isinstance(index, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in index):
