@@ -276,7 +276,7 @@ def read_lin_folder(
     the integer N. Files that are not ``cell<N>.png`` are skipped with one warning that counts
     them. A broken or wrong-sized cell file raises :class:`LinFormatError`, or with
     ``skip_bad=True`` is skipped and counted in a warning. ``size`` resizes every cell.
-    Protein folder names must be valid UTF-8: they are written into model files and tables.
+    Protein folder names must be printable UTF-8: they are written into model files and tables.
     """
     root = Path(path)
     if not root.exists():
