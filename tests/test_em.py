@@ -102,7 +102,7 @@ def test_missing_and_mismatched_sections(tmp_path):
     iio.imwrite(tmp_path / "membranes" / "00.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(em.EMFormatError, match="section 03"):
         em.read_section(tmp_path, 3)
-    with pytest.raises(em.EMFormatError, match=r"membranes section 00: shape \(4, 4\) does not match"):
+    with pytest.raises(em.EMFormatError, match=r"membranes/00.png: shape \(4, 4\) does not match"):
         em.read_section(tmp_path, 0)
     (tmp_path / "raw" / "01.tif").write_bytes(b"II*\0garbage")
     with pytest.raises(em.EMFormatError, match="01.tif: (not a readable image|expected a 2-D uint8 section)"):

@@ -87,3 +87,11 @@ def test_real_viewer_opens_simulated_folder_and_screenshots(make_napari_viewer, 
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert shot.ndim == 3 and shot.shape[2] == 4
     assert shot[..., 0].max() > 100 and shot[..., 1].max() > 100  # red and green both on screen
+
+
+def test_h5_writer_refuses_layer_metadata_that_is_not_a_stack_with_one_line(tmp_path):
+    cells = np.zeros((2, 48, 80), np.uint8)
+    meta = {"metadata": {"class_index": [0, 3], "class_names": ["Tea1"]}}
+    with pytest.raises(lin.LinFormatError, match=r"cells.h5: cannot save these layers .*class index outside 0..0"):
+        _io.write_cells_h5(str(tmp_path / "cells.h5"), [(cells, meta, "image"), (cells, {}, "image")])
+    assert not list(tmp_path.iterdir())

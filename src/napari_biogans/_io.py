@@ -109,9 +109,22 @@ def write_cells_h5(path: str, layer_data: list[tuple]) -> list[str]:
     images = np.stack([red, green], axis=1)
     if images.dtype != np.uint8:
         images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    meta = red_meta.get("metadata", {})
-    n = len(images)
-    stack = lin.CellStack(
+    path = Path(path)
+    if path.suffix.lower() not in lin.H5_SUFFIXES:
+        path = path.with_suffix(".h5")
+    try:
+        stack = _layers_stack(images, red_meta, green_meta)
+    except lin.LinFormatError as err:  # layer metadata that is not a cell stack's
+        raise lin.LinFormatError(f"{path}: cannot save these layers as a cell stack ({err})") from None
+    scale = tuple(red_meta.get("scale", (1.0, 1.0, 1.0)))[-2:]
+    lin.write_h5(stack, path, scale=scale)
+    return [str(path)]
+
+
+def _layers_stack(images, red_meta, green_meta) -> lin.CellStack:
+    """The cell stack two layers hold; classes, names and provenance from the first layer's metadata."""
+    meta, n = red_meta.get("metadata", {}), len(images)
+    return lin.CellStack(
         images=images,
         class_index=np.asarray(meta.get("class_index", [0] * n)),
         class_names=list(meta.get("class_names", ["unknown"])),
@@ -121,12 +134,6 @@ def write_cells_h5(path: str, layer_data: list[tuple]) -> list[str]:
         description=str(meta.get("source", "napari layers")),
         simulated=bool(meta.get("simulated", False)),
     )
-    scale = tuple(red_meta.get("scale", (1.0, 1.0, 1.0)))[-2:]
-    path = Path(path)
-    if path.suffix.lower() not in lin.H5_SUFFIXES:
-        path = path.with_suffix(".h5")
-    lin.write_h5(stack, path, scale=scale)
-    return [str(path)]
 
 
 def simulated_lin_sample() -> list[tuple]:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import guards
+
 CYTOPLASM, MEMBRANE, MITOCHONDRIA = 0, 1, 2
 LABEL_NAMES = {CYTOPLASM: "cytoplasm", MEMBRANE: "membrane", MITOCHONDRIA: "mitochondria"}
 # Colours for napari Labels layers: membranes dark blue-grey, mitochondria orange.
@@ -41,17 +43,54 @@ class EMSection:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """A 2-D image (or a single-page colour image) after its size and the memory it needs are checked."""
     import imageio.v3 as iio
     import tifffile
+    from PIL import Image
 
+    guards.regular_file(path, EMFormatError)
+    shown = guards.display_name(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            return tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    raise EMFormatError(f"{shown}: not a readable image (a TIFF without images)")
+                series = tif.series[0]
+                _check_size(series.shape, series.dtype.itemsize, shown)
+                return series.asarray()
+        with Image.open(path) as image:  # reads the header, then checks every chunk's CRC
+            width, height = image.size
+            _check_size((height, width, len(image.getbands())), 2, shown)
+            if image.format == "PNG":
+                image.verify()
+                guards.png_end(path, EMFormatError)
         return iio.imread(path)
-    except FileNotFoundError:
-        raise EMFormatError(f"{path}: no such file") from None
-    except Exception as err:
-        raise EMFormatError(f"{path}: not a readable image ({err})") from None
+    except EMFormatError:
+        raise
+    except Exception as err:  # the image libraries raise many types for damaged files
+        raise EMFormatError(f"{shown}: not a readable image ({err})") from None
+
+
+def _check_size(shape, itemsize: int, shown: str) -> None:
+    if len(shape) not in (2, 3):
+        raise EMFormatError(f"{shown}: expected a 2-D image, got shape {tuple(shape)}")
+    for side in shape[:2]:
+        guards.check_side(side, "a side", shown, EMFormatError)
+    guards.check_allocation(int(np.prod(shape)) * itemsize, f"an image of {tuple(shape)}", shown, EMFormatError)
+
+
+def _mask(path: Path, shape) -> np.ndarray:
+    """A membrane or mitochondria mask: 2-D, the raw section's shape, bool or non-negative integers."""
+    mask = _read_image(path)
+    shown = guards.display_name(path)
+    if mask.ndim != 2 or mask.dtype.kind not in "biu" or (mask.dtype.kind == "i" and mask.size and mask.min() < 0):
+        raise EMFormatError(
+            f"{shown}: expected a 2-D mask of 0 and non-zero integers, got {mask.shape} {mask.dtype}"
+            + (" with negative values" if mask.dtype.kind == "i" else "")
+        )
+    if mask.shape != tuple(shape):
+        raise EMFormatError(f"{shown}: shape {mask.shape} does not match the raw section's {tuple(shape)}")
+    return mask
 
 
 def _find(folder: Path, index: int) -> Path:
@@ -59,17 +98,22 @@ def _find(folder: Path, index: int) -> Path:
         candidate = folder / f"{index:02d}.{ext}"
         if candidate.is_file():
             return candidate
-    raise EMFormatError(f"{folder}: no section {index:02d} (expected {index:02d}.tif or {index:02d}.png)")
+    raise EMFormatError(
+        f"{guards.display_name(folder)}: no section {index:02d} (expected {index:02d}.tif or {index:02d}.png)"
+    )
 
 
 def section_indices(stack_dir) -> list[int]:
     """The section numbers present in ``stack_dir/raw``."""
     raw = Path(stack_dir) / "raw"
     if not raw.is_dir():
-        raise EMFormatError(f"{stack_dir}: expected a VNC stack folder with a raw/ sub-folder")
-    found = sorted(int(m.group(1)) for f in raw.iterdir() if (m := SECTION_FILE.match(f.name)))
+        raise EMFormatError(f"{guards.display_name(stack_dir)}: expected a VNC stack folder with a raw/ sub-folder")
+    try:
+        found = sorted({int(m.group(1)) for f in raw.iterdir() if (m := SECTION_FILE.match(f.name))})
+    except PermissionError:
+        raise EMFormatError(f"{guards.display_name(raw)}: permission denied") from None
     if not found:
-        raise EMFormatError(f"{raw}: no NN.tif sections")
+        raise EMFormatError(f"{guards.display_name(raw)}: no NN.tif sections")
     return found
 
 
@@ -87,24 +131,30 @@ def read_section(stack_dir, index: int) -> EMSection:
     raw_path = _find(stack_dir / "raw", index)
     image = _read_image(raw_path)
     if image.ndim != 2 or image.dtype != np.uint8 or image.size == 0:
-        raise EMFormatError(f"{raw_path}: expected a 2-D uint8 section, got {image.shape} {image.dtype}")
+        raise EMFormatError(
+            f"{guards.display_name(raw_path)}: expected a 2-D uint8 section, got {image.shape} {image.dtype}"
+        )
     labels = None
     if (stack_dir / "membranes").is_dir():
-        membranes = _read_image(_find(stack_dir / "membranes", index))
+        membranes = _mask(_find(stack_dir / "membranes", index), image.shape)
         mito_dir = stack_dir / "mitochondria"
-        mitochondria = _read_image(_find(mito_dir, index)) if mito_dir.is_dir() else np.zeros_like(image)
-        for name, mask in (("membranes", membranes), ("mitochondria", mitochondria)):
-            if mask.shape != image.shape:
-                raise EMFormatError(
-                    f"{stack_dir}/{name} section {index:02d}: shape {mask.shape} does not match raw {image.shape}"
-                )
+        mitochondria = _mask(_find(mito_dir, index), image.shape) if mito_dir.is_dir() else np.zeros_like(image)
         labels = labels_from_masks(membranes, mitochondria)
-    return EMSection(image=image, labels=labels, name=f"{stack_dir.name}/{index:02d}")
+    return EMSection(image=image, labels=labels, name=f"{guards.display_name(stack_dir.name)}/{index:02d}")
 
 
 def read_sections(stack_dir, indices=TRAIN_SECTIONS) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (S, H, W) and labels (S, H, W) (None when unlabelled) for the given sections."""
     sections = [read_section(stack_dir, i) for i in indices]
+    if not sections:
+        raise EMFormatError(f"{guards.display_name(stack_dir)}: no sections chosen")
+    for section in sections[1:]:
+        if section.image.shape != sections[0].image.shape or (section.labels is None) != (sections[0].labels is None):
+            raise EMFormatError(
+                f"{guards.display_name(stack_dir)}: section {section.name} is {section.image.shape}"
+                f"{'' if section.labels is None else ' with labels'}, unlike {sections[0].name} "
+                f"{sections[0].image.shape}{'' if sections[0].labels is None else ' with labels'}"
+            )
     images = np.stack([s.image for s in sections])
     labels = None if sections[0].labels is None else np.stack([s.labels for s in sections])
     return images, labels
@@ -152,15 +202,18 @@ def random_crops(
 def read_label_map(path) -> np.ndarray:
     """A label map (PNG or TIFF) with codes 0/1/2, as uint8 (H, W)."""
     path = Path(path)
+    shown = guards.display_name(path)
     labels = _read_image(path)
     if labels.ndim == 3 and labels.shape[-1] in (3, 4):
-        raise EMFormatError(f"{path}: expected a single-channel label map with codes 0/1/2, got an RGB image")
-    if labels.ndim != 2:
-        raise EMFormatError(f"{path}: expected a 2-D label map, got shape {labels.shape}")
+        raise EMFormatError(f"{shown}: expected a single-channel label map with codes 0/1/2, got an RGB image")
+    if labels.ndim != 2 or labels.size == 0:
+        raise EMFormatError(f"{shown}: expected a 2-D label map, got shape {labels.shape}")
+    if labels.dtype.kind not in "biuf":
+        raise EMFormatError(f"{shown}: expected label codes 0/1/2 as integers, got {labels.dtype} values")
     bad = np.setdiff1d(np.unique(labels), list(LABEL_NAMES))
     if bad.size:
         raise EMFormatError(
-            f"{path}: label values {bad[:5].tolist()} are not codes 0 = cytoplasm, 1 = membrane, 2 = mitochondria"
+            f"{shown}: label values {bad[:5].tolist()} are not codes 0 = cytoplasm, 1 = membrane, 2 = mitochondria"
         )
     return labels.astype(np.uint8)
 

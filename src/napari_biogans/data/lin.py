@@ -15,11 +15,15 @@ import csv
 import json
 import os
 import re
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from . import guards
 
 CHANNEL_NAMES = ("Bgs4", "protein")
 RELEASED_SIZES = ((48, 80), (96, 160))
@@ -27,6 +31,13 @@ CELL_FILE = re.compile(r"^cell(\d+)\.png$", re.IGNORECASE)
 TRUTH_FILE = "ground_truth.csv"
 H5_SUFFIXES = (".h5", ".hdf5")
 TIFF_SUFFIXES = (".tif", ".tiff")
+# bounds on what a file may declare, checked before any pixel is read
+MAX_CELL_SIDE = 4096
+MAX_CLASSES = 10_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale + alpha", 6: "RGBA"}
+# ground_truth.csv may hold this many bytes per cell (plus 1 MiB); the simulator writes ~150
+TRUTH_BYTES_PER_CELL = 4096
 
 
 class LinFormatError(ValueError):
@@ -60,14 +71,21 @@ class CellStack:
             raise LinFormatError(f"cell stack must be (N, 2, H, W), got {self.images.shape}")
         if self.images.dtype != np.uint8:
             raise LinFormatError(f"cell stack must be uint8, got {self.images.dtype}")
-        if len(self.class_index) != n or len(self.file_names) != n:
+        if n and min(self.images.shape[2:]) < 1:
+            raise LinFormatError(f"cells of {self.images.shape[2]}x{self.images.shape[3]} pixels hold nothing")
+        _check_names(self.class_names, "class names")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise LinFormatError(f"class names repeat: {self.class_names}")
+        _check_names(self.channel_names, "channel names", length=2)
+        _check_names(self.file_names, "file names")
+        if self.class_index.ndim != 1 or len(self.class_index) != n or len(self.file_names) != n:
             raise LinFormatError(
                 f"{n} cells but {len(self.class_index)} class indices and {len(self.file_names)} file names"
             )
         if n and (self.class_index.min() < 0 or self.class_index.max() >= len(self.class_names)):
             raise LinFormatError(f"class index outside 0..{len(self.class_names) - 1}")
         for key, values in self.truth.items():
-            if len(values) != n:
+            if np.ndim(values) != 1 or len(values) != n:
                 raise LinFormatError(f"ground truth '{key}' has {len(values)} values for {n} cells")
 
     def __len__(self) -> int:
@@ -113,6 +131,19 @@ class CellStack:
         return {name: int((self.class_index == i).sum()) for i, name in enumerate(self.class_names)}
 
 
+def _check_names(names, what: str, length: int | None = None) -> None:
+    """A list (or tuple) of non-empty strings, of ``length`` items when given."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) and x for x in names):
+        raise LinFormatError(f"{what} must be a list of non-empty names, got {_short(names)}")
+    if length is not None and len(names) != length:
+        raise LinFormatError(f"{what} has {len(names)} names; expected {length}")
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def to_float(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 127.5 - 1.0
 
@@ -141,36 +172,78 @@ def _cell_files(class_dir: Path) -> tuple[list[tuple[int, Path]], int]:
 def is_lin_folder(path) -> bool:
     """Cheap check: a directory with at least one sub-folder holding a ``cell<N>.png``."""
     path = Path(path)
-    if not path.is_dir():
+    try:
+        if not path.is_dir():
+            return False
+        for sub in path.iterdir():
+            if sub.is_dir() and any(CELL_FILE.match(f.name) for f in os.scandir(sub)):
+                return True
+    except OSError:  # unreadable folders are not ours to open
         return False
-    for sub in path.iterdir():
-        if sub.is_dir() and any(CELL_FILE.match(f.name) for f in os.scandir(sub)):
-            return True
     return False
 
 
-def read_png_cell(path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """One LIN PNG as (2, H, W) uint8, or a :class:`LinFormatError` naming the file."""
-    import imageio.v3 as iio
+def _png_header(path) -> tuple[int, int, int, int]:
+    """``(height, width, bit depth, colour type)`` from the PNG's IHDR chunk, before any pixel is decoded."""
+    guards.regular_file(path, LinFormatError)
+    with open(path, "rb") as f:
+        head = f.read(29)
+    if len(head) < 29 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise LinFormatError(f"{_shown(path)}: not a PNG file (no PNG signature and header)")
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    return height, width, depth, colour
 
-    try:
-        pixels = iio.imread(path)
-    except Exception as err:  # imageio raises many types for broken files
-        raise LinFormatError(f"{path}: not a readable PNG ({err})") from None
-    if pixels.dtype != np.uint8:
-        raise LinFormatError(f"{path}: expected an 8-bit RGB PNG, got {pixels.dtype} pixels")
-    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+
+def read_png_cell(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One LIN PNG as (2, H, W) uint8, or a :class:`LinFormatError` naming the file.
+
+    Accepted: 8-bit RGB; 8-bit RGBA whose alpha is opaque everywhere (alpha dropped); palette
+    PNGs, expanded through their palette (refused if any pixel is transparent). Refused: 16-bit
+    and other bit depths (no rescaling is guessed: a 16-bit file may hold 12-bit values), grayscale.
+    Every chunk's CRC is verified, so a damaged file is refused rather than read as other pixels.
+    """
+    from PIL import Image
+
+    height, width, depth, colour = _png_header(path)
+    kind = PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
+    if depth != 8 and colour != 3:
         raise LinFormatError(
-            f"{path}: expected an RGB PNG (red = Bgs4, green = protein), got shape {pixels.shape}"
+            f"{_shown(path)}: expected an 8-bit RGB PNG, got a {depth}-bit {kind} PNG "
+            "(LIN cells are 8-bit; convert it without guessing a rescaling)"
+        )
+    if colour not in (2, 3, 6):
+        raise LinFormatError(
+            f"{_shown(path)}: expected an RGB PNG (red = Bgs4, green = protein), got a {kind} PNG"
+        )
+    for side, what in ((height, "height"), (width, "width")):
+        guards.check_side(side, f"the cell's {what}", _shown(path), LinFormatError, MAX_CELL_SIDE)
+    if size is None and (height, width) not in RELEASED_SIZES:
+        raise LinFormatError(
+            f"{_shown(path)}: expected {' or '.join(f'{h}x{w}' for h, w in RELEASED_SIZES)} pixels, "
+            f"got {height}x{width} (pass size=(H, W) to resize)"
+        )
+    guards.png_end(path, LinFormatError)
+    try:
+        with Image.open(path) as image:
+            image.verify()  # every chunk's CRC
+        with Image.open(path) as image:
+            mode = image.mode
+            pixels = np.asarray(image.convert("RGBA") if mode in ("P", "RGBA") else image)
+    except Exception as err:  # Pillow raises many types for damaged files
+        raise LinFormatError(f"{_shown(path)}: not a readable PNG ({err})") from None
+    if pixels.shape != (height, width, 4 if mode in ("P", "RGBA") else 3) or pixels.dtype != np.uint8:
+        raise LinFormatError(f"{_shown(path)}: decoded to {pixels.shape} {pixels.dtype}, not 8-bit RGB")
+    if pixels.shape[2] == 4 and (pixels[..., 3] != 255).any():
+        raise LinFormatError(
+            f"{_shown(path)}: has transparent pixels; LIN cells are opaque RGB (red = Bgs4, green = protein)"
         )
     if size is not None and pixels.shape[:2] != tuple(size):
         pixels = _resize(pixels[..., :2], size)
-    elif size is None and pixels.shape[:2] not in RELEASED_SIZES:
-        raise LinFormatError(
-            f"{path}: expected {' or '.join(f'{h}x{w}' for h, w in RELEASED_SIZES)} pixels, "
-            f"got {pixels.shape[0]}x{pixels.shape[1]} (pass size=(H, W) to resize)"
-        )
     return np.ascontiguousarray(np.moveaxis(pixels[..., :2], -1, 0))
+
+
+def _shown(path) -> str:
+    return guards.display_name(path)
 
 
 def _resize(pixels: np.ndarray, size) -> np.ndarray:
@@ -178,6 +251,17 @@ def _resize(pixels: np.ndarray, size) -> np.ndarray:
 
     out = resize(pixels, tuple(size) + pixels.shape[2:], order=1, anti_aliasing=True, preserve_range=True)
     return np.round(out).astype(np.uint8)
+
+
+def _class_dirs(root: Path, classes) -> list[Path]:
+    class_dirs = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name)
+    if classes is not None:
+        by_name = {d.name: d for d in class_dirs}
+        missing = [c for c in classes if c not in by_name]
+        if missing:
+            raise LinFormatError(f"{_shown(root)}: no folder for {missing}; found {sorted(by_name)}")
+        class_dirs = [by_name[c] for c in sorted(classes)]
+    return class_dirs
 
 
 def read_lin_folder(
@@ -192,65 +276,74 @@ def read_lin_folder(
     the integer N. Files that are not ``cell<N>.png`` are skipped with one warning that counts
     them. A broken or wrong-sized cell file raises :class:`LinFormatError`, or with
     ``skip_bad=True`` is skipped and counted in a warning. ``size`` resizes every cell.
+    Protein folder names must be printable UTF-8: they are written into model files and tables.
     """
     root = Path(path)
     if not root.exists():
-        raise LinFormatError(f"{root}: no such folder")
+        raise LinFormatError(f"{_shown(root)}: no such folder")
     if not root.is_dir():
-        raise LinFormatError(f"{root}: expected a LIN folder (one sub-folder per protein), got a file")
-    class_dirs = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name)
-    if classes is not None:
-        by_name = {d.name: d for d in class_dirs}
-        missing = [c for c in classes if c not in by_name]
-        if missing:
-            raise LinFormatError(f"{root}: no folder for {missing}; found {sorted(by_name)}")
-        class_dirs = [by_name[c] for c in sorted(classes)]
+        raise LinFormatError(f"{_shown(root)}: expected a LIN folder (one sub-folder per protein), got a file")
+    try:
+        return _read_lin_folder(root, size, classes, skip_bad)
+    except PermissionError as err:
+        raise LinFormatError(f"{_shown(err.filename or root)}: permission denied") from None
 
-    images, class_index, file_names, class_names = [], [], [], []
-    ignored, broken = 0, []
-    expected = tuple(size) if size is not None else None
-    for class_dir in class_dirs:
+
+def _read_lin_folder(root: Path, size, classes, skip_bad) -> CellStack:
+    found, class_names, ignored = [], [], 0
+    for class_dir in _class_dirs(root, classes):
         cells, skipped = _cell_files(class_dir)
         ignored += skipped
         if not cells:
             continue
-        label = len(class_names)
+        if _shown(class_dir.name) != class_dir.name:
+            raise LinFormatError(
+                f"{_shown(class_dir)}: folder name is not printable UTF-8; rename it (protein names go into model files)"
+            )
+        found += [(len(class_names), class_dir.name, file) for _, file in cells]
         class_names.append(class_dir.name)
-        for _, file in cells:
-            try:
-                cell = read_png_cell(file, size)
-                if expected is None:
-                    expected = cell.shape[1:]
-                elif cell.shape[1:] != expected:
-                    raise LinFormatError(
-                        f"{file}: expected {expected[0]}x{expected[1]} like the cells before it, "
-                        f"got {cell.shape[1]}x{cell.shape[2]} (pass size=(H, W) to resize)"
-                    )
-            except LinFormatError:
-                if not skip_bad:
-                    raise
-                broken.append(file)
-                continue
-            images.append(cell)
-            class_index.append(label)
-            file_names.append(f"{class_dir.name}/{file.name}")
     if ignored:
-        warnings.warn(f"{root}: skipped {ignored} entries that are not cell<N>.png files", stacklevel=2)
-    if broken:
-        warnings.warn(
-            f"{root}: skipped {len(broken)} unreadable or wrong-sized cells, first: {broken[0]}", stacklevel=2
-        )
-    if not images:
+        warnings.warn(f"{_shown(root)}: skipped {ignored} entries that are not cell<N>.png files", stacklevel=3)
+    if not found:
         raise LinFormatError(
-            f"{root}: no cell<N>.png files found; expected <protein>/cell<N>.png sub-folders "
+            f"{_shown(root)}: no cell<N>.png files found; expected <protein>/cell<N>.png sub-folders "
             "as in LIN_Normalized_WT_size-48-80_train/"
         )
+    # the stack is allocated once, after the first cell gives its size and the memory is checked
+    images, kept, broken = None, [], []
+    expected = tuple(size) if size is not None else None
+    for label, protein, file in found:
+        try:
+            cell = read_png_cell(file, size)
+            if expected is not None and cell.shape[1:] != expected:
+                raise LinFormatError(
+                    f"{_shown(file)}: expected {expected[0]}x{expected[1]} like the cells before it, "
+                    f"got {cell.shape[1]}x{cell.shape[2]} (pass size=(H, W) to resize)"
+                )
+        except LinFormatError:
+            if not skip_bad:
+                raise
+            broken.append(file)
+            continue
+        if images is None:
+            expected = cell.shape[1:]
+            guards.check_allocation(len(found) * cell.nbytes, f"{len(found)} cells", root, LinFormatError)
+            images = np.empty((len(found),) + cell.shape, dtype=np.uint8)
+        images[len(kept)] = cell
+        kept.append((label, f"{protein}/{file.name}"))
+    if broken:
+        warnings.warn(
+            f"{_shown(root)}: skipped {len(broken)} unreadable or wrong-sized cells, first: {_shown(broken[0])}",
+            stacklevel=3,
+        )
+    if not kept:
+        raise LinFormatError(f"{_shown(root)}: none of the {len(found)} cell<N>.png files could be read")
     stack = CellStack(
-        images=np.stack(images),
-        class_index=np.array(class_index),
+        images=images[: len(kept)],
+        class_index=np.array([label for label, _ in kept]),
         class_names=class_names,
-        file_names=file_names,
-        description=f"LIN folder {root.name}",
+        file_names=[name for _, name in kept],
+        description=f"LIN folder {_shown(root.name)}",
     )
     _attach_truth(stack, root / TRUTH_FILE)
     return stack
@@ -309,17 +402,43 @@ def _csv_value(value):
 
 def _attach_truth(stack: CellStack, path: Path) -> None:
     """Attach the simulator's ground truth, aligned by file name; mark the stack as simulated."""
-    if not path.is_file():
+    if not path.exists():
         return
-    with open(path, newline="") as f:
-        rows = {row["file"]: row for row in csv.DictReader(f)}
+    guards.regular_file(path, LinFormatError)
+    shown = _shown(path)
+    limit = (1 << 20) + TRUTH_BYTES_PER_CELL * len(stack)
+    if path.stat().st_size > limit:
+        raise LinFormatError(f"{shown}: {path.stat().st_size:,} bytes for {len(stack)} cells; expected at most {limit:,}")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, strict=True)
+            header = next(reader, None)
+            if not header or header[0] != "file" or len(set(header)) != len(header) or not all(header):
+                raise LinFormatError(
+                    f"{shown}: expected a header 'file,class,...' of distinct column names, got {_short(header)}"
+                )
+            rows = {}
+            for row in reader:
+                if len(row) != len(header):
+                    raise LinFormatError(f"{shown}, line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
+                if row[0] in rows:
+                    raise LinFormatError(f"{shown}, line {reader.line_num}: '{row[0]}' is listed twice")
+                rows[row[0]] = row
+    except UnicodeDecodeError as err:
+        raise LinFormatError(f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise LinFormatError(f"{shown}: not a readable CSV ({err})") from None
     missing = [n for n in stack.file_names if n not in rows]
     if missing:
-        raise LinFormatError(f"{path}: no ground truth for {len(missing)} cells, first {missing[0]}")
-    keys = [k for k in next(iter(rows.values())) if k not in ("file", "class")]
-    for key in keys:
-        values = [rows[n][key] for n in stack.file_names]
-        stack.truth[key] = _parse_column(values)
+        raise LinFormatError(f"{shown}: no ground truth for {len(missing)} cells, first {missing[0]}")
+    if "class" in header:
+        column = header.index("class")
+        wrong = [n for n, c in zip(stack.file_names, stack.class_index) if rows[n][column] != stack.class_names[c]]
+        if wrong:
+            raise LinFormatError(f"{shown}: the class of {len(wrong)} cells differs from their folder, first {wrong[0]}")
+    for column, key in enumerate(header):
+        if key not in ("file", "class"):
+            stack.truth[key] = _parse_column([rows[n][column] for n in stack.file_names])
     stack.simulated = True
     stack.description += " (simulated by napari-biogans)"
 
@@ -356,9 +475,11 @@ def write_h5(stack: CellStack, path, scale=(1.0, 1.0)) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("cells", data=stack.images, compression="gzip", compression_opts=4)
-        f.create_dataset("class_index", data=stack.class_index)
+    # libver "latest": checksummed metadata (HDF5 >= 1.10), so damage anywhere is refused rather than read
+    with h5py.File(tmp, "w", libver="latest") as f:
+        # fletcher32: a checksum per chunk, so a damaged file is refused rather than read as other pixels
+        f.create_dataset("cells", data=stack.images, compression="gzip", compression_opts=4, fletcher32=True)
+        f.create_dataset("class_index", data=stack.class_index, fletcher32=True)
         f.attrs["class_names"] = json.dumps(stack.class_names)
         f.attrs["channel_names"] = json.dumps(list(stack.channel_names))
         f.attrs["file_names"] = json.dumps(stack.file_names)
@@ -370,7 +491,8 @@ def write_h5(stack: CellStack, path, scale=(1.0, 1.0)) -> Path:
         truth = f.create_group("truth")
         for key, values in stack.truth.items():
             values = np.asarray(values)
-            truth.create_dataset(key, data=values.astype("S") if values.dtype.kind == "U" else values)
+            truth.create_dataset(key, data=np.char.encode(values, "utf-8") if values.dtype.kind == "U" else values,
+                                 fletcher32=True)
     os.replace(tmp, path)
     return path
 
@@ -384,62 +506,214 @@ def is_cell_h5(path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             return "cells" in f or "samples" in f
-    except OSError:
+    except Exception:  # a damaged file is not ours to claim; read_h5 says what is wrong with it
         return False
 
 
-def read_h5(path) -> CellStack:
+def _open_h5(path: Path):
     import h5py
 
-    path = Path(path)
+    guards.regular_file(path, LinFormatError)
     try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise LinFormatError(f"{path}: not a readable HDF5 file ({err})") from None
-    with f:
-        if "cells" not in f:
-            raise LinFormatError(f"{path}: no 'cells' dataset; expected a napari-biogans cell stack (N, 2, H, W)")
-        images = f["cells"][()]
-        n = len(images)
-        class_index = f["class_index"][()] if "class_index" in f else np.zeros(n, dtype=np.int64)
-        class_names = _json_attr(f, "class_names", ["unknown"])
-        truth = {}
-        for key, ds in f.get("truth", {}).items():
-            values = ds[()]
-            truth[key] = values.astype(str) if values.dtype.kind == "S" else values
-        stack = CellStack(
-            images=images,
-            class_index=class_index,
-            class_names=class_names,
-            file_names=_json_attr(f, "file_names", [f"cell{i}" for i in range(n)]),
-            channel_names=tuple(_json_attr(f, "channel_names", list(CHANNEL_NAMES))),
-            truth=truth,
-            description=str(f.attrs.get("description", path.name)),
-            simulated=bool(f.attrs.get("simulated", False)),
-            pixel_size_um=float(f.attrs["pixel_size_um"]) if "pixel_size_um" in f.attrs else None,
-        )
-    return stack
+        return h5py.File(path, "r")
+    except Exception as err:  # h5py raises OSError and others for damaged superblocks
+        raise LinFormatError(f"{_shown(path)}: not a readable HDF5 file ({err})") from None
+
+
+def _read_h5_with(path, reader):
+    """``reader(file, path)`` on an open HDF5 file; a damaged file's low-level errors become one line."""
+    path = Path(path)
+    f = _open_h5(path)
+    try:
+        with f:
+            return reader(f, path)
+    except LinFormatError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:  # h5py on damaged objects
+        raise LinFormatError(f"{_shown(path)}: damaged HDF5 file ({err})") from None
+
+
+def _h5_object(f, name: str, path, kind):
+    """The object ``name`` if it is a ``kind`` (Dataset or Group) stored in this file, None if absent."""
+    import h5py
+
+    link = f.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise LinFormatError(f"{_shown(path)}: '{name}' is a {type(link).__name__}; expected data stored in the file")
+    obj = f[name]
+    if not isinstance(obj, kind):
+        raise LinFormatError(f"{_shown(path)}: '{name}' is a {type(obj).__name__}; expected a {kind.__name__}")
+    return obj
+
+
+def _check_images(ds, name: str, path, channels: int | None) -> None:
+    """A uint8 (N, C, H, W) dataset: shape, size and the memory reading it needs, checked before reading."""
+    shape = tuple(ds.shape or ())
+    if ds.dtype != np.uint8 or len(shape) != 4:
+        raise LinFormatError(f"{_shown(path)}: '{name}' must be uint8 of shape (N, C, H, W), got {shape} {ds.dtype}")
+    n, c, h, w = shape
+    if channels is not None and c != channels:
+        raise LinFormatError(f"{_shown(path)}: '{name}' has {c} channels per cell; expected {channels} (red, green)")
+    if n < 1 or not 1 <= c <= 64:
+        raise LinFormatError(f"{_shown(path)}: '{name}' holds {n} cells of {c} channels; expected at least one")
+    guards.check_side(h, "the cells' height", _shown(path), LinFormatError, MAX_CELL_SIDE)
+    guards.check_side(w, "the cells' width", _shown(path), LinFormatError, MAX_CELL_SIDE)
+    guards.check_allocation(n * c * h * w, f"{n} cells of {h}x{w}", path, LinFormatError)
+
+
+def _text(value, key: str, path) -> str:
+    """An attribute or metadata value that must be text (bytes are decoded as UTF-8)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LinFormatError(f"{_shown(path)}: '{key}' is not UTF-8 text") from None
+    if not isinstance(value, str):
+        raise LinFormatError(f"{_shown(path)}: '{key}' must be text, got {type(value).__name__} {_short(value)}")
+    try:
+        value.encode("utf-8")  # h5py hands undecodable bytes over as surrogates
+    except UnicodeEncodeError:
+        raise LinFormatError(f"{_shown(path)}: '{key}' is not UTF-8 text") from None
+    return str(value)
+
+
+def _json_text(value, key: str, path):
+    try:
+        return json.loads(_text(value, key, path))
+    except json.JSONDecodeError as err:
+        raise LinFormatError(f"{_shown(path)}: '{key}' is not valid JSON ({err.msg})") from None
+
+
+def _names(value, key: str, path, length: int | None = None) -> list[str]:
+    """A list of non-empty strings (of ``length`` items when given)."""
+    try:
+        _check_names(value, f"'{key}'", length)
+    except LinFormatError as err:
+        raise LinFormatError(f"{_shown(path)}: {err}") from None
+    return list(value)
+
+
+def _flag(value, key: str, path) -> bool:
+    """A yes/no value stored as a boolean (or 0/1): never the truthiness of a word like "no"."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise LinFormatError(f"{_shown(path)}: '{key}' must be true or false, got {_short(value)}")
+
+
+def _class_names(value, key, path) -> list[str]:
+    names = _names(value, key, path)
+    if not 1 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names):
+        raise LinFormatError(f"{_shown(path)}: '{key}' must hold 1 to {MAX_CLASSES} distinct names, got {_short(names)}")
+    return names
+
+
+def _class_index(values, n: int, n_classes: int, path) -> np.ndarray:
+    values = np.asarray(values)
+    if values.shape != (n,) or (n and values.dtype.kind not in "iu"):
+        raise LinFormatError(f"{_shown(path)}: 'class_index' must be {n} integers, got {values.shape} {values.dtype}")
+    if n and (values.min() < 0 or values.max() >= n_classes):
+        raise LinFormatError(f"{_shown(path)}: 'class_index' outside 0..{n_classes - 1} (the class names)")
+    return values.astype(np.int64)
+
+
+def _truth_column(ds, key: str, n: int, path) -> np.ndarray:
+    if ds.shape != (n,) or ds.dtype.kind not in "biufSO":
+        raise LinFormatError(f"{_shown(path)}: truth '{key}' must be {n} numbers or strings, got {ds.shape} {ds.dtype}")
+    values = ds[()]
+    if values.dtype.kind in "SO":
+        values = np.array([_text(v, f"truth/{key}", path) for v in values.tolist()])
+    return values
+
+
+def read_h5(path) -> CellStack:
+    """A cell stack written by :func:`write_h5`; structure, types and sizes are checked before the pixels are read."""
+    return _read_h5_with(path, _read_h5_stack)
+
+
+def _read_h5_stack(f, path: Path) -> CellStack:
+    import h5py
+
+    ds = _h5_object(f, "cells", path, h5py.Dataset)
+    if ds is None:
+        raise LinFormatError(f"{_shown(path)}: no 'cells' dataset; expected a napari-biogans cell stack (N, 2, H, W)")
+    _check_images(ds, "cells", path, channels=2)
+    n = ds.shape[0]
+    attrs = f.attrs
+    class_names = _class_names(_json_text(attrs["class_names"], "class_names", path), "class_names", path) \
+        if "class_names" in attrs else ["unknown"]
+    index_ds = _h5_object(f, "class_index", path, h5py.Dataset)
+    if index_ds is not None and (index_ds.shape != (n,) or index_ds.dtype.kind not in "iu"):
+        raise LinFormatError(f"{_shown(path)}: 'class_index' must be {n} integers, got {index_ds.shape} {index_ds.dtype}")
+    file_names = _names(_json_text(attrs["file_names"], "file_names", path), "file_names", path, n) \
+        if "file_names" in attrs else [f"cell{i}" for i in range(n)]
+    channel_names = _names(_json_text(attrs["channel_names"], "channel_names", path), "channel_names", path, 2) \
+        if "channel_names" in attrs else list(CHANNEL_NAMES)
+    description = _text(attrs["description"], "description", path) if "description" in attrs else _shown(path.name)
+    simulated = _flag(attrs["simulated"], "simulated", path) if "simulated" in attrs else False
+    pixel_size = None
+    if "pixel_size_um" in attrs:
+        pixel_size = _positive_numbers(attrs["pixel_size_um"], "pixel_size_um", path, 1)[0]
+    truth = {}
+    group = _h5_object(f, "truth", path, h5py.Group)
+    for key in group or ():
+        truth[key] = _truth_column(_h5_object(group, key, path, h5py.Dataset), key, n, path)
+    images = ds[()]
+    class_index = _class_index(index_ds[()] if index_ds is not None else np.zeros(n, np.int64), n, len(class_names), path)
+    return _stack(
+        path,
+        images=images,
+        class_index=class_index,
+        class_names=class_names,
+        file_names=file_names,
+        channel_names=tuple(channel_names),
+        truth=truth,
+        description=description,
+        simulated=simulated,
+        pixel_size_um=pixel_size,
+    )
+
+
+def _stack(path, **fields) -> CellStack:
+    try:
+        return CellStack(**fields)
+    except LinFormatError as err:  # the stack's own checks do not know the file
+        raise LinFormatError(f"{_shown(path)}: {err}") from None
+
+
+def _positive_numbers(value, key: str, path, length: int) -> list[float]:
+    values = np.ravel(np.asarray(value))
+    if values.shape != (length,) or values.dtype.kind not in "iuf" or not (np.isfinite(values) & (values > 0)).all():
+        raise LinFormatError(f"{_shown(path)}: '{key}' must be {length} finite positive numbers, got {_short(value)}")
+    return [float(v) for v in values]
 
 
 def read_h5_samples(path):
     """``(images (n, channels, H, W), channel names, provenance)`` of a generated-samples file, else None."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        if "samples" not in f:
+    def reader(f, path):
+        ds = _h5_object(f, "samples", path, h5py.Dataset)
+        if ds is None:
             return None
-        return f["samples"][()], _json_attr(f, "channel_names", []), _json_attr(f, "provenance", {})
+        _check_images(ds, "samples", path, channels=None)
+        channels = ds.shape[1]
+        names = _names(_json_text(f.attrs["channel_names"], "channel_names", path), "channel_names", path, channels) \
+            if "channel_names" in f.attrs else [f"channel {k}" for k in range(channels)]
+        provenance = _json_text(f.attrs["provenance"], "provenance", path) if "provenance" in f.attrs else {}
+        if not isinstance(provenance, dict):
+            raise LinFormatError(f"{_shown(path)}: 'provenance' must be a JSON object, got {_short(provenance)}")
+        return ds[()], names, provenance
+
+    return _read_h5_with(path, reader)
 
 
 def read_h5_scale(path) -> tuple[float, float]:
-    import h5py
+    def reader(f, path):
+        return tuple(_positive_numbers(f.attrs["scale"], "scale", path, 2)) if "scale" in f.attrs else (1.0, 1.0)
 
-    with h5py.File(path, "r") as f:
-        return tuple(float(s) for s in f.attrs.get("scale", (1.0, 1.0)))
-
-
-def _json_attr(f, key, default):
-    return json.loads(f.attrs[key]) if key in f.attrs else default
+    return _read_h5_with(path, reader)
 
 
 def write_tiff(stack: CellStack, path) -> Path:
@@ -457,36 +731,67 @@ def write_tiff(stack: CellStack, path) -> Path:
         "description": stack.description,
         "simulated": stack.simulated,
     }
+    metadata["crc32"] = _metadata_crc(metadata)
+    # zlib's own checksum covers the pixels, crc32 the names and classes
     tifffile.imwrite(tmp, stack.images, metadata=metadata, compression="zlib")
     os.replace(tmp, path)
     return path
 
 
+def _metadata_crc(meta: dict) -> int:
+    """CRC-32 of a TIFF's JSON metadata (less tifffile's ``shape`` and the CRC itself)."""
+    kept = {k: v for k, v in meta.items() if k not in ("shape", "crc32")}
+    return zlib.crc32(json.dumps(kept, sort_keys=True).encode("utf-8"))
+
+
 def read_tiff(path) -> CellStack:
+    """A stack written by :func:`write_tiff` (or any uint8 (N, 2, H, W) or (2, H, W) TIFF)."""
     import tifffile
 
     path = Path(path)
+    guards.regular_file(path, LinFormatError)
     try:
         with tifffile.TiffFile(path) as tif:
-            images = tif.asarray()
-            meta = (tif.shaped_metadata or [{}])[0] or {}
-    except Exception as err:
-        raise LinFormatError(f"{path}: not a readable TIFF ({err})") from None
-    if images.ndim == 3 and images.shape[0] == 2:
-        images = images[None]
-    if images.ndim != 4 or images.shape[1] != 2:
-        raise LinFormatError(f"{path}: expected a cell stack of shape (N, 2, H, W), got {images.shape}")
-    if images.dtype != np.uint8:
-        raise LinFormatError(f"{path}: expected uint8 cells, got {images.dtype}")
-    n = len(images)
-    return CellStack(
+            if not tif.series:
+                raise LinFormatError(f"{_shown(path)}: a TIFF without images")
+            series = tif.series[0]
+            shape = tuple(series.shape)
+            if len(shape) == 3 and shape[0] == 2:
+                shape = (1,) + shape
+            if len(shape) != 4 or shape[1] != 2:
+                raise LinFormatError(f"{_shown(path)}: expected a cell stack of shape (N, 2, H, W), got {shape}")
+            if series.dtype != np.uint8:
+                raise LinFormatError(f"{_shown(path)}: expected uint8 cells, got {series.dtype}")
+            n, _, h, w = shape
+            guards.check_side(h, "the cells' height", _shown(path), LinFormatError, MAX_CELL_SIDE)
+            guards.check_side(w, "the cells' width", _shown(path), LinFormatError, MAX_CELL_SIDE)
+            if n < 1:
+                raise LinFormatError(f"{_shown(path)}: holds no cells")
+            guards.check_allocation(n * 2 * h * w, f"{n} cells of {h}x{w}", path, LinFormatError)
+            meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+            images = series.asarray().reshape(shape)
+    except LinFormatError:
+        raise
+    except Exception as err:  # tifffile and its codecs raise many types for damaged files
+        raise LinFormatError(f"{_shown(path)}: not a readable TIFF ({err})") from None
+    if not isinstance(meta, dict):
+        meta = {}
+    if "crc32" in meta and meta["crc32"] != _metadata_crc(meta):
+        raise LinFormatError(f"{_shown(path)}: its metadata (names, classes) is damaged: the CRC-32 does not match")
+    class_names = _class_names(meta["class_names"], "class_names", path) if "class_names" in meta else ["unknown"]
+    index = meta.get("class_index", [0] * n)
+    if not isinstance(index, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in index):
+        raise LinFormatError(f"{_shown(path)}: 'class_index' must be a list of integers, got {_short(index)}")
+    return _stack(
+        path,
         images=images,
-        class_index=np.asarray(meta.get("class_index", [0] * n)),
-        class_names=list(meta.get("class_names", ["unknown"])),
-        file_names=list(meta.get("file_names", [f"cell{i}" for i in range(n)])),
-        channel_names=tuple(meta.get("channel_names", CHANNEL_NAMES)),
-        description=str(meta.get("description", path.name)),
-        simulated=bool(meta.get("simulated", False)),
+        class_index=_class_index(np.array(index, dtype=np.int64), n, len(class_names), path),
+        class_names=class_names,
+        file_names=_names(meta["file_names"], "file_names", path, n) if "file_names" in meta
+        else [f"cell{i}" for i in range(n)],
+        channel_names=tuple(_names(meta.get("channel_names", list(CHANNEL_NAMES)), "channel_names", path, 2)),
+        description=_text(meta["description"], "description", path) if "description" in meta else _shown(path.name),
+        simulated=_flag(meta.get("simulated", False), "simulated", path),
     )
 
 
@@ -495,14 +800,14 @@ def read_cells(path, **kwargs) -> CellStack:
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
-        raise LinFormatError(f"{path}: no such file or folder")
+        raise LinFormatError(f"{_shown(path)}: no such file or folder")
     if path.is_dir():
         return read_lin_folder(path, **kwargs)
     if suffix in H5_SUFFIXES:
         return read_h5(path)
     if suffix in TIFF_SUFFIXES:
         return read_tiff(path)
-    raise LinFormatError(f"{path}: expected a LIN folder, an .h5 or a .tif cell stack")
+    raise LinFormatError(f"{_shown(path)}: expected a LIN folder, an .h5 or a .tif cell stack")
 
 
 # --------------------------------------------------------------------------------------------
