@@ -795,6 +795,8 @@ def simulate_field(seed: int = 0, shape=(512, 512), n_cells: int = 12, proteins=
                       slice(max(left, 0), min(left + 2 * half + 1, shape[1])))
             inner = (slice(window[0].start - top, window[0].stop - top),
                      slice(window[1].start - left, window[1].stop - left))
+            if any(w.stop <= w.start for w in window):
+                continue
             mask = mask[inner]
             if mask.sum() < 0.3 * np.pi * (cell.width / 2 / pixel_size) ** 2 or (labels[window][mask] > 0).any():
                 continue  # mostly outside the field, or overlapping a cell: draw another place
