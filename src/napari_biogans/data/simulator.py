@@ -845,13 +845,40 @@ def _camera(counts, rng, z_planes, bit_depth, px) -> np.ndarray:
     for depth in planes:
         signal = counts + FIELD_BACKGROUND
         if depth:
-            sigma = abs(depth) * 1.5 / px  # out of focus: wider, dimmer peaks, the same total light
+            sigma = abs(depth) * 0.5 / px  # out of focus: wider, dimmer peaks, the same total light
             signal = np.stack([gaussian_filter(c, sigma) for c in counts]) + FIELD_BACKGROUND
         electrons = rng.poisson(signal * FIELD_ELECTRONS_PER_COUNT) / FIELD_ELECTRONS_PER_COUNT
         adu = FIELD_OFFSET[bit_depth] + electrons * FIELD_ADU_PER_COUNT[bit_depth]
         adu = adu + rng.normal(0.0, 1.5 * FIELD_ADU_PER_COUNT[bit_depth] / 4, adu.shape)
         stack.append(np.clip(np.rint(adu), 0, 2**bit_depth - 1).astype(dtype))
     return stack[0] if z_planes <= 0 else np.stack(stack)
+
+
+def write_simulated_fields(out, n_fields: int, seed: int = 0, shape=(512, 512), n_cells: int = 12, proteins=("Tea1",),
+                           z_planes: int = 0, bit_depth: int = 16, touching: float = 0.3) -> list:
+    """``field_<k>.tif`` (OME-TIFF, pixel size and channel names), ``field_<k>_labels.tif`` (ground
+    truth) and ``field_<k>_truth.csv`` (one row per label) for k < ``n_fields``; field k uses seed + k."""
+    import csv
+    from pathlib import Path
+
+    import tifffile
+
+    from .fields import write_field_tiff
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k in range(n_fields):
+        sim = simulate_field(seed + k, shape, n_cells, proteins, touching, z_planes, bit_depth)
+        path = write_field_tiff(out / f"field_{k}.tif", sim.image, sim.pixel_size_um, sim.channel_names,
+                                FIELD_Z_STEP_UM if z_planes else None)
+        tifffile.imwrite(out / f"field_{k}_labels.tif", sim.labels, compression="zlib")
+        with open(out / f"field_{k}_truth.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(list(sim.truth))
+            writer.writerows(zip(*(np.asarray(v).tolist() for v in sim.truth.values())))
+        written.append(path)
+    return written
 
 
 def _write_montages(folder, seed: int = 0) -> None:
