@@ -55,7 +55,7 @@ def test_render_aligned_is_horizontal_centred_and_to_scale():
         ref = simulator.render_aligned(cell, (96, 160))
         mask = ref[0] > 0
         rows, cols = np.nonzero(mask)
-        assert abs(rows.mean() - 47.5) < 3.0 and abs(cols.mean() - 79.5) < 1.5  # rows: the bend
+        assert abs(rows.mean() - 47.5) < 0.6 and abs(cols.mean() - 79.5) < 0.6  # centred on its centroid
         length = (np.ptp(cols) + 1) * simulator.pixel_size_um((96, 160))
         assert abs(length - cell.length) < 0.25
         assert np.ptp(rows) < np.ptp(cols)

@@ -727,11 +727,15 @@ def render_cell_signals(cell: FieldCell, shape, centre, angle_deg: float, px: fl
 
 
 def render_aligned(cell: FieldCell, size=(48, 80)) -> np.ndarray:
-    """The simulator's own single-cell rendering of a field cell: horizontal, centred, old end on
-    the right, noise-free, masked, ``(2, H, W)`` float at :func:`pixel_size_um` of ``size``."""
+    """The simulator's own single-cell rendering of a field cell: horizontal, old end on the right,
+    its mask's centroid in the middle of the frame (a bent cell's centroid is off its centre, and a
+    crop is centred on the centroid), noise-free, masked, ``(2, H, W)`` float at
+    :func:`pixel_size_um` of ``size``."""
     size = _check_size(size)
-    red, green, mask = render_cell_signals(cell, size, ((size[0] - 1) / 2, (size[1] - 1) / 2), 0.0,
-                                           pixel_size_um(size))
+    middle = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
+    _, _, mask = render_cell_signals(cell, size, tuple(middle), 0.0, pixel_size_um(size))
+    centre = 2 * middle - np.argwhere(mask).mean(axis=0)
+    red, green, mask = render_cell_signals(cell, size, tuple(centre), 0.0, pixel_size_um(size))
     return np.stack([red, green]) * mask
 
 
