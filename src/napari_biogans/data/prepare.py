@@ -130,9 +130,9 @@ class PreparedField:
 
 
 def segment(red: np.ndarray, pixel_size: float, params: SegmentParams | None = None) -> np.ndarray:
-    """Labels of the cells in a red (outline) channel: smooth, threshold, fill the holes, split
-    touching cells by a watershed of the distance to the outline seeded by the cells' cores,
-    remove small objects."""
+    """Labels of the cells in a red (outline) channel: smooth, threshold, fill the holes, seed one
+    core per cell (the pixels far from the outline), grow the cores by a watershed of that distance
+    (touching cells part at the neck between them), remove small objects."""
     from scipy import ndimage as ndi
     from skimage import filters, measure, morphology, segmentation
 
@@ -146,7 +146,9 @@ def segment(red: np.ndarray, pixel_size: float, params: SegmentParams | None = N
     min_area = max(int(params.min_area_um2 / pixel_size**2), 1)
     foreground = morphology.remove_small_objects(foreground, max_size=min_area)
     distance = ndi.distance_transform_edt(foreground)
-    # cores: the pixels deep inside a cell; two touching cells meet at a neck thinner than that
+    # cores: the pixels deep inside a cell; two touching cells meet at a neck thinner than that.
+    # (Seeding from the dark insides between bright membranes splits more touching pairs, but it
+    # also cuts every septated cell in two: 84% of isolated cells found, against 99% this way.)
     cores = measure.label(distance > params.core_um / pixel_size)
     labels = segmentation.watershed(-distance, cores, mask=foreground)
     sizes = np.bincount(labels.ravel())
