@@ -142,7 +142,8 @@ def segment(red: np.ndarray, pixel_size: float, params: SegmentParams | None = N
     if threshold is None:
         raise ValueError(f"threshold must be otsu, li or triangle, got {params.threshold!r}")
     smooth = ndi.gaussian_filter(red.astype(np.float32), params.smoothing_um / pixel_size)
-    foreground = ndi.binary_fill_holes(smooth > threshold(smooth) * params.threshold_factor)
+    step = max(1, int(np.sqrt(smooth.size / 2**18)))  # the threshold from ~260,000 pixels: the same, faster
+    foreground = ndi.binary_fill_holes(smooth > threshold(smooth[::step, ::step]) * params.threshold_factor)
     min_area = max(int(params.min_area_um2 / pixel_size**2), 1)
     foreground = morphology.remove_small_objects(foreground, max_size=min_area)
     distance = ndi.distance_transform_edt(foreground)
