@@ -83,3 +83,16 @@ def test_bad_input_is_reported_not_raised(make_napari_viewer, monkeypatch):
     widget.green_channel.setValue(5)
     widget.run_button.click()
     assert "no green channel 5" in shown[-1] and widget.worker is None
+
+
+def test_cancel_stops_before_any_result(make_napari_viewer, qtbot, sim):
+    viewer = make_napari_viewer()
+    viewer.add_image(sim.image[0], name="red", scale=(0.1, 0.1))
+    viewer.add_image(sim.image[1], name="green", scale=(0.1, 0.1))
+    widget = PrepareCellsWidget(viewer)
+    widget.run_button.click()
+    assert widget.cancel_button.isEnabled() and not widget.run_button.isEnabled()
+    widget.cancel_button.click()  # seen by the job at its next step, long before the crops
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.result is None and "accepted cells" not in viewer.layers
+    assert widget.run_button.isEnabled() and not widget.save_button.isEnabled()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..jobs import Job, Update, within
+from ..jobs import Job, Update
 from .fields import Field, FieldError, safe_name
 from .lin import CellStack, write_h5, write_lin_folder
 from .simulator import pixel_size_um as crop_pixel_size
@@ -298,12 +298,13 @@ def prepare_field(fov: Field, params: PrepareParams | None = None, pixel_size_um
     pixel_size = pixel_size_um or fov.pixel_size_um
     if pixel_size is None:
         raise FieldError(f"{fov.source}: no pixel size in the metadata; give it (µm per pixel)")
-    yield Update(0, 4, "segmenting" if fov.labels is None else "reading labels")
+    yield Update(0, 0, "segmenting" if fov.labels is None else "reading labels")  # total known once measured
     labels = fov.labels if fov.labels is not None else segment(fov.red, pixel_size, params.segment)
-    yield Update(1, 4, "measuring")
+    yield Update(1, 0, "measuring")
     records = measure_cells(labels, pixel_size, fov.source, params)
     accepted = [r for r in records if r.accepted]
-    yield Update(2, 4, f"aligning {len(accepted)} cells")
+    total = len(accepted) + 3
+    yield Update(2, total, "aligning cells")
     out_px = crop_pixel_size(params.size)
     factor = out_px / pixel_size
     channels = [fov.red, fov.green]
@@ -311,17 +312,19 @@ def prepare_field(fov: Field, params: PrepareParams | None = None, pixel_size_um
         channels = [gaussian_filter(c, (factor - 1) / 2) for c in channels]
     backgrounds = [_background(c, labels, pixel_size) for c in (fov.red, fov.green)]
     crops, masks = [], []
-    for record in accepted:
+    for i, record in enumerate(accepted):
         crop, mask = align_crop(channels, labels, record, pixel_size, params.size, backgrounds)
         crops.append(crop)
         masks.append(mask)
+        if i % 8 == 7:  # a chance to cancel, a few times a second
+            yield Update(3 + i, total, "aligning cells")
     float_crops = np.stack(crops) if crops else np.zeros((0, 2) + params.size, np.float32)
     masks = np.stack(masks) if masks else np.zeros((0,) + params.size, bool)
-    yield Update(3, 4, "normalising")
+    yield Update(total - 1, total, "normalising")
     images = normalise(float_crops, masks, accepted, backgrounds, params)
     if params.mask_outside:
         float_crops = float_crops * masks[:, None]
-    yield Update(4, 4, "done")
+    yield Update(total, total, "done")
     return PreparedField(source=fov.source, records=records, labels=labels, crops=images,
                          float_crops=float_crops.astype(np.float32), pixel_size_um=pixel_size,
                          crop_pixel_size_um=out_px)
@@ -331,12 +334,17 @@ def prepare_fields(loaders, params: PrepareParams | None = None, pixel_size_um: 
     """Job: several fields, each from ``loader()`` (read lazily, one at a time) -> list of
     :class:`PreparedField`; progress counts fields."""
     results = []
-    total = 4 * len(loaders)
     for k, load in enumerate(loaders):
-        yield Update(4 * k, total, "preparing fields")
-        fov = load()
-        result = yield from within(prepare_field(fov, params, pixel_size_um), 4 * k, total, "preparing fields")
-        results.append(result)
+        yield Update(k, len(loaders), "preparing fields")
+        job = prepare_field(load(), params, pixel_size_um)
+        while True:
+            try:
+                next(job)
+            except StopIteration as stop:
+                results.append(stop.value)
+                break
+            yield Update(k, len(loaders), "preparing fields")  # each inner step: a chance to cancel
+    yield Update(len(loaders), len(loaders), "preparing fields")
     return results
 
 
