@@ -94,5 +94,5 @@ def test_cancel_stops_before_any_result(make_napari_viewer, qtbot, sim):
     assert widget.cancel_button.isEnabled() and not widget.run_button.isEnabled()
     widget.cancel_button.click()  # seen by the job at its next step, long before the crops
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert widget.result is None and "accepted cells" not in viewer.layers
+    assert widget.result is None and "accepted cells" not in viewer.layers and widget.counts.text() == "cancelled"
     assert widget.run_button.isEnabled() and not widget.save_button.isEnabled()

@@ -114,6 +114,7 @@ class PrepareCellsWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self.result = None
+        self._cancelled = False
 
         self.mode = QComboBox()
         self.mode.addItems(MODES)
@@ -275,19 +276,20 @@ class PrepareCellsWidget(QWidget):
             return
         self._field_layer = red
         self.counts.setText("preparing…")
-        self.result = None
+        self.result, self._cancelled = None, False
         self.worker = start_job(prepare.prepare_field, fov, params, what="Prepare cells",
                                 on_update=self._progress,
                                 on_done=self._show, on_error=self._failed, on_finished=self._finished)
         self._set_busy(True)
 
     def _progress(self, update) -> None:
-        if self.result is None:  # a late update must not hide the counts
+        if self.result is None and not self._cancelled:  # a late update must not hide the outcome
             self.counts.setText(f"{update.stage}…")
 
     def _cancel(self) -> None:
         if self.worker is not None:
             self.worker.quit()
+            self._cancelled = True
             self.counts.setText("cancelled")
 
     def _failed(self, err) -> None:
