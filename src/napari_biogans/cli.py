@@ -43,6 +43,13 @@ def cmd_simulate(args) -> int:
 
     out = Path(args.out)
     proteins = args.proteins.split(",") if args.proteins else None
+    if args.fields:
+        from .data.simulator import write_simulated_fields
+
+        files = write_simulated_fields(out, args.fields, args.seed, args.field_size, args.cells_per_field,
+                                       proteins or ("Tea1",), args.z_planes, args.bit_depth)
+        print(f"{len(files)} simulated fields of view with ground-truth labels -> {out}")
+        return 0
     h, w = args.size
     counts = {"train": args.cells_per_class, "test": args.test_cells_per_class or args.cells_per_class}
     for role, n in counts.items():
@@ -50,6 +57,45 @@ def cmd_simulate(args) -> int:
         stack = simulate_stack(n_per_class=n, proteins=proteins, seed=seed, size=(h, w))
         folder = lin.write_lin_folder(stack, out / SIMULATED_RELEASE.format(h=h, w=w, role=role))
         print(f"{role}: {len(stack)} simulated cells of {len(stack.class_names)} proteins -> {folder}")
+    return 0
+
+
+def cmd_prepare_cells(args) -> int:
+    from functools import partial
+
+    from . import jobs
+    from .data import fields, prepare
+
+    if args.image and (args.red or args.green):
+        raise ValueError("give --image (with --red-channel/--green-channel) or --red and --green, not both")
+    params = prepare.PrepareParams(size=args.size, normalise=args.normalise, mask_outside=not args.no_mask)
+    if args.image and Path(args.image).is_dir():
+        images = fields.find_fields(args.image)
+        if not images:
+            raise ValueError(f"{args.image}: no .tif fields of view in this folder")
+        if args.labels and Path(args.labels).is_file():
+            raise ValueError(f"{args.labels}: with a folder of fields, --labels must be a folder of label images")
+    elif args.image:
+        images = [Path(args.image)]
+    elif args.red and args.green:
+        images = [None]
+    else:
+        raise ValueError("give --image FOV.tif (or a folder of them), or --red R.tif and --green G.tif")
+    options = {"red_channel": args.red_channel, "green_channel": args.green_channel, "project_how": args.project}
+    loaders = [partial(fields.read_field, image=image, red=args.red, green=args.green, pixel_size_um=args.pixel_size,
+                       labels=fields.labels_for(image or args.red, args.labels), **options) for image in images]
+    on_update, close = jobs.terminal_progress(args.quiet)
+    try:
+        results = jobs.run(prepare.prepare_fields(loaders, params, args.pixel_size), on_update)
+    finally:
+        close()
+    print(f"{'field':<40} {'cells':>6} {'accepted':>9}")
+    for result in results:
+        print(f"{Path(result.source).name[:40]:<40} {len(result.records):>6} {len(result.accepted):>9}")
+    for reason, count in prepare.rejection_summary(results).items():
+        print(f"  {reason:<50} {count:>6}")
+    written = prepare.write_prepared(results, args.out, args.protein, args.split, args.seed)
+    print(f"-> {Path(args.out)} ({', '.join(p.name for p in written.values())})")
     return 0
 
 
@@ -442,7 +488,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proteins", default=None, help="comma-separated proteins (default: all eight)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=_size, default=(48, 80), help="HxW, 48x80 or 96x160")
+    fields = p.add_argument_group("fields of view", "--fields N writes whole fields (OME-TIFF, 100 nm pixels) with "
+                                  "ground-truth labels and per-cell truth instead of single cells")
+    fields.add_argument("--fields", type=int, default=0, metavar="N", help="number of fields of view")
+    fields.add_argument("--field-size", type=_size, default=(512, 512), help="HxW of a field (default 512x512)")
+    fields.add_argument("--cells-per-field", type=int, default=12)
+    fields.add_argument("--z-planes", type=int, default=0, help="a z-stack of this many planes, 0.3 µm apart")
+    fields.add_argument("--bit-depth", type=int, default=16, choices=[8, 12, 16])
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("prepare-cells", help="fields of view (TIFF / OME-TIFF, z-stacks) -> aligned LIN-style cells "
+                                             "with a provenance row per cell")
+    p.add_argument("--image", help="a multichannel field of view (.tif), or a folder of them")
+    p.add_argument("--red-channel", type=int, default=0, help="channel index of the outline marker (Bgs4)")
+    p.add_argument("--green-channel", type=int, default=1, help="channel index of the protein")
+    p.add_argument("--red", help="the red channel as its own .tif (with --green)")
+    p.add_argument("--green", help="the green channel as its own .tif (with --red)")
+    p.add_argument("--labels", help="a label image (.tif, 0 = background) from cellpose, YeaZ...; or a folder "
+                                    "holding <field>.tif / <field>_labels.tif / <field>_masks.tif")
+    p.add_argument("--pixel-size", type=float, default=None, help="µm per pixel (default: from the metadata)")
+    p.add_argument("--project", default="max", choices=["max", "sum"], help="z-stack projection")
+    p.add_argument("--protein", required=True, help="the green protein's name (the class folder)")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--size", type=_size, default=(48, 80), help="48x80 (0.2 µm pixels) or 96x160 (0.1 µm)")
+    p.add_argument("--split", type=float, default=0.2, help="test fraction of the seeded train/test split (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p.add_argument("--normalise", default="field", choices=["field", "cell"],
+                   help="field: one intensity range per field (brightness differences survive); cell: per cell")
+    p.add_argument("--no-mask", action="store_true", help="keep the pixels outside the cell (LIN zeroes them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare_cells)
 
     p = sub.add_parser("info", help="what a LIN folder, .h5, .tif, checkpoint, run folder or catalogue model holds")
     p.add_argument("path", help="a LIN folder or release root, .h5, .tif, .safetensors, run folder or catalogue name")

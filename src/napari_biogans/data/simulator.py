@@ -228,8 +228,18 @@ def _make_cell(phase, birth_length, width, neto, angle_deg, bend, old_end, offse
     dy = np.clip(offset[0], -max(half_h, 0.0), max(half_h, 0.0))
     dx = np.clip(offset[1], -max(half_w, 0.0), max(half_w, 0.0))
     centre = ((size[0] - 1) / 2 + dy / px, (size[1] - 1) / 2 + dx / px)
-
     rows, cols = _GRIDS[size]
+    return _cell_on_grid(phase, birth_length, width, neto, angle_deg, bend, old_end, nucleus, spb_angle,
+                         rows, cols, centre, px)
+
+
+def _cell_on_grid(phase, birth_length, width, neto, angle_deg, bend, old_end, nucleus, spb_angle,
+                  rows, cols, centre, px) -> _Cell:
+    """The cell's geometry on any pixel grid (``rows``, ``cols``) with its centre at ``centre``."""
+    length = cell_length(phase, birth_length, neto)
+    radius = width / 2
+    theta = np.deg2rad(angle_deg)
+    cos, sin = float(np.cos(theta)), float(np.sin(theta))
     x = (cols - centre[1]) * px
     y = (rows - centre[0]) * px
     u = x * cos + y * sin
@@ -639,6 +649,240 @@ def simulate_stack(n_per_class: int, proteins=None, seed: int = 0, size=(48, 80)
         simulated=True,
         pixel_size_um=cells.pixel_size_um,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Fields of view: many cells at any position and orientation, with ground-truth labels
+
+
+FIELD_PIXEL_SIZE_UM = 0.1  # the LIN microscope's pixel (Osokin et al. 2017, section 3.3)
+FIELD_Z_STEP_UM = 0.3  # the LIN stacks' plane spacing
+FIELD_BACKGROUND = 5.0  # autofluorescence outside cells, in the cells' 8-bit count scale
+FIELD_ELECTRONS_PER_COUNT = 4.0  # shot noise: one 8-bit count is this many photo-electrons
+FIELD_OFFSET = {8: 2, 12: 100, 16: 500}  # camera offset in ADU
+FIELD_ADU_PER_COUNT = {8: 0.9, 12: 12.0, 16: 150.0}  # full scale: ~255 counts fill the dtype
+
+
+@dataclass(frozen=True)
+class FieldCell:
+    """One field cell's drawn parameters: enough to render it on any grid, at any angle."""
+
+    protein: str
+    phase: float
+    birth_length: float
+    width: float
+    neto: float
+    bend: float
+    old_end: int
+    nucleus: tuple[float, float]
+    spb_angle: float
+    psf: float
+    red_weights: tuple[float, ...]
+    red_peak: float
+    green_peak: float
+    pattern_seed: tuple[int, ...]
+
+    @property
+    def length(self) -> float:
+        return cell_length(self.phase, self.birth_length, self.neto)
+
+
+def draw_field_cell(protein: str, rng: np.random.Generator, pattern_seed, phase: float | None = None) -> FieldCell:
+    """Draw a cell as :func:`render_cell` would (same distributions); its green pattern draws from
+    ``pattern_seed`` so that re-rendering it on another grid gives the same structures."""
+    _check_proteins([protein])
+    drawn = rng.random()
+    return FieldCell(
+        protein=protein, phase=drawn if phase is None else float(phase),
+        birth_length=float(np.clip(rng.normal(7.0, 0.25), 6.5, MAX_LENGTH_UM / 2)),
+        width=float(np.clip(rng.normal(4.0, 0.12), 3.7, 4.3)),
+        neto=float(np.clip(rng.normal(NETO_PHASE, 0.03), 0.22, 0.38)),
+        bend=float(rng.normal(0.0, 0.004)), old_end=1 if rng.random() < 0.5 else -1,
+        nucleus=(float(rng.normal(0.0, 0.3)), float(rng.normal(0.0, 0.15))),
+        spb_angle=float(rng.uniform(0, 2 * np.pi)), psf=float(rng.uniform(0.17, 0.24)),
+        red_weights=tuple(float(w) for w in rng.lognormal(0.0, 0.15, 4)),
+        red_peak=float(rng.uniform(205, 250)), green_peak=float(rng.uniform(*GREEN_PEAK[protein])),
+        pattern_seed=tuple(int(k) for k in pattern_seed),
+    )  # fmt: skip
+
+
+def render_cell_signals(cell: FieldCell, shape, centre, angle_deg: float, px: float):
+    """Noise-free ``(red, green, mask)`` of ``cell`` on a ``shape`` grid of ``px`` µm pixels, its
+    centre at ``centre`` (row, col), its long axis at ``angle_deg`` (towards +rows, old end at
+    +axis); intensities in the 8-bit count scale of :func:`render_cell`, no background."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
+    geometry = _cell_on_grid(cell.phase, cell.birth_length, cell.width, cell.neto, angle_deg, cell.bend,
+                             cell.old_end, cell.nucleus, cell.spb_angle, rows, cols, centre, px)
+    # light comes from inside the cell only; the PSF then spreads it over the outline
+    inside = geometry.mask
+    red = gaussian_filter(_bgs4(geometry, cell.red_weights) * inside, 1.1 * cell.psf / px)
+    density, points = PATTERNS[cell.protein](geometry, np.random.default_rng(list(cell.pattern_seed)))
+    green = gaussian_filter((density + _splat(points, geometry, tuple(shape))) * inside, cell.psf / px)
+    out = []
+    for signal, peak, reference in ((red, cell.red_peak, REFERENCE["Bgs4"]),
+                                    (green, cell.green_peak, REFERENCE[cell.protein])):
+        top = signal[geometry.mask].max(initial=0.0)
+        out.append(signal * (peak / max(top, reference)))
+    return out[0], out[1], geometry.mask
+
+
+def render_aligned(cell: FieldCell, size=(48, 80)) -> np.ndarray:
+    """The simulator's own single-cell rendering of a field cell: horizontal, old end on the right,
+    its mask's centroid in the middle of the frame (a bent cell's centroid is off its centre, and a
+    crop is centred on the centroid), noise-free, masked, ``(2, H, W)`` float at
+    :func:`pixel_size_um` of ``size``."""
+    size = _check_size(size)
+    middle = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
+    _, _, mask = render_cell_signals(cell, size, tuple(middle), 0.0, pixel_size_um(size))
+    centre = 2 * middle - np.argwhere(mask).mean(axis=0)
+    red, green, mask = render_cell_signals(cell, size, tuple(centre), 0.0, pixel_size_um(size))
+    return np.stack([red, green]) * mask
+
+
+@dataclass
+class SimulatedField:
+    """A field of view: ``image`` (C=2, H, W) or (Z, 2, H, W) in ``dtype`` counts, ``labels`` (H, W)
+    with cell ``k`` as label ``k + 1``, ``truth`` one value per cell, ``cells`` their parameters."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    truth: dict[str, np.ndarray]
+    cells: list[FieldCell]
+    pixel_size_um: float = FIELD_PIXEL_SIZE_UM
+    channel_names: tuple[str, str] = ("Bgs4", "protein")
+
+
+def _place(rng, shape, px, cell: FieldCell, placed, touching: float):
+    """A centre (row, col) and angle for ``cell``: touching a placed cell (side by side or end to end,
+    as just-divided cells lie) with probability ``touching``, else anywhere, border included."""
+    if placed and rng.random() < touching:
+        other, (row, col), angle = placed[rng.integers(len(placed))]
+        theta = np.deg2rad(angle)
+        axis, normal = np.array([np.sin(theta), np.cos(theta)]), np.array([np.cos(theta), -np.sin(theta)])
+        gap = 0.3 * px  # the outlines a third of a pixel apart: touching, not overlapping
+        if rng.random() < 0.5:
+            offset = axis * (other.length + cell.length) / 2 * rng.choice([-1, 1])
+        else:
+            offset = normal * (other.width + cell.width) / 2 * rng.choice([-1, 1]) + axis * rng.uniform(-2, 2)
+        offset = offset + np.sign(offset) * gap
+        return (row + offset[0] / px, col + offset[1] / px), angle + rng.normal(0.0, 3.0)
+    return tuple(rng.uniform(-0.03, 1.03, 2) * np.asarray(shape)), rng.uniform(-90.0, 90.0)
+
+
+def simulate_field(seed: int = 0, shape=(512, 512), n_cells: int = 12, proteins=("Tea1",), touching: float = 0.3,
+                   z_planes: int = 0, bit_depth: int = 16, pixel_size: float = FIELD_PIXEL_SIZE_UM) -> SimulatedField:
+    """Cells of the simulator at random positions and orientations on one field of view.
+
+    Some touch (``touching``: the chance that a cell is put against an earlier one), some are cut
+    by the border; cells never overlap. Each channel gets autofluorescence, shot and read noise,
+    a camera offset and the range of ``bit_depth`` (8, 12 or 16 bits, stored in uint8 / uint16).
+    With ``z_planes`` > 0 the field is a z-stack (0.3 µm steps) that defocuses away from the middle.
+    """
+    if bit_depth not in FIELD_OFFSET:
+        raise ValueError(f"bit_depth must be one of {sorted(FIELD_OFFSET)}, got {bit_depth}")
+    names = _check_proteins(proteins)
+    shape = tuple(int(s) for s in shape)
+    rng = np.random.default_rng([seed, 7919])
+    counts = np.zeros((2,) + shape)
+    labels = np.zeros(shape, dtype=np.int32)
+    cells, placed, rows = [], [], []
+    for index in range(n_cells):
+        protein = names[index % len(names)]
+        cell = draw_field_cell(protein, np.random.default_rng([seed, 7919, index]), (seed, 7919, index, 1))
+        for _attempt in range(30):
+            centre, angle = _place(rng, shape, pixel_size, cell, placed, touching)
+            half = int(np.ceil((cell.length / 2 + 1.0) / pixel_size))
+            top, left = int(round(centre[0])) - half, int(round(centre[1])) - half
+            local = (centre[0] - top, centre[1] - left)
+            red, green, mask = render_cell_signals(cell, (2 * half + 1, 2 * half + 1), local, angle, pixel_size)
+            window = (slice(max(top, 0), min(top + 2 * half + 1, shape[0])),
+                      slice(max(left, 0), min(left + 2 * half + 1, shape[1])))
+            inner = (slice(window[0].start - top, window[0].stop - top),
+                     slice(window[1].start - left, window[1].stop - left))
+            if any(w.stop <= w.start for w in window):
+                continue
+            mask = mask[inner]
+            if mask.sum() < 0.3 * np.pi * (cell.width / 2 / pixel_size) ** 2 or (labels[window][mask] > 0).any():
+                continue  # mostly outside the field, or overlapping a cell: draw another place
+            label = len(cells) + 1
+            labels[window][mask] = label
+            counts[0][window] += red[inner]
+            counts[1][window] += green[inner]
+            cells.append(cell)
+            placed.append((cell, centre, angle))
+            rows.append({"label": label, "protein": protein, "phase": cell.phase, "length_um": cell.length,
+                         "width_um": cell.width, "angle_deg": float(angle), "centre_row": float(centre[0]),
+                         "centre_col": float(centre[1]), "old_end": cell.old_end})
+            break
+    truth = {key: np.array([r[key] for r in rows]) for key in (rows[0] if rows else ())}
+    truth.update(_neighbourhood(labels, len(cells), pixel_size))
+    image = _camera(counts, rng, z_planes, bit_depth, pixel_size)
+    return SimulatedField(image=image, labels=labels, truth=truth, cells=cells, pixel_size_um=pixel_size,
+                          channel_names=("Bgs4", names[0] if len(names) == 1 else "protein"))
+
+
+def _neighbourhood(labels, n, px) -> dict[str, np.ndarray]:
+    """Per cell: does it touch the field's border, and how far (µm) is the nearest other cell."""
+    from scipy.ndimage import distance_transform_edt, find_objects
+
+    border = np.zeros(n, dtype=bool)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    border[edge[edge > 0] - 1] = True
+    gap = np.full(n, np.inf)
+    pad = int(np.ceil(2.0 / px))  # look 2 µm around each cell; farther counts as isolated
+    for k, box in enumerate(find_objects(labels, n)):
+        if box is None:
+            continue
+        box = tuple(slice(max(s.start - pad, 0), s.stop + pad) for s in box)
+        local = labels[box]
+        others = (local > 0) & (local != k + 1)
+        if others.any():
+            gap[k] = distance_transform_edt(~others)[local == k + 1].min() * px - px
+    return {"touches_border": border, "gap_um": gap}
+
+
+def _camera(counts, rng, z_planes, bit_depth, px) -> np.ndarray:
+    """Counts (8-bit scale) -> a noisy image in the camera's ADU, optionally as a defocused z-stack."""
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    planes = [0.0] if z_planes <= 0 else (np.arange(z_planes) - (z_planes - 1) / 2) * FIELD_Z_STEP_UM
+    stack = []
+    for depth in planes:
+        signal = counts + FIELD_BACKGROUND
+        if depth:
+            sigma = abs(depth) * 0.5 / px  # out of focus: wider, dimmer peaks, the same total light
+            signal = np.stack([gaussian_filter(c, sigma) for c in counts]) + FIELD_BACKGROUND
+        electrons = rng.poisson(signal * FIELD_ELECTRONS_PER_COUNT) / FIELD_ELECTRONS_PER_COUNT
+        adu = FIELD_OFFSET[bit_depth] + electrons * FIELD_ADU_PER_COUNT[bit_depth]
+        adu = adu + rng.normal(0.0, 1.5 * FIELD_ADU_PER_COUNT[bit_depth] / 4, adu.shape)
+        stack.append(np.clip(np.rint(adu), 0, 2**bit_depth - 1).astype(dtype))
+    return stack[0] if z_planes <= 0 else np.stack(stack)
+
+
+def write_simulated_fields(out, n_fields: int, seed: int = 0, shape=(512, 512), n_cells: int = 12, proteins=("Tea1",),
+                           z_planes: int = 0, bit_depth: int = 16, touching: float = 0.3) -> list:
+    """``field_<k>.tif`` (OME-TIFF, pixel size and channel names), ``field_<k>_labels.tif`` (ground
+    truth) and ``field_<k>_truth.csv`` (one row per label) for k < ``n_fields``; field k uses seed + k."""
+    import csv
+    from pathlib import Path
+
+    import tifffile
+
+    from .fields import write_field_tiff
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k in range(n_fields):
+        sim = simulate_field(seed + k, shape, n_cells, proteins, touching, z_planes, bit_depth)
+        path = write_field_tiff(out / f"field_{k}.tif", sim.image, sim.pixel_size_um, sim.channel_names,
+                                FIELD_Z_STEP_UM if z_planes else None)
+        tifffile.imwrite(out / f"field_{k}_labels.tif", sim.labels, compression="zlib")
+        with open(out / f"field_{k}_truth.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(list(sim.truth))
+            writer.writerows(zip(*(np.asarray(v).tolist() for v in sim.truth.values())))
+        written.append(path)
+    return written
 
 
 def _write_montages(folder, seed: int = 0) -> None:
