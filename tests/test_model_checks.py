@@ -190,8 +190,6 @@ def test_em_model_with_nan_weights(em_file):
     refused(rewrite(em_file, tensor_change=poison), "holds NaN or infinite values")
 
 
-@pytest.mark.xfail(reason="checkpoints.load lets json.loads errors through; the loader being rewritten fixes it",
-                   strict=False)
 def test_model_metadata_that_is_not_json(star_file):
     with safe_open(str(star_file), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -27,16 +27,13 @@ import platform
 import struct
 from pathlib import Path
 
+from .checkpoint_format import FORMAT_VERSION, CheckpointError  # noqa: F401  (public here too)
+
 HEADER_KEY = "biogans"
-FORMAT_VERSION = 1
 MODELS_ENV = "BIOGANS_MODELS"
 NORMALISATION = "uint8 / 127.5 - 1 per channel ([-1, 1]); generators end in tanh"
 RUN_FILE_STEMS = ("generator", "em_model")  # the model file a training run writes into its folder
 MAX_HEADER_BYTES = 100_000_000
-
-
-class CheckpointError(ValueError):
-    """A file that is not a napari-biogans checkpoint of the expected kind or architecture."""
 
 
 def library_versions() -> dict[str, str]:
@@ -94,7 +91,12 @@ def load(path, kind: str | None = None) -> tuple[dict, dict]:
         if isinstance(err, CheckpointError):
             raise
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or foreign file: {err})") from None
-    meta = json.loads(header[HEADER_KEY])
+    try:
+        meta = json.loads(header[HEADER_KEY])
+    except ValueError as err:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: its metadata is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the metadata must be a JSON object, got {type(meta).__name__}")
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(f"{path}: a '{meta.get('kind')}' checkpoint, expected '{kind}'")
     return tensors, meta
@@ -146,7 +148,10 @@ def load_generator(path, device: str = "cpu"):
     """``(generator in eval mode, meta)``: the architecture is rebuilt from the stored config."""
     from .models.architectures import build_generator
 
+    from .model_checks import check_model_file
+
     tensors, meta = load(path, kind="generator")
+    check_model_file(path, meta, tensors)
     try:
         generator = build_generator(meta["config"])
     except (KeyError, TypeError, ValueError) as err:

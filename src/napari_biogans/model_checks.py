@@ -19,7 +19,7 @@ Every refusal is one :class:`~napari_biogans.checkpoints.CheckpointError` line n
 
 from __future__ import annotations
 
-from .checkpoints import FORMAT_VERSION, CheckpointError
+from .checkpoint_format import FORMAT_VERSION, CheckpointError
 from .data import guards
 
 GENERATOR_KIND = "generator"
@@ -125,7 +125,7 @@ def _names(path, value, key: str) -> list[str]:
 
 def _generator(path, meta: dict):
     """The fluorescence generator the config describes, built on the meta device."""
-    from .models import GENERATOR_ARCHS
+    from .models.architectures import GENERATOR_ARCHS
 
     config = meta.get("config")
     if not isinstance(config, dict):
@@ -154,14 +154,14 @@ def _generator(path, meta: dict):
 
 
 def _build_generator(config):
-    from .models import build_generator
+    from .models.architectures import build_generator
 
     return build_generator(config)
 
 
 def _em_modules(path, meta: dict) -> dict:
     """``{prefix: module}`` of an EM model file, built on the meta device."""
-    from .models.em import EM_ARCHS, build_em_module
+    from .models.architectures import EM_ARCHS, build_em_module
 
     mode = meta.get("mode")
     if not isinstance(mode, str) or mode not in EM_MODES:

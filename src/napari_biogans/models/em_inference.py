@@ -108,7 +108,10 @@ class EMModel:
 
 def load_em_model(path, device="cpu") -> EMModel:
     """An :class:`EMModel` from an ``em_model.safetensors`` file, in eval mode on ``device``."""
+    from ..model_checks import check_model_file
+
     tensors, meta = checkpoints.load(path, kind=MODEL_KIND)
+    check_model_file(path, meta, tensors)
     device = resolve_device(device) if isinstance(device, str) else device
     modules = {}
     for prefix in ("label_generator", "image_generator"):
