@@ -8,6 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.runbook  # deselected by default (pyproject addopts): `python -m pytest -m runbook`
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
