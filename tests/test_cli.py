@@ -11,15 +11,15 @@ from napari_biogans.data.simulator import simulate_stack
 
 
 def test_simulate_writes_the_release_and_reads_back_identically(tmp_path, capsys):
-    assert cli.main(["simulate", "--out", str(tmp_path), "--cells-per-class", "100", "--seed", "1"]) == 0
+    assert cli.main(["simulate", "--out", str(tmp_path), "--cells-per-class", "12", "--seed", "1"]) == 0
     train = tmp_path / "LIN_Simulated_WT_size-48-80_train"
     test = tmp_path / "LIN_Simulated_WT_size-48-80_test"
     assert lin.find_lin_splits(tmp_path) == {"train": train, "test": test}
     assert sorted(p.name for p in train.iterdir()) == [
         "Alp14", "Arp3", "Cki2", "Fim1", "Mkh1", "Sid2", "Tea1", "Tea4", "ground_truth.csv",
     ]
-    assert (train / "Tea1" / "cell99.png").is_file()
-    expected = simulate_stack(n_per_class=100, seed=1)
+    assert (train / "Tea1" / "cell11.png").is_file()
+    expected = simulate_stack(n_per_class=12, seed=1)
     back = lin.read_lin_folder(train)
     np.testing.assert_array_equal(back.images, expected.images)
     np.testing.assert_array_equal(back.class_index, expected.class_index)
@@ -31,7 +31,7 @@ def test_simulate_writes_the_release_and_reads_back_identically(tmp_path, capsys
             np.testing.assert_array_equal(back.truth[key], values)
     other = lin.read_lin_folder(test)
     assert not np.array_equal(other.images, back.images)  # a disjoint test split
-    assert "800 simulated cells" in capsys.readouterr().out
+    assert "96 simulated cells" in capsys.readouterr().out
     # a second run must not overwrite the first
     assert cli.main(["simulate", "--out", str(tmp_path), "--cells-per-class", "2"]) == 2
     assert "not empty" in capsys.readouterr().err
