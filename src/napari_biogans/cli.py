@@ -292,12 +292,11 @@ def _c2st_budget_note(settings, critics: int, image_size, device) -> str | None:
 
 
 def cmd_evaluate_em(args) -> int:
-    from . import checkpoints
     from .evaluation.em_report import EMEvalSettings, evaluate_em, report_rows, write_report
-    from .training.em_trainer import load_em_model
+    from .models import loader
 
-    path = checkpoints.resolve_model(args.model)
-    model = load_em_model(path, device=args.device)
+    loaded = loader.load(args.model, args.device, kind=loader.EM_KIND)
+    model = loaded.model
     settings = EMEvalSettings(
         train_sections=args.sections_train, validation_sections=args.sections_val, n_generated=args.generated,
         size=args.size, segmenter_iterations=args.segmenter_iterations, segmenter_width=args.segmenter_width,
@@ -307,7 +306,7 @@ def cmd_evaluate_em(args) -> int:
     )
     # the job reads every input before its first update, so a bad input shows its error alone
     evaluation = _run_job(evaluate_em(model, args.data, settings, extra_real=args.extra_real))
-    evaluation.results["model"].update(file=str(path), sha256=checkpoints.file_sha256(path))
+    evaluation.results["model"].update(file=loaded.meta["path"], sha256=loaded.meta["sha256"])
     files = write_report(evaluation, args.out)
     for row in report_rows(evaluation.results):
         paper = "" if row["paper_generated"] is None else f"   (paper {row['paper_generated']:.3g})"
