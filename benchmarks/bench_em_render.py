@@ -49,7 +49,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     if args.model:
-        from napari_biogans.training.em_trainer import load_em_model
+        from napari_biogans.models.em_inference import load_em_model
 
         generator = load_em_model(args.model, device).image_generator
     else:

@@ -250,7 +250,7 @@ def read_fluorescence_model(path: Path) -> dict:
 
 def read_em_model(path: Path) -> dict:
     from napari_biogans import checkpoints, model_checks
-    from napari_biogans.training.em_trainer import load_em_model
+    from napari_biogans.models.em_inference import load_em_model
 
     tensors, meta = checkpoints.load(path)
     model_checks.check_model_file(path, meta, tensors)

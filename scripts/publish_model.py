@@ -195,7 +195,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if is_em:
-            from napari_biogans.training.em_trainer import load_em_model
+            from napari_biogans.models.em_inference import load_em_model
 
             source = run / "em_model.safetensors"
             tensors, meta = checkpoints.load(source, kind="em-generator")

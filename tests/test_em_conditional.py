@@ -11,7 +11,8 @@ from napari_biogans import checkpoints, cli, jobs
 from napari_biogans.data import em
 from napari_biogans.evaluation.em_report import EMEvalSettings, evaluate_em
 from napari_biogans.models.em import LabelGenerator
-from napari_biogans.training.em_trainer import EMModel, EMTrainConfig, EMTrainer, load_em_model
+from napari_biogans.models.em_inference import EMModel, load_em_model
+from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vnc" / "stack1"
 # whole 256² sections seen at 128 by a width-4 CRN (factor 64: 2x2 noise)

@@ -20,7 +20,8 @@ from napari_biogans.evaluation.em_report import (
     report_rows,
     score_pairs,
 )
-from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer, load_em_model
+from napari_biogans.models.em_inference import load_em_model
+from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vnc" / "stack1"  # 256² crops of sections 00, 01 and 10
 QUICK = EMEvalSettings(train_sections=(0, 1), validation_sections=(10,), n_generated=2, size=128,

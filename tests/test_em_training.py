@@ -10,12 +10,12 @@ import torch
 
 from napari_biogans import checkpoints
 from napari_biogans.data import em
+from napari_biogans.models.em_inference import load_em_model
 from napari_biogans.training.em_trainer import (
     EMTrainConfig,
     EMTrainer,
     HistoryPool,
     TrainingDiverged,
-    load_em_model,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vnc" / "stack1"

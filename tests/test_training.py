@@ -307,7 +307,7 @@ run_in_process_group("cpu", body)
 def test_em_ranks_draw_their_own_crops_and_keep_equal_weights(tmp_path):
     """DSGAN under torchrun: the two processes see different crops, yet averaged gradients keep
     every model identical on both, and rank 0 writes a model marked x2."""
-    from napari_biogans.training.em_trainer import load_em_model
+    from napari_biogans.models.em_inference import load_em_model
 
     script = tmp_path / "ranks.py"
     script.write_text(EM_RANKS_SCRIPT)

@@ -144,7 +144,7 @@ def test_learning_rate_reaches_the_trainer_and_resume_keeps_it(make_napari_viewe
 
 
 def test_em_models_train_on_vnc_sections_and_land_in_paint_em(make_napari_viewer, qtbot, tmp_path):
-    from napari_biogans.training.em_trainer import MODEL_KIND, load_em_model
+    from napari_biogans.models.em_inference import MODEL_KIND, load_em_model
 
     viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "em-run", iterations=2)
     widget.data.source.setCurrentText("VNC EM sections")

@@ -202,7 +202,7 @@ def _read_real(vnc_dir, sections, role: str):
 
 
 def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra_real=None, device=None) -> Job:
-    """A job that evaluates an :class:`~napari_biogans.training.em_trainer.EMModel` on a VNC stack folder
+    """A job that evaluates an :class:`~napari_biogans.models.em_inference.EMModel` on a VNC stack folder
     (``settings``' training and validation sections); ``extra_real``: a stack folder of more real
     sections (raw only is enough) for the C2ST. Reads every input before the long work; returns an
     :class:`EMEvaluation`."""

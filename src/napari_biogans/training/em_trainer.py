@@ -31,7 +31,7 @@ then decays linearly to 0 over the last ``decay_iterations`` (F.7, per iteration
 per epoch).
 
 A run folder holds ``train_state.safetensors`` (every model, optimiser, pool and RNG: an exact
-resume), ``em_model.safetensors`` (G_y and G_x only; :func:`load_em_model`) and ``losses.csv``.
+resume), ``em_model.safetensors`` (G_y and G_x only; :func:`~napari_biogans.models.em_inference.load_em_model`) and ``losses.csv``.
 Non-finite losses stop training with :class:`TrainingDiverged`, naming the last good
 checkpoint; checkpoints are only written from finite weights.
 
@@ -61,8 +61,8 @@ from ..models.em import (
     MultiScaleDiscriminator,
     UNet,
 )
-# inference lives in models.em_inference; EMModel and load_em_model stay importable from here (__all__)
-from ..models.em_inference import MODEL_KIND, EMModel, _codes, _given_membranes, _uint8, load_em_model
+# inference (EMModel, load_em_model) lives in models.em_inference; the trainer shares these with it
+from ..models.em_inference import MODEL_KIND, _codes, _given_membranes, _uint8
 from .distributed import device_label, process_device
 from .loop import STATE_FILE, TrainEvent, TrainingDiverged, TrainingLoop  # noqa: F401  (STATE_FILE: public name)
 
@@ -73,8 +73,8 @@ LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3,
 IMAGE_PYRAMIDS = {"sgan": ((3, 1, 0.5), (4, 1, 0.5)), "dsgan": ((3, 1, 0.3), (4, 1, 0.3), (3, 2, 0.2), (4, 2, 0.2))}
 MODEL_FILE = "em_model.safetensors"
 
-__all__ = ["MODES", "EMTrainConfig", "TrainEvent", "EMPreview", "EMTrainer", "EMModel", "HistoryPool",
-           "TrainingDiverged", "load_em_model", "data_hash"]
+__all__ = ["MODES", "EMTrainConfig", "TrainEvent", "EMPreview", "EMTrainer", "HistoryPool", "TrainingDiverged",
+           "data_hash"]
 
 
 @dataclass
