@@ -60,7 +60,7 @@ def median_seconds(run, repeats: int, device) -> float:
 
 def interpolation(path, device, frames: int):
     """The Cell cycle widget's worker body, run to the end (the model comes from its cache)."""
-    from napari_biogans._widgets._common import load_generator_cached
+    from napari_biogans.models.loader import load_generator_cached
     from napari_biogans.cell_session import interpolate_job
 
     job = interpolate_job(load_generator_cached, path, str(device), None, 3, 0, frames, "slerp", False, None)

@@ -678,7 +678,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (LinFormatError, EMFormatError, FileExistsError, ValueError, RuntimeError) as err:
-        print(f"biogans {args.command}: error: {err}", file=sys.stderr)
+        from .devices import out_of_memory_message
+
+        print(f"biogans {args.command}: error: {out_of_memory_message(err) or err}", file=sys.stderr)
         return 2
 
 

@@ -46,3 +46,14 @@ def describe_device(device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
+
+
+def out_of_memory_message(err) -> str | None:
+    """One line for a GPU out-of-memory error (torch's own is a paragraph), or None for any other error."""
+    if type(err).__name__ != "OutOfMemoryError":
+        return None
+    import re
+
+    tried = re.search(r"Tried to allocate ([\d.]+ \w+)", str(err))
+    return ("the GPU ran out of memory" + (f" (tried to allocate {tried.group(1)})" if tried else "") +
+            ": use a smaller --batch-size or --width, or --device cpu; checkpoints saved before are kept")

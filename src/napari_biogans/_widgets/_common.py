@@ -77,7 +77,10 @@ def report_error(err, what_to_do: str = "") -> str:
         text = "out of memory"
         what_to_do = what_to_do or "Use fewer cells, a smaller batch or the CPU."
     elif type(err).__name__ == "OutOfMemoryError":
-        what_to_do = what_to_do or "The GPU ran out of memory: use a smaller batch or width, or the CPU."
+        from ..devices import out_of_memory_message
+
+        text = out_of_memory_message(err).split(":")[0]
+        what_to_do = what_to_do or "Use a smaller batch or width, or the CPU; checkpoints saved before are kept."
     message = f"napari-biogans: {text}" + (f" — {what_to_do}" if what_to_do else "")
     show_error(message)
     return message
