@@ -65,7 +65,7 @@ def main():
 
     torch.manual_seed(0)
     G, _ = make_models("star", n_classes=6, width=args.width, critic_bn=False)
-    cells = np.repeat(stack.as_float()[: args.cells], 1, axis=0)
+    cells = np.take(stack.as_float(), np.arange(args.cells) % len(stack), axis=0)  # --cells, even past the stack
     slots = np.zeros(args.cells, dtype=int)
     seconds = timed(lambda: jobs.run(reconstruct(G, cells, slots, restarts=5, steps=1, inner=args.inner, device=device)),
                     device)

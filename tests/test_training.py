@@ -369,3 +369,18 @@ def test_the_state_size_estimate_is_the_size_written(tmp_path, cells):
     assert found.seconds_per_iteration is None
     assert found.state_bytes == pytest.approx(trainer.state_path.stat().st_size, rel=0.05)
     assert found.model_bytes == pytest.approx(trainer.model_path.stat().st_size, rel=0.1)
+
+
+def test_restored_adam_moments_keep_their_parameters_memory_layout():
+    """Fused Adam on CUDA refuses moments whose layout differs from the parameter's (channels-last convs)."""
+    from napari_biogans.training.loop import optimizer_state, restore_optimizer
+
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(conv.parameters())
+    conv(torch.randn(2, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    tensors, saved = optimizer_state("opt", optimizer)
+    restored = torch.optim.Adam(conv.parameters())
+    restore_optimizer("opt", restored, {k: v.contiguous() for k, v in tensors.items()}, saved)
+    moment = restored.state[conv.weight]["exp_avg"]
+    assert moment.stride() == conv.weight.stride() and torch.equal(moment, optimizer.state[conv.weight]["exp_avg"])

@@ -58,6 +58,12 @@ def restore_optimizer(prefix: str, optimizer, tensors: dict, saved: dict) -> Non
             values[name] = tensors[f"{prefix}.{pid}.{name}"]
         state[int(pid)] = values
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    # moments come back contiguous; fused Adam on CUDA needs them in their parameter's memory layout
+    # (channels-last convolution weights)
+    for param, values in optimizer.state.items():
+        for name, value in values.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                values[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def torch_rng_state(device: torch.device) -> dict:

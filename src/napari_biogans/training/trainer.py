@@ -96,7 +96,10 @@ class Trainer(TrainingLoop):
             critic_bn=self.objective.critic_bn, spectral_norm=config.spectral_norm,
         )
         memory = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self.models = {"G": G.to(self.device, memory_format=memory), "D": D.to(self.device, memory_format=memory)}
+        # a compiled channels-last G fails in inductor's backward (a stride assertion in convolution_backward on
+        # its 3x5 first layer, torch 2.11 on an H200): the compiled generator stays in the default layout
+        memory_G = torch.contiguous_format if config.compile else memory
+        self.models = {"G": G.to(self.device, memory_format=memory_G), "D": D.to(self.device, memory_format=memory)}
         opt_G, opt_D = self.objective.make_optimizers(G, D, lr=config.lr)
         self.optimizers = {"G": opt_G, "D": opt_D}
         self.forward_G = torch.compile(G) if config.compile else G
