@@ -56,3 +56,14 @@ def test_three_device_calls_run_on_cpu(tmp_path):
     table = (results / "comparison" / "comparison.md").read_text()
     for column in ("star-6 FID", "cgan C2ST", "multichannel-masked FID", "projection C2ST"):
         assert column in table
+
+
+def test_the_cuda_check_runs_on_cpu(tmp_path):
+    """scripts/gpu/check.sh (issue 19's one device call) with SMOKE=1: two CUDA tests on the CPU, tiny benchmarks."""
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu" / "check.sh")], capture_output=True, text=True,
+                            env={**os.environ, "SMOKE": "1", "OUT": str(out), "BUDGET_S": "100000"})
+    log = (out / "check.md").read_text()
+    assert result.returncode == 0 and "pytest exit 0: 2 passed" in log, log + result.stderr[-2000:]
+    for bench in ("bench_train", "bench_eval", "bench_generate"):
+        assert "| " in (out / f"{bench}.md").read_text(), bench

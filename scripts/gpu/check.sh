@@ -15,7 +15,7 @@ left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/check.md"; }
 
 if [ "${SMOKE:-0}" = 1 ]; then
-  export BIOGANS_TEST_DEVICE=cpu OMP_NUM_THREADS=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1  # as on the device: no napari plugin
+  export BIOGANS_TEST_DEVICE=cpu OMP_NUM_THREADS=1
   DEVICE=cpu; TRAIN="--width 8 --batch-size 4 --iterations 2 --warmup 1 --no-compile"
   EVAL="--width 8 --batch-size 8 --steps 2 --splits 2 --cells 4 --inner 2"; GEN="--repeats 1 --frames 8"
   TESTS="-k shipped or nccl"
