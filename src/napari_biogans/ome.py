@@ -164,6 +164,8 @@ def _read_tiff(path: Path) -> OmeImage:
             series = tif.series[0]
             data, axes = series.asarray(), series.axes.upper()
             names, size, z_step, description = _ome_pixels(tif.ome_metadata) if tif.is_ome else ([], None, None, "")
+            if tif.shaped_metadata and not description:  # a plain tifffile TIFF with the product's JSON
+                description = json.dumps({k: v for k, v in tif.shaped_metadata[0].items() if k != "shape"})
     except OmeError:
         raise
     except Exception as err:  # tifffile and its codecs raise many types for damaged files
@@ -195,6 +197,12 @@ def _ome_pixels(xml: str):
     description = next((e.text or "" for e in (image if image is not None else [])
                         if e.tag.rsplit("}", 1)[-1] == "Description"), "")
     return names, size("X"), size("Z"), description
+
+
+def tiff_metadata(tif, path) -> tuple[dict, float | None]:
+    """(the product's JSON, the pixel size in µm) of an open OME-TIFF (``tifffile.TiffFile``)."""
+    _, size, _, description = _ome_pixels(tif.ome_metadata)
+    return _json_object(description, path), size
 
 
 def _json_object(text: str, path) -> dict:
