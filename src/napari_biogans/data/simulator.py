@@ -865,8 +865,6 @@ def write_simulated_fields(out, n_fields: int, seed: int = 0, shape=(512, 512), 
     import csv
     from pathlib import Path
 
-    import tifffile
-
     from .fields import write_field_tiff
 
     out = Path(out)
@@ -876,7 +874,7 @@ def write_simulated_fields(out, n_fields: int, seed: int = 0, shape=(512, 512), 
         sim = simulate_field(seed + k, shape, n_cells, proteins, touching, z_planes, bit_depth)
         path = write_field_tiff(out / f"field_{k}.tif", sim.image, sim.pixel_size_um, sim.channel_names,
                                 FIELD_Z_STEP_UM if z_planes else None)
-        tifffile.imwrite(out / f"field_{k}_labels.tif", sim.labels, compression="zlib")
+        write_field_tiff(out / f"field_{k}_labels.tif", sim.labels[None], sim.pixel_size_um, ["cell labels"])
         with open(out / f"field_{k}_truth.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(list(sim.truth))
