@@ -65,6 +65,23 @@ def is_ome_zarr(path) -> bool:
     return False
 
 
+def written_by_product(path) -> bool:
+    """Whether ``path`` is an OME-TIFF or OME-Zarr carrying the product's JSON (cheap: no pixels are read)."""
+    path = Path(path)
+    try:
+        if is_zarr_path(path):
+            return is_ome_zarr(path) and METADATA_KEY in ((path / "zarr.json").read_text() if (path / "zarr.json")
+                                                         .exists() else (path / ".zattrs").read_text())
+        if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+            return False
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return bool(tif.is_ome and tiff_metadata(tif, path)[0])
+    except Exception:  # unreadable: not ours, another reader may take it
+        return False
+
+
 def _check_axes(data: np.ndarray, axes: str) -> str:
     axes = axes.upper()
     if len(axes) != data.ndim or len(set(axes)) != len(axes) or any(a not in OME_AXES for a in axes):
@@ -117,7 +134,7 @@ def _write_zarr(path: Path, image: OmeImage) -> Path:
         raise FileExistsError(f"{path}: exists and is not an OME-Zarr; choose a new name")
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    scale = {a.lower(): image.pixel_size_um for a in "YX" if image.pixel_size_um}
+    scale = {a.lower(): (image.pixel_size_um if a in "YX" and image.pixel_size_um else 1.0) for a in image.axes}
     units = {a.lower(): "micrometer" for a in "YX" if image.pixel_size_um}
     if image.z_step_um and "Z" in image.axes:
         scale["z"], units["z"] = image.z_step_um, "micrometer"
@@ -125,7 +142,7 @@ def _write_zarr(path: Path, image: OmeImage) -> Path:
                            "window": _window(image.data)} for k, name in enumerate(image.channel_names)]}
     root = zarr.open_group(str(tmp), mode="w")
     chunks = tuple(1 if a in "TCZ" else min(n, 1024) for a, n in zip(image.axes, image.data.shape))
-    write_image(image.data, root, scale_factors=(), axes=[a.lower() for a in image.axes], scale=scale or None,
+    write_image(image.data, root, scale_factors=(), axes=[a.lower() for a in image.axes], scale=scale,
                 axes_units=units or None, storage_options={"chunks": chunks}, omero=omero)
     root.attrs[METADATA_KEY] = json.loads(json.dumps(image.metadata))
     if path.exists():

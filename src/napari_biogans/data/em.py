@@ -28,6 +28,7 @@ LABEL_NAMES = {CYTOPLASM: "cytoplasm", MEMBRANE: "membrane", MITOCHONDRIA: "mito
 LABEL_COLORS = {CYTOPLASM: (0, 0, 0, 0), MEMBRANE: (0.2, 0.55, 1.0, 1.0), MITOCHONDRIA: (1.0, 0.55, 0.1, 1.0)}
 TRAIN_SECTIONS = tuple(range(0, 10))
 VALIDATION_SECTIONS = tuple(range(10, 20))
+VNC_PIXEL_SIZE_UM = 0.0046  # the VNC ssTEM sections' 4.6 nm pixels (Gerhard et al. 2013)
 SECTION_FILE = re.compile(r"^(\d+)\.(tif|tiff|png)$", re.IGNORECASE)
 
 
@@ -197,6 +198,12 @@ def random_crops(
         if lab is not None:
             out_lab[k] = lab
     return out_img, out_lab
+
+
+def pixel_size_um(meta: dict) -> float | None:
+    """The pixel size of what an EM model renders: the VNC's when it learned from VNC sections, else unknown."""
+    description = str((meta.get("data") or {}).get("description", ""))
+    return VNC_PIXEL_SIZE_UM if description.startswith("VNC") else None
 
 
 def read_label_map(path) -> np.ndarray:
