@@ -458,6 +458,15 @@ def cmd_render_em(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import export
+
+    out = args.out or f"{Path(str(args.model)).stem}{export.default_suffix(args.format)}"
+    result = _run_job(export.export_job(args.model, args.format, out, seed=args.seed), quiet=args.quiet)
+    print(export.describe(result))
+    return 0
+
+
 def cmd_view(args) -> int:
     """Open napari maximised on Generate cells and Paint EM at work (the README's first command)."""
     import napari
@@ -657,6 +666,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output .png, .tif (OME-TIFF) or .ome.zarr (with the label map)")
     p.set_defaults(func=cmd_render_em)
+
+    p = sub.add_parser("export", help="a generator as an ONNX model or a bioimage.io model package (needs the "
+                                      "'export' extra)")
+    p.add_argument("--model", required=True, help=MODEL_HELP + " (fluorescence generator or EM model)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "bioimageio"])
+    p.add_argument("--out", default=None, help="output .onnx or .zip (default: <model>.onnx / <model>.zip)")
+    p.add_argument("--seed", type=int, default=0, help="test codes; EM: the noise built into the model "
+                                                      "(render-em --seed gives the same pixels)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("view", help="open napari with the sample data, Generate cells and Paint EM at work")
     p.add_argument("--model", default="star-6", help="fluorescence model for Generate cells ('' for none)")
