@@ -120,3 +120,19 @@ def test_the_export_job_reports_progress(tmp_path, one_torch_thread):
     updates = []
     result = jobs.run(export.export_job(ex, "onnx", tmp_path / "g.onnx"), updates.append)
     assert result.path.exists() and [u.done for u in updates] == [0, 1, 3]
+
+
+def test_the_export_button_exports_the_chosen_model(qtbot, tmp_path, one_torch_thread):
+    from qtpy.QtWidgets import QLabel
+
+    from napari_biogans._widgets.export_model import ExportModelButton, format_for
+
+    assert format_for("m.zip") == "bioimageio" and format_for("m.onnx") == "onnx"
+    status = QLabel()
+    tiny = export.fluorescence_exportable(tiny_generator("star"), META, n=2)
+    button = ExportModelButton(lambda: tiny, status)
+    qtbot.addWidget(button)
+    out = tmp_path / "tiny.onnx"
+    with qtbot.waitSignal(button.export(tiny, out).finished, timeout=60_000):
+        pass
+    assert out.exists() and "max |exported - torch|" in status.text() and button.isEnabled()
