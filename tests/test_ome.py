@@ -100,3 +100,16 @@ def test_render_em_writes_an_ome_zarr_with_its_label_map(tmp_path, one_torch_thr
     assert labels.shape == (64, 64) and set(np.unique(labels)) <= {0, 1, 2}
     layers = _io.get_ome_reader(str(out))(str(out))
     assert [kind for _, _, kind in layers] == ["image", "labels"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_napari_writer_saves_layers_as_named_channels_and_reads_them_back(tmp_path, suffix):
+    samples = Samples(images=np.arange(2 * 2 * 3 * 4, dtype=np.uint8).reshape(2, 2, 3, 4),
+                      channel_names=["Bgs4", "Sid2"], z=np.zeros((2, 4), np.float32), provenance={"seed": 8})
+    layers = _io.sample_layers(samples.images, samples.channel_names, "g",
+                               {"provenance": samples.provenance, "codes": samples.z})
+    [written] = _io.write_ome(str(tmp_path / f"saved{suffix}"), layers)
+    back = _io.read_ome_layers(written)
+    assert [kwargs["name"] for _, kwargs, _ in back] == ["saved g Bgs4", "saved g Sid2"]
+    np.testing.assert_array_equal(back[1][0], samples.images[:, 1])
+    assert back[0][1]["metadata"]["provenance"] == {"seed": 8}

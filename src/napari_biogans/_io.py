@@ -129,6 +129,37 @@ def read_ome_layers(path) -> list[tuple]:
     return layers
 
 
+def write_ome(path: str, layer_data: list[tuple]) -> list[str]:
+    """Image layers of one shape ((N, H, W) or (H, W)) as one OME-TIFF (``.tif``) or OME-Zarr (``.ome.zarr``):
+    one channel per layer, named after it, with the first layer's provenance and pixel size."""
+    from . import ome
+
+    arrays = [np.asarray(data) for data, _, _ in layer_data]
+    if not arrays or any(a.shape != arrays[0].shape for a in arrays) or arrays[0].ndim not in (2, 3):
+        shapes = [a.shape for a in arrays]
+        raise ValueError(f"{path}: select image layers of one shape, (cells, y, x) or (y, x); got {shapes}")
+    first = layer_data[0][1].get("metadata", {}) or {}
+    metadata = {k: v for k, v in first.items() if k not in ("channel", "codes") and _is_json(v)}
+    if first.get("stack_axis") or len(arrays[0].shape) == 3:
+        metadata.setdefault("stack_axis", "cell")
+    names = [str(kwargs.get("name", f"channel {k}")) for k, (_, kwargs, _) in enumerate(layer_data)]
+    data = np.stack(arrays, axis=-3)
+    axes = "TCYX" if data.ndim == 4 else "CYX"
+    written = ome.write(path if ome.is_zarr_path(path) or Path(path).suffix.lower() in (".tif", ".tiff")
+                        else f"{path}.tif", data, axes, names, first.get("pixel_size_um"), metadata)
+    return [str(written)]
+
+
+def _is_json(value) -> bool:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def write_cells_h5(path: str, layer_data: list[tuple]) -> list[str]:
     """Write image layers of equal shape (N, H, W) as one cell stack with their names and scale.
 

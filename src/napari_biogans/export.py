@@ -119,12 +119,13 @@ def fluorescence_exportable(generator, meta: dict, n: int = 4, seed: int = 0) ->
 
     FluorescenceCells, _ = _modules()
     generator = generator.cpu().float().eval()
+    # conditional batch norm (projection) follows a reshape by traced sizes, which the ONNX exporter cannot
+    # carry through batch norm: those models export for one cell at a time (bioimage.io's fixed batch is 1)
+    fixed_batch = any(type(m).__name__ == "ConditionalBatchNorm2d" for m in generator.modules())
+    n = 1 if fixed_batch else n
     z = latent_codes(n, generator.nz, generator.nz_red, seed)
     inputs = {"z_red": z[:, : generator.nz_red], "z_green": z[:, generator.nz_red :]} if generator.nz_red else {"z": z}
     names = channel_names(list(meta["class_names"]), None, generator.shares_red)
-    # conditional batch norm (projection) follows a reshape by traced sizes, which the ONNX exporter cannot
-    # carry through batch norm: those models export with the test batch as a fixed batch size
-    fixed_batch = any(type(m).__name__ == "ConditionalBatchNorm2d" for m in generator.modules())
     dynamic = {} if fixed_batch else {name: {0: "batch"} for name in (*inputs, "cells")}
     return Exportable(FluorescenceCells(generator).eval(), inputs, "cells", "fluorescence", meta, names, dynamic)
 
@@ -262,7 +263,7 @@ def _readme(ex: Exportable, seed: int) -> str:
                   f"Output `cells`: (batch, {len(ex.channel_names)}, y, x) float32 in 0..255, channels "
                   f"{', '.join(ex.channel_names)} (round for 8-bit)."]
         if not ex.dynamic:
-            lines.append(f"This model runs on a fixed batch of {len(next(iter(ex.inputs.values())))} codes.")
+            lines.append("This model draws one cell per run (a batch of 1).")
     if simulated:
         lines += ["", f"**{SIMULATED_NOTE}**"]
     lines += ["", "Made with napari-biogans (`biogans export --format bioimageio`)."]
@@ -297,8 +298,7 @@ def _descr(ex: Exportable, folder: Path, output: np.ndarray, seed: int):
     name, description, simulated = _card_text(ex)
     cite = spec.CiteEntry(text=citation, url=reference) if reference.startswith("http") else \
         spec.CiteEntry(text=citation, doi=reference)
-    n = len(next(iter(ex.inputs.values())))
-    inputs, batch = [], spec.BatchAxis() if ex.dynamic else spec.BatchAxis(size=n)
+    inputs, batch = [], spec.BatchAxis() if ex.dynamic else spec.BatchAxis(size=1)
     for key, value in ex.inputs.items():
         np.save(folder / f"test_{key}.npy", value)
         if ex.kind == "em":
