@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from napari_biogans import _io, cli, ome
-from napari_biogans.data import fields, lin
+from napari_biogans.data import em, fields, lin
 from napari_biogans.sampling import SIMULATED_NOTE, Samples, write_samples
 
 pytest.importorskip("ome_zarr")
@@ -98,6 +98,7 @@ def test_render_em_writes_an_ome_zarr_with_its_label_map(tmp_path, one_torch_thr
     assert image.metadata["provenance"]["model"] == "vnc-dsgan"
     labels = ome.read_labels(out)
     assert labels.shape == (64, 64) and set(np.unique(labels)) <= {0, 1, 2}
+    np.testing.assert_array_equal(em.read_label_map(out), labels)  # render-em --labels takes it back
     layers = _io.get_ome_reader(str(out))(str(out))
     assert [kind for _, _, kind in layers] == ["image", "labels"]
 

@@ -41,6 +41,9 @@ CITATIONS = {
     "em": ("Han L, Murphy RF, Ramanan D. Learning Generative Models of Tissue Organization with Supervised GANs. "
            "WACV 2018.", "10.1109/WACV.2018.00080"),
 }
+INPUT_TEXT = {"z": "standard normal noise code", "z_red": "standard normal code of the red (Bgs4) cell",
+              "z_green": "standard normal code of the green proteins",
+              "labels": "label codes 0 = cytoplasm, 1 = membrane, 2 = mitochondria"}
 SIMULATED_NOTE = ("Trained on SIMULATED fission-yeast cells (the napari-biogans simulator), not on real LIN "
                   "images: its cells show what the simulator draws, not real protein localisation.")
 
@@ -308,7 +311,7 @@ def _descr(ex: Exportable, folder: Path, output: np.ndarray, seed: int):
         else:
             axes = [batch, spec.ChannelAxis(channel_names=[f"{key}_{i}" for i in range(value.shape[1])])]
         inputs.append(spec.InputTensorDescr(id=key, axes=axes, test_tensor=spec.FileDescr(
-            source=folder / f"test_{key}.npy"), description=f"{key} (see the documentation)"))
+            source=folder / f"test_{key}.npy"), description=INPUT_TEXT[key]))
     np.save(folder / f"test_{ex.output}.npy", output)
     if ex.kind == "em":
         out_axes = [batch, spec.ChannelAxis(channel_names=["em"]),

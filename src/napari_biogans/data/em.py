@@ -210,7 +210,8 @@ def read_label_map(path) -> np.ndarray:
     """A label map (PNG or TIFF) with codes 0/1/2, as uint8 (H, W)."""
     path = Path(path)
     shown = guards.display_name(path)
-    labels = _read_image(path)
+    labels = _read_ome_zarr_labels(path) if str(path).rstrip("/\\").lower().endswith(".ome.zarr") \
+        else _read_image(path)
     if labels.ndim == 3 and labels.shape[-1] in (3, 4):
         raise EMFormatError(f"{shown}: expected a single-channel label map with codes 0/1/2, got an RGB image")
     if labels.ndim != 2 or labels.size == 0:
@@ -223,6 +224,17 @@ def read_label_map(path) -> np.ndarray:
             f"{shown}: label values {bad[:5].tolist()} are not codes 0 = cytoplasm, 1 = membrane, 2 = mitochondria"
         )
     return labels.astype(np.uint8)
+
+
+def _read_ome_zarr_labels(path: Path) -> np.ndarray:
+    """The label map of an OME-Zarr (``render-em --out x.ome.zarr`` keeps it under labels/), else its image."""
+    from .. import ome
+
+    try:
+        labels = ome.read_labels(path)
+        return ome.read(path).data if labels is None else labels
+    except ome.OmeError as err:
+        raise EMFormatError(str(err)) from None
 
 
 def write_label_map(labels: np.ndarray, path) -> Path:
