@@ -114,3 +114,13 @@ def test_napari_writer_saves_layers_as_named_channels_and_reads_them_back(tmp_pa
     assert [kwargs["name"] for _, kwargs, _ in back] == ["saved g Bgs4", "saved g Sid2"]
     np.testing.assert_array_equal(back[1][0], samples.images[:, 1])
     assert back[0][1]["metadata"]["provenance"] == {"seed": 8}
+
+
+def test_a_folder_that_is_not_an_ome_zarr_is_one_line_naming_it(tmp_path):
+    folder = tmp_path / "bad.ome.zarr"
+    folder.mkdir()
+    (folder / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    with pytest.raises(lin.LinFormatError, match="bad.ome.zarr: not a readable OME-Zarr") as err:
+        lin.read_cells(folder)
+    assert "\n" not in str(err.value)
+    assert _io.get_ome_reader(str(folder)) is None

@@ -26,7 +26,7 @@ ZARR_SUFFIX = ".ome.zarr"
 TIFF_SUFFIXES = (".tif", ".tiff")
 METADATA_KEY = "napari_biogans"  # the OME-Zarr root attribute holding the product's JSON
 OME_AXES = "TCZYX"  # the order OME-Zarr requires (a subset of it, in this order)
-_ZARR_AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+MAX_BYTES = 2**33  # refuse to read more than 8 GiB from one file at once
 _CHANNEL_COLOURS = ("FF0000", "00FF00", "00FFFF", "FFFF00", "FF00FF", "FF8000", "0080FF", "FFFFFF")
 
 
@@ -241,9 +241,12 @@ def _read_zarr(path: Path) -> OmeImage:
         attrs = dict(root.attrs)
         ome = attrs.get("ome", attrs)  # OME-Zarr 0.5 nests its metadata under "ome"; 0.4 does not
         multiscale = ome["multiscales"][0]
-        axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in multiscale["axes"]).upper()
+        axes = "".join(a if isinstance(a, str) else a["name"] for a in multiscale["axes"]).upper()
         dataset = multiscale["datasets"][0]
-        data = np.asarray(root[dataset["path"]][...])
+        array = root[dataset["path"]]
+        if int(np.prod(array.shape, dtype=np.int64)) * array.dtype.itemsize > MAX_BYTES:
+            raise OmeError(f"{path}: an array of {array.shape} {array.dtype} is too large to read at once")
+        data = np.asarray(array[...])
         scale = next((t["scale"] for t in dataset.get("coordinateTransformations", []) if t.get("type") == "scale"),
                      None)
         channels = (ome.get("omero") or {}).get("channels", [])
