@@ -214,7 +214,16 @@ def find_fields(folder) -> list[Path]:
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir()
                    if (p.suffix.lower() in FIELD_SUFFIXES and p.is_file()) or (ome.is_zarr_path(p) and p.is_dir()))
-    return [p for p in files if not p.stem.lower().endswith(LABEL_SUFFIXES)]
+    return [p for p in files if not _stem(p).lower().endswith(LABEL_SUFFIXES)]
+
+
+def _stem(path: Path) -> str:
+    """A field's name without its extension (``.tif``, ``.ome.tif`` or ``.ome.zarr``)."""
+    name = path.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def labels_for(field_path, labels) -> Path | None:
@@ -225,7 +234,7 @@ def labels_for(field_path, labels) -> Path | None:
     labels = Path(labels)
     if labels.is_file():
         return labels
-    stem = Path(field_path).stem
+    stem = _stem(Path(field_path))
     for suffix in ("",) + LABEL_SUFFIXES:
         for ext in FIELD_SUFFIXES:
             candidate = labels / f"{stem}{suffix}{ext}"
