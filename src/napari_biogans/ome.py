@@ -83,10 +83,12 @@ def written_by_product(path) -> bool:
 
 
 def _check_axes(data: np.ndarray, axes: str) -> str:
+    """``axes`` upper-cased: letters of TCZYX in that order, optionally ending in S (RGB samples, TIFF only)."""
     axes = axes.upper()
-    if len(axes) != data.ndim or len(set(axes)) != len(axes) or any(a not in OME_AXES for a in axes):
+    spatial = axes[:-1] if axes.endswith("S") else axes
+    if len(axes) != data.ndim or len(set(spatial)) != len(spatial) or any(a not in OME_AXES for a in spatial):
         raise ValueError(f"axes {axes!r} do not describe an array of shape {data.shape} (letters of {OME_AXES})")
-    if [OME_AXES.index(a) for a in axes] != sorted(OME_AXES.index(a) for a in axes):
+    if [OME_AXES.index(a) for a in spatial] != sorted(OME_AXES.index(a) for a in spatial):
         raise ValueError(f"axes {axes!r} must follow the OME order {OME_AXES}")
     return axes
 
@@ -104,6 +106,8 @@ def write(path, data, axes: str, channel_names=None, pixel_size_um: float | None
     image = OmeImage(data, axes, names, pixel_size_um, dict(metadata or {}), z_step_um)
     path = Path(path)
     if is_zarr_path(path):
+        if axes.endswith("S"):
+            raise ValueError(f"{path}: RGB images go to OME-TIFF (.tif); OME-Zarr has no RGB samples")
         return _write_zarr(path, image)
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise ValueError(f"{path}: write images to .tif (OME-TIFF) or .ome.zarr")
@@ -121,7 +125,8 @@ def _write_tiff(path: Path, image: OmeImage) -> Path:
     if image.z_step_um:
         meta.update(PhysicalSizeZ=image.z_step_um, PhysicalSizeZUnit="µm")
     tmp = path.with_name(f".{path.name}.partial")
-    tifffile.imwrite(tmp, image.data, ome=True, photometric="minisblack", metadata=meta, compression="zlib")
+    photometric = "rgb" if image.axes.endswith("S") else "minisblack"
+    tifffile.imwrite(tmp, image.data, ome=True, photometric=photometric, metadata=meta, compression="zlib")
     os.replace(tmp, path)
     return path
 
