@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=["onnx", "bioimageio"])
     p.add_argument("--out", default=None, help="output .onnx or .zip (default: <model>.onnx / <model>.zip)")
     p.add_argument("--seed", type=int, default=0, help="test codes; EM: the noise built into the model "
-                                                      "(render-em --seed gives the same pixels)")
+                                                      "(the one-pass renderer's noise seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
 

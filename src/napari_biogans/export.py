@@ -256,8 +256,9 @@ def _readme(ex: Exportable, seed: int) -> str:
         lines += [f"Input `labels`: (batch, 1, y, x) float32 codes 0 = cytoplasm, 1 = membrane, 2 = mitochondria; "
                   f"y and x are multiples of {ex.factor}, at most {ex.max_side}.",
                   f"Output `em`: (batch, 1, y, x) float32 in 0..255 (round for 8-bit). The generator's noise is built "
-                  f"in (seed {seed}), so the same labels give the same image, and napari-biogans' `render-em "
-                  f"--seed {seed}` renders the same pixels."]
+                  f"in (seed {seed}), so the same labels give the same image: the pixels of napari-biogans' "
+                  f"one-pass renderer (`napari_biogans.rendering.render`, noise seed {seed}). Its tiled renderer "
+                  f"(`render-em`, Paint EM) normalises tiles by a shared window, so its tone differs."]
     else:
         inputs = " and ".join(f"`{k}` (batch, {v.shape[1]})" for k, v in ex.inputs.items())
         lines += [f"Inputs: {inputs}, standard normal float32 codes"
