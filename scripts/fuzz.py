@@ -412,9 +412,11 @@ def _tif_rewrite(change):
     def mutate(path: Path, rng) -> Path:
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
+        from napari_biogans import ome
+
+        with tifffile.TiffFile(path) as tif:  # lin.write_tiff writes an OME-TIFF, its JSON in the OME Description
             images = tif.asarray()
-            meta = dict(tif.shaped_metadata[0])
+            meta = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else dict(ome.tiff_metadata(tif, path)[0])
         meta.pop("shape", None)
         meta.pop("crc32", None)  # as other software writes it, so that the checks of each value are exercised
         images, meta = change(images, meta, rng)

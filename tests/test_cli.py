@@ -5,7 +5,7 @@ import pytest
 import tifffile
 from napari.components import ViewerModel
 
-from napari_biogans import checkpoints, cli
+from napari_biogans import checkpoints, cli, ome
 from napari_biogans.data import lin
 from napari_biogans.data.simulator import simulate_stack
 
@@ -76,7 +76,7 @@ def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
     n_channels = {"dcgan": 2, "separable": 2, "one-class": 4, "one-class-sep": 4}.get(model, 3)
     with tifffile.TiffFile(tmp_path / "s.tif") as tif:
         pixels = tif.asarray()
-        names = tif.shaped_metadata[0]["channel_names"]
+    names = ome.read(tmp_path / "s.tif").channel_names
     assert pixels.shape == (5, n_channels, 48, 80) and pixels.dtype == np.uint8
     assert names[0].startswith("Bgs4") and len(names) == n_channels
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_biogans import checkpoints, cli
+from napari_biogans import checkpoints, cli, ome
 from napari_biogans.models import loader
 from napari_biogans.sampling import SIMULATED_NOTE, Samples, write_samples
 
@@ -37,8 +37,7 @@ def _fresh_cache(monkeypatch, tmp_path):
 
 
 def tiff_metadata(path) -> dict:
-    with tifffile.TiffFile(path) as tif:
-        return tif.shaped_metadata[0]
+    return ome.read(path).metadata
 
 
 def test_sample_and_interpolate_take_the_run_folder_that_train_wrote(run_dir, tmp_path, capsys):

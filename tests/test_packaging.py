@@ -21,8 +21,8 @@ def test_manifest_declares_readers_writer_samples():
     from npe2 import PluginManifest
 
     manifest = PluginManifest.from_distribution("napari-biogans")
-    assert len(manifest.contributions.readers) == 2
-    assert len(manifest.contributions.writers) == 1
+    assert len(manifest.contributions.readers) == 3  # LIN folders, .h5, the product's OME-TIFF / OME-Zarr
+    assert len(manifest.contributions.writers) == 2  # .h5 cell stacks, OME-TIFF / OME-Zarr
     assert {s.key for s in manifest.contributions.sample_data} == {"simulated_lin", "vnc_em"}
 
 

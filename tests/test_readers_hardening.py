@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_biogans import _io
+from napari_biogans import _io, ome
 from napari_biogans.data import em, guards, lin
 
 from test_lin import make_stack, write_png
@@ -243,11 +243,9 @@ def test_tiff_metadata_of_the_wrong_type(tmp_path, meta, message):
 
 def test_tiff_metadata_changed_after_writing_is_refused(tmp_path):
     path = lin.write_tiff(make_stack(truth=False), tmp_path / "cells.tif")
-    with tifffile.TiffFile(path) as tif:
-        images, meta = tif.asarray(), dict(tif.shaped_metadata[0])
-    meta.pop("shape")
-    meta["file_names"] = ["P0/cell9.png"] + meta["file_names"][1:]  # valid, but not what was written
-    tifffile.imwrite(path, images, metadata=meta)
+    image = ome.read(path)
+    image.metadata["file_names"][0] = "P0/cell9.png"  # valid, but not what was written
+    ome.write(path, image.data, image.axes, image.channel_names, None, image.metadata)
     with pytest.raises(lin.LinFormatError, match="cells.tif: its metadata .* is damaged"):
         lin.read_tiff(path)
 

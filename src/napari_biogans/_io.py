@@ -92,6 +92,74 @@ def read_h5_layers(path) -> list[tuple]:
     return cell_layers(stack, Path(path).stem, scale=lin.read_h5_scale(path))
 
 
+def get_ome_reader(path):
+    """Our reader for the OME-TIFF / OME-Zarr files the product writes (cells, samples, interpolations, EM
+    renders), which keeps their channel names, provenance and labels; None for any other file."""
+    from . import ome
+
+    if isinstance(path, list) or not ome.written_by_product(path):
+        return None
+    return read_ome_layers
+
+
+def read_ome_layers(path) -> list[tuple]:
+    """Layers of an OME file the product wrote: a cell stack, samples or frames (one layer per channel,
+    as Generate cells shows them), or an EM render with its label map."""
+    from . import ome
+
+    image = ome.read(path)
+    meta, name = image.metadata, Path(str(path).rstrip("/\\")).name.split(".")[0]
+    if "class_names" in meta:
+        stack = lin.read_cells(path)
+        size = image.pixel_size_um or 1.0
+        return cell_layers(stack, name, scale=(size, size))
+    if image.axes == "TCYX":
+        layers = sample_layers(image.data, image.channel_names, name,
+                               {"provenance": meta.get("provenance", {}), "pixel_size_um": image.pixel_size_um,
+                                "simulated_training_data": meta.get("simulated_training_data", False)})
+        axis = meta.get("stack_axis", "cell")
+        return [(data, {**kwargs, "axis_labels": (axis, "y", "x")}, kind) for data, kwargs, kind in layers]
+    metadata = {**meta, "pixel_size_um": image.pixel_size_um}
+    layers = [(image.data, {"name": name, "metadata": metadata}, "image")]
+    labels = ome.read_labels(path) if ome.is_zarr_path(path) else None
+    if labels is not None:
+        layers.append((labels, {"name": f"{name} labels", "opacity": 0.5,
+                                "colormap": {None: (0, 0, 0, 0), **em.LABEL_COLORS},
+                                "metadata": {"label_names": em.LABEL_NAMES}}, "labels"))
+    return layers
+
+
+def write_ome(path: str, layer_data: list[tuple]) -> list[str]:
+    """Image layers of one shape ((N, H, W) or (H, W)) as one OME-TIFF (``.tif``) or OME-Zarr (``.ome.zarr``):
+    one channel per layer, named after it, with the first layer's provenance and pixel size."""
+    from . import ome
+
+    arrays = [np.asarray(data) for data, _, _ in layer_data]
+    if not arrays or any(a.shape != arrays[0].shape for a in arrays) or arrays[0].ndim not in (2, 3):
+        shapes = [a.shape for a in arrays]
+        raise ValueError(f"{path}: select image layers of one shape, (cells, y, x) or (y, x); got {shapes}")
+    first = layer_data[0][1].get("metadata", {}) or {}
+    metadata = {k: v for k, v in first.items() if k not in ("channel", "codes") and _is_json(v)}
+    if first.get("stack_axis") or len(arrays[0].shape) == 3:
+        metadata.setdefault("stack_axis", "cell")
+    names = [str(kwargs.get("name", f"channel {k}")) for k, (_, kwargs, _) in enumerate(layer_data)]
+    data = np.stack(arrays, axis=-3)
+    axes = "TCYX" if data.ndim == 4 else "CYX"
+    written = ome.write(path if ome.is_zarr_path(path) or Path(path).suffix.lower() in (".tif", ".tiff")
+                        else f"{path}.tif", data, axes, names, first.get("pixel_size_um"), metadata)
+    return [str(written)]
+
+
+def _is_json(value) -> bool:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def write_cells_h5(path: str, layer_data: list[tuple]) -> list[str]:
     """Write image layers of equal shape (N, H, W) as one cell stack with their names and scale.
 

@@ -110,20 +110,20 @@ def composite(channels, colormaps, limits) -> np.ndarray:
 
 
 def export_job(path, channels, colormaps, limits, kind: str, zoom: int, fps: int) -> Job:
-    """Write the composite as a multi-page RGB TIFF or an animated GIF (atomically); returns the path."""
+    """Write the composite as an RGB OME-TIFF movie or an animated GIF (atomically); returns the path."""
     yield Update(0, 1, f"writing {kind}")
     frames = composite(channels, colormaps, limits)
     path = Path(path)
+    if kind == "tiff":  # frames along T, RGB samples
+        from . import ome
+
+        return str(ome.write(path, frames, "TYXS", ["composite"], None,
+                             {"stack_axis": "frame", "composite": "additive RGB of the cell-cycle layers"}))
+    import imageio.v3 as iio
+
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if kind == "tiff":
-        import tifffile
-
-        tifffile.imwrite(tmp, frames, photometric="rgb", metadata={"axes": "TYXS"})
-    else:
-        import imageio.v3 as iio
-
-        if zoom > 1:
-            frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
-        iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0)
+    if zoom > 1:
+        frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0)
     os.replace(tmp, path)
     return str(path)

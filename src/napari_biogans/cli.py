@@ -385,7 +385,7 @@ def cmd_interpolate(args) -> int:
     codes = interpolation.interpolate_codes(pool[args.anchors], args.frames, args.method, args.red_only, generator.nz_red)
     samples = sample(generator, meta, n=len(codes), seed=args.seed, z=codes)
     samples.provenance.update(anchors=args.anchors, method=args.method, red_only=args.red_only)
-    write_samples(samples, args.out)
+    write_samples(samples, args.out, stack_axis="frame")
     lengths = interpolation.red_lengths(samples.images[:, 0])
     rho = interpolation.monotonicity(lengths)
     print(f"{len(codes)} frames -> {args.out}; red length {lengths[0]:.0f} -> {lengths[-1]:.0f} px, Spearman ρ {rho:.2f}")
@@ -425,28 +425,45 @@ def cmd_train_em(args) -> int:
 
 
 def cmd_render_em(args) -> int:
+    from . import ome
     from .data import em
     from .models import loader
     from .rendering import render_tiled
 
-    model = loader.load(args.model, args.device, kind=loader.EM_KIND).model
+    loaded = loader.load(args.model, args.device, kind=loader.EM_KIND)
+    model = loaded.model
     if model.image_generator is None:
         raise ValueError(f"{args.model} is a {model.meta['mode']} model: it has no image generator to render labels")
+    out = Path(args.out)
+    to_ome = out.suffix.lower() in (".tif", ".tiff") or ome.is_zarr_path(out)
     if args.labels:
         labels = em.read_label_map(args.labels)
     else:
         labels = model.sample_labels(args.size, args.size, seed=args.seed)
-        em.write_label_map(labels, Path(args.out).with_suffix(".labels.png"))
+        if not ome.is_zarr_path(out):  # an OME-Zarr holds its label map inside
+            em.write_label_map(labels, out.with_suffix(".labels.png"))
     image = render_tiled(model.image_generator, labels, noise_seed=args.seed, device=model.device)
-    import imageio.v3 as iio
-    import tifffile
-
-    out = Path(args.out)
-    if out.suffix.lower() in (".tif", ".tiff"):
-        tifffile.imwrite(out, image)
+    if to_ome:
+        pixel_size = em.pixel_size_um(model.meta)
+        provenance = {"model": loaded.meta["name"], "weights_sha256": loaded.meta["sha256"], "seed": args.seed,
+                      "labels": str(args.labels) if args.labels else f"generated, seed {args.seed}"}
+        ome.write(out, image, "YX", ["EM"], pixel_size, {"provenance": provenance, "label_codes": em.LABEL_NAMES})
+        if ome.is_zarr_path(out):
+            ome.write_labels(out, labels, pixel_size_um=pixel_size)
     else:
+        import imageio.v3 as iio
+
         iio.imwrite(out, image)
     print(f"rendered {labels.shape[0]}x{labels.shape[1]} EM image -> {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import export
+
+    out = args.out or f"{Path(str(args.model)).stem}{export.default_suffix(args.format)}"
+    result = _run_job(export.export_job(args.model, args.format, out, seed=args.seed), quiet=args.quiet)
+    print(export.describe(result))
     return 0
 
 
@@ -545,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample cells from a model to .tif or .h5")
+    p = sub.add_parser("sample", help="sample cells from a model to OME-TIFF, OME-Zarr or .h5")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -553,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--longer", type=float, default=0.0,
                    help="latent arithmetic: add this many 'long minus short' vectors to the codes (negative: shorter)")
     p.add_argument("--proteins", default=None, help="comma-separated proteins (default: all the model has)")
-    p.add_argument("--out", required=True, help="output .tif or .h5")
+    p.add_argument("--out", required=True, help="output .tif (OME-TIFF), .ome.zarr or .h5")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="C2ST, reconstruction, the real-vs-real table or the EM report; JSON, CSV "
@@ -606,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     em_options.add_argument("--seed", type=int, default=0, help="generated pair i uses seed + i")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("interpolate", help="a cell-cycle interpolation between sampled codes, to .tif or .h5")
+    p = sub.add_parser("interpolate", help="a cell-cycle interpolation between sampled codes, to OME-TIFF, OME-Zarr "
+                                           "or .h5")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--anchors", type=int, nargs="+", default=[0, 1], help="indices of codes drawn with --seed")
     p.add_argument("--seed", type=int, default=0)
@@ -646,8 +664,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512, help="side of a generated label map")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True, help="output .png or .tif")
+    p.add_argument("--out", required=True, help="output .png, .tif (OME-TIFF) or .ome.zarr (with the label map)")
     p.set_defaults(func=cmd_render_em)
+
+    p = sub.add_parser("export", help="a generator as an ONNX model or a bioimage.io model package (needs the "
+                                      "'export' extra)")
+    p.add_argument("--model", required=True, help=MODEL_HELP + " (fluorescence generator or EM model)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "bioimageio"])
+    p.add_argument("--out", default=None, help="output .onnx or .zip (default: <model>.onnx / <model>.zip)")
+    p.add_argument("--seed", type=int, default=0, help="test codes; EM: the noise built into the model "
+                                                      "(the one-pass renderer's noise seed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("view", help="open napari with the sample data, Generate cells and Paint EM at work")
     p.add_argument("--model", default="star-6", help="fluorescence model for Generate cells ('' for none)")

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..cell_session import sample_job
 from . import _common, model_picker
+from .export_model import ExportModelButton
 from .workers import start_job
 
 MAX_SEED = 2**31 - 1
@@ -150,6 +151,8 @@ class GenerateWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.run_button)
+        self.export_button = ExportModelButton(self.model.path, self.status, self.seed.value)
+        layout.addWidget(self.export_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
 

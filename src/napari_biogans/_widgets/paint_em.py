@@ -34,6 +34,7 @@ from ..data import em
 from ..em_session import EDITS, edit_job, sample_job, vnc_path_job, vnc_sample_job
 from . import _common, model_picker
 from .em_live_render import LiveRender
+from .export_model import ExportModelButton
 from .workers import start_job
 
 MAX_SEED = 2**31 - 1
@@ -152,6 +153,8 @@ class PaintEMWidget(QWidget):
         layout.addLayout(form)
         for box in (new_box, real_box, edit_box, render_box):
             layout.addWidget(box)
+        self.export_button = ExportModelButton(self.model.path, self.status, self.noise_seed.value)
+        layout.addWidget(self.export_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
 

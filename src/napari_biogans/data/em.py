@@ -28,6 +28,7 @@ LABEL_NAMES = {CYTOPLASM: "cytoplasm", MEMBRANE: "membrane", MITOCHONDRIA: "mito
 LABEL_COLORS = {CYTOPLASM: (0, 0, 0, 0), MEMBRANE: (0.2, 0.55, 1.0, 1.0), MITOCHONDRIA: (1.0, 0.55, 0.1, 1.0)}
 TRAIN_SECTIONS = tuple(range(0, 10))
 VALIDATION_SECTIONS = tuple(range(10, 20))
+VNC_PIXEL_SIZE_UM = 0.0046  # the VNC ssTEM sections' 4.6 nm pixels (Gerhard et al. 2013)
 SECTION_FILE = re.compile(r"^(\d+)\.(tif|tiff|png)$", re.IGNORECASE)
 
 
@@ -199,11 +200,18 @@ def random_crops(
     return out_img, out_lab
 
 
+def pixel_size_um(meta: dict) -> float | None:
+    """The pixel size of what an EM model renders: the VNC's when it learned from VNC sections, else unknown."""
+    description = str((meta.get("data") or {}).get("description", ""))
+    return VNC_PIXEL_SIZE_UM if description.startswith("VNC") else None
+
+
 def read_label_map(path) -> np.ndarray:
     """A label map (PNG or TIFF) with codes 0/1/2, as uint8 (H, W)."""
     path = Path(path)
     shown = guards.display_name(path)
-    labels = _read_image(path)
+    labels = _read_ome_zarr_labels(path) if str(path).rstrip("/\\").lower().endswith(".ome.zarr") \
+        else _read_image(path)
     if labels.ndim == 3 and labels.shape[-1] in (3, 4):
         raise EMFormatError(f"{shown}: expected a single-channel label map with codes 0/1/2, got an RGB image")
     if labels.ndim != 2 or labels.size == 0:
@@ -216,6 +224,17 @@ def read_label_map(path) -> np.ndarray:
             f"{shown}: label values {bad[:5].tolist()} are not codes 0 = cytoplasm, 1 = membrane, 2 = mitochondria"
         )
     return labels.astype(np.uint8)
+
+
+def _read_ome_zarr_labels(path: Path) -> np.ndarray:
+    """The label map of an OME-Zarr (``render-em --out x.ome.zarr`` keeps it under labels/), else its image."""
+    from .. import ome
+
+    try:
+        labels = ome.read_labels(path)
+        return ome.read(path).data if labels is None else labels
+    except ome.OmeError as err:
+        raise EMFormatError(str(err)) from None
 
 
 def write_label_map(labels: np.ndarray, path) -> Path:

@@ -91,10 +91,21 @@ def check_labels(labels, shape, source: str) -> np.ndarray:
 
 
 def read_tiff(path) -> tuple[np.ndarray, str, float | None, list[str]]:
-    """``(data, axes, pixel size in µm or None, channel names)`` of a TIFF's first series."""
+    """``(data, axes, pixel size in µm or None, channel names)`` of a TIFF's first series, or of an
+    OME-Zarr (a ``.ome.zarr`` folder)."""
     import tifffile
 
+    from .. import ome
+
     path = Path(path)
+    if ome.is_zarr_path(path):
+        try:
+            image = ome.read(path)
+        except ome.OmeError as err:
+            raise FieldError(str(err)) from None
+        if image.data.size > MAX_ELEMENTS:
+            raise FieldError(f"{path}: {image.data.shape} is too large to read at once")
+        return image.data, image.axes, image.pixel_size_um, image.channel_names
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -196,10 +207,23 @@ def read_field(image=None, red=None, green=None, red_channel: int = 0, green_cha
 
 
 def find_fields(folder) -> list[Path]:
-    """The TIFF fields of a folder, sorted, leaving out label images (``*_labels.tif``, ``*_masks.tif``...)."""
+    """The TIFF and OME-Zarr fields of a folder, sorted, leaving out label images (``*_labels.tif``,
+    ``*_masks.tif``...)."""
+    from .. import ome
+
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FIELD_SUFFIXES and p.is_file())
-    return [p for p in files if not p.stem.lower().endswith(LABEL_SUFFIXES)]
+    files = sorted(p for p in folder.iterdir()
+                   if (p.suffix.lower() in FIELD_SUFFIXES and p.is_file()) or (ome.is_zarr_path(p) and p.is_dir()))
+    return [p for p in files if not _stem(p).lower().endswith(LABEL_SUFFIXES)]
+
+
+def _stem(path: Path) -> str:
+    """A field's name without its extension (``.tif``, ``.ome.tif`` or ``.ome.zarr``)."""
+    name = path.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def labels_for(field_path, labels) -> Path | None:
@@ -210,7 +234,7 @@ def labels_for(field_path, labels) -> Path | None:
     labels = Path(labels)
     if labels.is_file():
         return labels
-    stem = Path(field_path).stem
+    stem = _stem(Path(field_path))
     for suffix in ("",) + LABEL_SUFFIXES:
         for ext in FIELD_SUFFIXES:
             candidate = labels / f"{stem}{suffix}{ext}"
@@ -220,21 +244,17 @@ def labels_for(field_path, labels) -> Path | None:
                      f"{stem}_masks.tif, ...)")
 
 
-def write_field_tiff(path, image: np.ndarray, pixel_size_um: float, channel_names, z_step_um: float | None = None):
-    """An OME-TIFF of a field, ``(C, Y, X)`` or ``(Z, C, Y, X)``, with pixel size and channel names."""
-    import tifffile
+def write_field_tiff(path, image: np.ndarray, pixel_size_um: float, channel_names, z_step_um: float | None = None,
+                     metadata: dict | None = None):
+    """An OME-TIFF (or OME-Zarr, for a ``.ome.zarr`` path) of a field, ``(C, Y, X)`` or ``(Z, C, Y, X)``, with
+    pixel size and channel names (:func:`napari_biogans.ome.write`)."""
+    from .. import ome
 
-    path = Path(path)
-    axes = "ZCYX" if image.ndim == 4 else "CYX"
-    metadata = {"axes": axes, "PhysicalSizeX": pixel_size_um, "PhysicalSizeXUnit": "µm",
-                "PhysicalSizeY": pixel_size_um, "PhysicalSizeYUnit": "µm",
-                "Channel": {"Name": list(channel_names)}}
-    if z_step_um:
-        metadata.update(PhysicalSizeZ=z_step_um, PhysicalSizeZUnit="µm")
-    tmp = path.with_name(f".{path.name}.partial")
-    tifffile.imwrite(tmp, image, ome=True, metadata=metadata, compression="zlib")
-    tmp.replace(path)
-    return path
+    image = np.asarray(image)
+    if image.ndim == 4:  # OME orders C before Z
+        image = np.moveaxis(image, 0, 1)
+    return ome.write(path, image, "CZYX" if image.ndim == 4 else "CYX", channel_names, pixel_size_um,
+                     metadata, z_step_um)
 
 
 def safe_name(text: str) -> str:

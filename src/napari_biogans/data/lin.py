@@ -717,13 +717,12 @@ def read_h5_scale(path) -> tuple[float, float]:
 
 
 def write_tiff(stack: CellStack, path) -> Path:
-    """Multi-page TIFF (N, 2, H, W) with class names and file names in the JSON description."""
-    import tifffile
+    """An OME-TIFF (or, for a ``.ome.zarr`` path, an OME-Zarr) of the cells ``(N, 2, H, W)`` along T, with the
+    channel names, the pixel size when known, and class and file names in the JSON metadata."""
+    from .. import ome
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
     metadata = {
-        "axes": "QCYX",
+        "stack_axis": "cell",
         "class_names": stack.class_names,
         "class_index": stack.class_index.tolist(),
         "channel_names": list(stack.channel_names),
@@ -733,14 +732,12 @@ def write_tiff(stack: CellStack, path) -> Path:
     }
     metadata["crc32"] = _metadata_crc(metadata)
     # zlib's own checksum covers the pixels, crc32 the names and classes
-    tifffile.imwrite(tmp, stack.images, metadata=metadata, compression="zlib")
-    os.replace(tmp, path)
-    return path
+    return ome.write(path, stack.images, "TCYX", list(stack.channel_names), stack.pixel_size_um, metadata)
 
 
 def _metadata_crc(meta: dict) -> int:
     """CRC-32 of a TIFF's JSON metadata (less tifffile's ``shape`` and the CRC itself)."""
-    kept = {k: v for k, v in meta.items() if k not in ("shape", "crc32")}
+    kept = {k: v for k, v in meta.items() if k not in ("shape", "crc32", "stack_axis")}
     return zlib.crc32(json.dumps(kept, sort_keys=True).encode("utf-8"))
 
 
@@ -768,12 +765,53 @@ def read_tiff(path) -> CellStack:
             if n < 1:
                 raise LinFormatError(f"{_shown(path)}: holds no cells")
             guards.check_allocation(n * 2 * h * w, f"{n} cells of {h}x{w}", path, LinFormatError)
-            meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+            meta, pixel_size = _tiff_json(tif, path)
             images = series.asarray().reshape(shape)
     except LinFormatError:
         raise
     except Exception as err:  # tifffile and its codecs raise many types for damaged files
         raise LinFormatError(f"{_shown(path)}: not a readable TIFF ({err})") from None
+    return _stack_from_json(path, images, meta, pixel_size)
+
+
+def _tiff_json(tif, path) -> tuple[dict, float | None]:
+    """(the JSON a TIFF carries, its pixel size in µm or None): tifffile's shaped description, or the OME
+    Description and physical size of an OME-TIFF."""
+    if tif.shaped_metadata:
+        return tif.shaped_metadata[0], None
+    if tif.is_ome:
+        from .. import ome
+
+        try:
+            return ome.tiff_metadata(tif, path)
+        except ome.OmeError as err:
+            raise LinFormatError(str(err)) from None
+    return {}, None
+
+
+def read_ome_zarr(path) -> CellStack:
+    """A cell stack written as OME-Zarr (:func:`write_tiff` with a ``.ome.zarr`` path): (N, 2, H, W) along T."""
+    from .. import ome
+
+    try:
+        image = ome.read(path)
+    except ome.OmeError as err:
+        raise LinFormatError(str(err)) from None
+    images = image.data
+    if image.axes in ("CYX",) and images.shape[0] == 2:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1] != 2 or image.axes not in ("TCYX", "CYX"):
+        raise LinFormatError(f"{_shown(path)}: expected a cell stack of axes TCYX and shape (N, 2, H, W), "
+                             f"got {image.axes} {images.shape}")
+    if images.dtype != np.uint8:
+        raise LinFormatError(f"{_shown(path)}: expected uint8 cells, got {images.dtype}")
+    return _stack_from_json(path, images, image.metadata, image.pixel_size_um)
+
+
+def _stack_from_json(path, images: np.ndarray, meta, pixel_size_um: float | None = None) -> CellStack:
+    """A cell stack from its pixels and the JSON :func:`write_tiff` records (names, classes, CRC-32)."""
+    path = Path(path)
+    n = len(images)
     if not isinstance(meta, dict):
         meta = {}
     if "crc32" in meta and meta["crc32"] != _metadata_crc(meta):
@@ -792,22 +830,25 @@ def read_tiff(path) -> CellStack:
         channel_names=tuple(_names(meta.get("channel_names", list(CHANNEL_NAMES)), "channel_names", path, 2)),
         description=_text(meta["description"], "description", path) if "description" in meta else _shown(path.name),
         simulated=_flag(meta.get("simulated", False), "simulated", path),
+        pixel_size_um=pixel_size_um,
     )
 
 
 def read_cells(path, **kwargs) -> CellStack:
-    """Any supported cell stack: a LIN folder, ``.h5``/``.hdf5`` or ``.tif``/``.tiff``."""
+    """Any supported cell stack: a LIN folder, ``.h5``/``.hdf5``, ``.tif``/``.tiff`` (OME or not) or ``.ome.zarr``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
         raise LinFormatError(f"{_shown(path)}: no such file or folder")
+    if path.is_dir() and path.name.lower().endswith(".ome.zarr"):
+        return read_ome_zarr(path)
     if path.is_dir():
         return read_lin_folder(path, **kwargs)
     if suffix in H5_SUFFIXES:
         return read_h5(path)
     if suffix in TIFF_SUFFIXES:
         return read_tiff(path)
-    raise LinFormatError(f"{_shown(path)}: expected a LIN folder, an .h5 or a .tif cell stack")
+    raise LinFormatError(f"{_shown(path)}: expected a LIN folder, an .h5 or a .tif cell stack (or an .ome.zarr)")
 
 
 # --------------------------------------------------------------------------------------------

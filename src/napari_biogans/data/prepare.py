@@ -402,8 +402,8 @@ def write_prepared(results: list[PreparedField], out, protein: str, test_fractio
                    seed: int = 0) -> dict[str, Path]:
     """The LIN layout (``LIN_Prepared_size-H-W_train/<protein>/cell<k>.png`` and ``_test``, or
     ``_all`` without a split), ``cells.h5`` (all accepted cells), ``cells_float.tif`` (their
-    un-normalised crops) and ``provenance.csv`` (every cell, accepted or with its reason)."""
-    import tifffile
+    un-normalised crops, OME-TIFF) and ``provenance.csv`` (every cell, accepted or with its reason)."""
+    from .. import ome
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -425,10 +425,9 @@ def write_prepared(results: list[PreparedField], out, protein: str, test_fractio
             where[stack.file_names[i]] = f"{folder.name}/{protein}/cell{k}.png"
     written["h5"] = write_h5(stack, out / H5_FILE, scale=(px, px))
     floats = np.concatenate([r.float_crops for r in results])
-    tmp = out / f".{FLOAT_FILE}.partial"
-    tifffile.imwrite(tmp, floats, metadata={"axes": "QCYX", "file_names": stack.file_names,
-                                            "pixel_size_um": px, "description": stack.description})
-    written["float"] = tmp.replace(out / FLOAT_FILE)
+    written["float"] = ome.write(out / FLOAT_FILE, floats, "TCYX", list(stack.channel_names), px,
+                                 {"stack_axis": "cell", "file_names": stack.file_names, "pixel_size_um": px,
+                                  "description": stack.description})
     rows = provenance_rows(results)
     for row in rows:
         row["lin_file"] = where.get(row["cell"], "")

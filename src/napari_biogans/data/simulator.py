@@ -865,8 +865,6 @@ def write_simulated_fields(out, n_fields: int, seed: int = 0, shape=(512, 512), 
     import csv
     from pathlib import Path
 
-    import tifffile
-
     from .fields import write_field_tiff
 
     out = Path(out)
@@ -874,9 +872,11 @@ def write_simulated_fields(out, n_fields: int, seed: int = 0, shape=(512, 512), 
     written = []
     for k in range(n_fields):
         sim = simulate_field(seed + k, shape, n_cells, proteins, touching, z_planes, bit_depth)
+        flag = {"simulated": True, "source": f"napari-biogans simulator, seed {seed + k}"}
         path = write_field_tiff(out / f"field_{k}.tif", sim.image, sim.pixel_size_um, sim.channel_names,
-                                FIELD_Z_STEP_UM if z_planes else None)
-        tifffile.imwrite(out / f"field_{k}_labels.tif", sim.labels, compression="zlib")
+                                FIELD_Z_STEP_UM if z_planes else None, flag)
+        write_field_tiff(out / f"field_{k}_labels.tif", sim.labels[None], sim.pixel_size_um, ["cell labels"],
+                         metadata=flag)
         with open(out / f"field_{k}_truth.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(list(sim.truth))
