@@ -6,7 +6,9 @@ the L2 error (RMSE over both channels in [0, 1]), the negative log-likelihood of
 under the N(0, I) prior, and the nearest-neighbour baseline (the closest training cell of the
 same protein, by the same L2).
 
-All cells and all restarts are optimised as one batch by :func:`batched_lbfgs`, an L-BFGS
+Each cell is rendered through its own protein only (``generator.generate``: a star generator
+runs the shared red tower once per row and each protein's green tower on that protein's rows),
+never through every protein's tower. All cells and all restarts are optimised as one batch by :func:`batched_lbfgs`, an L-BFGS
 whose history, curvature scaling and step are kept per row, so each cell follows exactly the
 path it would follow alone: no cross-talk (torch's L-BFGS over a summed loss would mix cells
 through its shared dot products). Steps follow torch's L-BFGS without line search: the first
@@ -174,12 +176,12 @@ def reconstruct(
     n = len(cells)
     target = torch.as_tensor(np.asarray(cells, np.float32), device=device).repeat(restarts, 1, 1, 1)
     slot = torch.as_tensor(np.asarray(class_slot), device=device).repeat(restarts)
-    rows = torch.arange(n * restarts, device=device)
+    labels = slot[:, None]
     gen = torch.Generator(device).manual_seed(seed)
     z0 = torch.randn(n * restarts, generator.nz, generator=gen, device=device)
 
-    def render(z):
-        return generator(z)[rows, slot]  # (B, 2, H, W)
+    def render(z):  # (B, 2, H, W): each row through its own protein's tower only
+        return generator.generate(z, labels)[:, 0]
 
     def channel_loss(channels):
         return lambda z: ((render(z) - target)[:, channels] ** 2).flatten(1).mean(1)

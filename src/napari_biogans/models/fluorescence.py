@@ -3,7 +3,9 @@
 Every model speaks **pairs form**: a tensor ``(B, C, 2, H, W)`` in [-1, 1], where C is the
 number of classes (proteins) the model covers and index 2 is (red Bgs4, green protein).
 
-Generators (``forward(z)``: ``(B, nz) -> (B, C, 2, H, W)``) carry ``nz``, ``nz_red`` (the
+Generators (``forward(z)``: ``(B, nz) -> (B, C, 2, H, W)``; ``generate(z, labels)``: only the
+classes ``labels`` ``(B, K)`` of each sample, ``(B, K, 2, H, W)``, computing no other class's
+tower where the model has one per class) carry ``nz``, ``nz_red`` (the
 leading latent dims that are red noise; 0 without a red/green split), ``n_classes``,
 ``image_size`` ``(H, W)``, ``shares_red`` (all C pairs hold the same red image) and ``config``
 (JSON-serialisable; :func:`build_generator` rebuilds the architecture from it).
@@ -14,7 +16,8 @@ pair (``n_scores = C``); the multichannel critic sees the whole composite and gi
 (``n_scores = 1``). Objectives average scores over batch and columns, and the gradient
 penalty draws one ε per sample and score column (see ``training/objectives.py``).
 
-All layout is static: no data-dependent Python control flow in any ``forward``, no dtype or
+All layout is static: no data-dependent Python control flow in any ``forward`` (``generate``
+with arbitrary labels has some), no dtype or
 memory-format assumptions (``channels_last`` and ``torch.autocast`` work), so the modules
 trace with ``torch.compile(fullgraph=True)``.
 """
@@ -184,6 +187,11 @@ class _GreenOnRedBackbone(nn.Module):
         self.red_norms = nn.ModuleList(nn.BatchNorm2d(r) for r in red_widths)
         self.green_norms = nn.ModuleList(nn.BatchNorm2d(T * g) for g in green_widths)
 
+    def _tower_slice(self, tensor: torch.Tensor, dim: int, t: int) -> torch.Tensor:
+        """Tower ``t``'s block of ``tensor`` along ``dim`` (a view: the same weights, no copy)."""
+        size = tensor.shape[dim] // self.towers
+        return tensor.narrow(dim, t * size, size)
+
     @torch.no_grad()
     def extract_tower(self, t: int) -> "_GreenOnRedBackbone":
         """Green tower ``t`` with the red tower as a one-tower backbone (a copy, same outputs)."""
@@ -192,20 +200,71 @@ class _GreenOnRedBackbone(nn.Module):
         one = _GreenOnRedBackbone(towers=1, **self._args).to(self.red_first.weight.device)
         for name in ("red_first", "red_convs", "red_norms"):
             getattr(one, name).load_state_dict(getattr(self, name).state_dict())
-
-        def rows(tensor, dim):  # tower t's block of ``tensor`` along ``dim``
-            size = tensor.shape[dim] // self.towers
-            return tensor.narrow(dim, t * size, size)
-
-        one.green_first.weight.copy_(rows(self.green_first.weight, 1))
+        one.green_first.weight.copy_(self._tower_slice(self.green_first.weight, 1, t))
         for mine, theirs in zip(one.green_from_red, self.green_from_red):
-            mine.weight.copy_(rows(theirs.weight, 1))
+            mine.weight.copy_(self._tower_slice(theirs.weight, 1, t))
         for mine, theirs in zip(one.green_from_green, self.green_from_green):
-            mine.weight.copy_(rows(theirs.weight, 0))
+            mine.weight.copy_(self._tower_slice(theirs.weight, 0, t))
         for mine, theirs in zip(one.green_norms, self.green_norms):
             for key, value in theirs.state_dict().items():
-                getattr(mine, key).copy_(value if value.dim() == 0 else rows(value, 0))
+                getattr(mine, key).copy_(value if value.dim() == 0 else self._tower_slice(value, 0, t))
         return one
+
+    fuse = False  # TEMP experiment
+
+    def per_tower(self, z: torch.Tensor, labels: torch.Tensor | None = None, channels_last: bool = False):
+        """The green towers one at a time, over slices of the same weights (no grouped
+        convolution): every tower for every row (``labels`` None, a static loop), or row b
+        through the towers ``labels[b]`` (``(B, K)``) only. The red tower runs once per row. Eval
+        mode only (BN running statistics: a tower may see only some rows).
+
+        ``channels_last``: activations in NHWC, where CPU transposed convolutions run faster
+        (``benchmarks/bench_generate.py``). Returns ``(red (B, 1, H, W), greens (B, K·green_out, H, W))``.
+        """
+        if self.training:
+            raise RuntimeError("per_tower runs in eval mode (BN running statistics)")
+        memory = torch.channels_last if channels_last else torch.contiguous_format
+        b = z.shape[0]
+        z = z.reshape(b, -1, 1, 1)
+        reds = [torch.relu(self.red_norms[0](self.red_first(z[:, : self.nz_red]))).contiguous(memory_format=memory)]
+        for i, conv in enumerate(self.red_convs):  # reds[i]: the red features green layer i reads
+            red = conv(reds[-1])
+            reds.append(torch.relu(self.red_norms[i + 1](red)) if i + 1 < len(self.red_convs) else red)
+        red, reds = torch.tanh(reds[-1]), reds[:-1]
+        if labels is None:
+            return red, torch.cat([self._green_tower(t, z, reds, memory) for t in range(self.towers)], 1)
+        k = labels.shape[1]
+        flat = labels.flatten()
+        greens = None
+        for t in flat.unique().tolist():
+            where = torch.nonzero(flat == t).flatten()
+            tower = self._green_tower(t, z[where // k], [r[where // k] for r in reds], memory)
+            greens = tower.new_empty(b * k, *tower.shape[1:]) if greens is None else greens
+            greens[where] = tower
+        return red, greens.reshape(b, k * greens.shape[1], *greens.shape[2:])
+
+    def _green_tower(self, t: int, z: torch.Tensor, reds: list, memory) -> torch.Tensor:
+        """Green tower ``t`` on codes ``z`` and the red features each of its layers reads (tanh applied)."""
+        def convolve(conv, x, dim):  # conv restricted to tower t, as a plain (ungrouped) convolution
+            return nn.functional.conv_transpose2d(x, self._tower_slice(conv.weight, dim, t), None, conv.stride,
+                                                  conv.padding, conv.output_padding, 1, conv.dilation)
+
+        def normalise(norm, x):
+            return torch.relu(nn.functional.batch_norm(
+                x, self._tower_slice(norm.running_mean, 0, t), self._tower_slice(norm.running_var, 0, t),
+                self._tower_slice(norm.weight, 0, t), self._tower_slice(norm.bias, 0, t), False, 0.0, norm.eps))
+
+        green = normalise(self.green_norms[0], convolve(self.green_first, z, 1)).contiguous(memory_format=memory)
+        last = len(reds) - 1
+        for i, (red, from_red, from_green) in enumerate(zip(reds, self.green_from_red, self.green_from_green)):
+            if self.fuse:
+                w = torch.cat([self._tower_slice(from_red.weight, 1, t), self._tower_slice(from_green.weight, 0, t)], 0)
+                green = nn.functional.conv_transpose2d(torch.cat([red, green], 1), w, None, from_red.stride, from_red.padding)
+            else:
+                green = convolve(from_red, red, 1) + convolve(from_green, green, 0)
+            if i < last:
+                green = normalise(self.green_norms[i + 1], green)
+        return torch.tanh(green)
 
     def forward(self, z: torch.Tensor):
         z = z.reshape(z.shape[0], z.shape[1], 1, 1)
@@ -236,6 +295,20 @@ def _stack_pairs(red: torch.Tensor, greens: torch.Tensor) -> torch.Tensor:
     return torch.stack([red.expand_as(greens), greens], dim=2)
 
 
+def towers_one_by_one(device: torch.device, execution: str = "auto") -> bool:
+    """Whether a star generator runs its green towers one after another (a loop over slices of
+    the same weights) instead of as one grouped convolution. ``auto``: one by one except on CUDA,
+    where the grouped convolution wins; on a CPU the loop is faster (``benchmarks/bench_generate.py``)."""
+    if execution not in ("auto", "grouped", "per-tower"):
+        raise ValueError(f"execution must be 'auto', 'grouped' or 'per-tower', got {execution!r}")
+    return execution == "per-tower" or (execution == "auto" and device.type != "cuda")
+
+
+def _pick_classes(pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Pairs ``(B, C, 2, H, W)`` -> ``(B, K, 2, H, W)``: sample b's pairs ``labels[b]``."""
+    return pairs[torch.arange(len(pairs), device=pairs.device)[:, None], labels]
+
+
 # --------------------------------------------------------------------------------------------
 # Generators (pairs form)
 
@@ -254,6 +327,10 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unsqueeze(1)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)`` of the classes ``labels`` (one network renders them all)."""
+        return _pick_classes(self(z), labels)
 
 
 class SeparableGenerator(nn.Module):
@@ -278,6 +355,10 @@ class SeparableGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return _stack_pairs(*self.net(z))
 
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)`` of the classes ``labels`` (one network renders them all)."""
+        return _pick_classes(self(z), labels)
+
 
 class StarGenerator(nn.Module):
     """METHODS B.4 star-shaped: one red tower, C green towers fed the same green noise.
@@ -299,15 +380,27 @@ class StarGenerator(nn.Module):
         self.net = _GreenOnRedBackbone(size, nz, nz_red, red_widths, green_widths, towers=n_classes, green_out=1)
         _init_weights(self)
 
+    execution = "auto"  # "grouped", "per-tower", or "auto": chosen by device (:func:`towers_one_by_one`)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)``: sample b drawn as each class ``labels[b]``, through those
+        classes' towers only (the red tower once per sample). In training mode, through
+        :meth:`forward` (BN statistics over the whole batch, as in training)."""
+        if self.training:
+            return _pick_classes(self(z), labels)
+        return _stack_pairs(*self.net.per_tower(z, labels, channels_last=z.device.type == "cpu"))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.training and towers_one_by_one(z.device, self.execution):
+            return _stack_pairs(*self.net.per_tower(z, channels_last=z.device.type == "cpu"))
+        return _stack_pairs(*self.net(z))
+
     def tower(self, c: int) -> SeparableGenerator:
         """Class ``c`` as a standalone separable generator (a copy): ``tower(c)(z)[:, 0] == self(z)[:, c]``."""
         config = {k: v for k, v in self.config.items() if k not in ("arch", "n_classes")}
         one = SeparableGenerator(**config)
         one.net = self.net.extract_tower(c)
         return one.train(self.training)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return _stack_pairs(*self.net(z))
 
 
 class OneClassGenerators(nn.Module):
@@ -339,6 +432,20 @@ class OneClassGenerators(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([g(z) for g in self.generators], dim=1)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)``: sample b drawn by the generators ``labels[b]`` only. In
+        training mode, through :meth:`forward` (BN statistics over the whole batch)."""
+        if self.training:
+            return _pick_classes(self(z), labels)
+        flat, k = labels.flatten(), labels.shape[1]
+        out = None
+        for c in flat.unique().tolist():
+            where = torch.nonzero(flat == c).flatten()
+            pairs = self.generators[c](z[where // k])[:, 0]
+            out = pairs.new_empty(len(flat), *pairs.shape[1:]) if out is None else out
+            out[where] = pairs
+        return out.reshape(*labels.shape, *out.shape[1:])
 
 
 class MultichannelGenerator(nn.Module):
@@ -382,6 +489,10 @@ class MultichannelGenerator(nn.Module):
         if self.separable:
             return _stack_pairs(*self.net(z))
         return pairs_from_native(self.net(z))
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)`` of the classes ``labels`` (one network renders them all)."""
+        return _pick_classes(self(z), labels)
 
 
 # --------------------------------------------------------------------------------------------
