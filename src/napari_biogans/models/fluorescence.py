@@ -210,7 +210,7 @@ class _GreenOnRedBackbone(nn.Module):
                 getattr(mine, key).copy_(value if value.dim() == 0 else self._tower_slice(value, 0, t))
         return one
 
-    fuse = False  # TEMP experiment
+    import os; fuse = os.environ.get('TMP_FUSE') == '1'  # TEMP experiment
 
     def per_tower(self, z: torch.Tensor, labels: torch.Tensor | None = None, channels_last: bool = False):
         """The green towers one at a time, over slices of the same weights (no grouped
@@ -388,11 +388,11 @@ class StarGenerator(nn.Module):
         :meth:`forward` (BN statistics over the whole batch, as in training)."""
         if self.training:
             return _pick_classes(self(z), labels)
-        return _stack_pairs(*self.net.per_tower(z, labels, channels_last=z.device.type == "cpu"))
+        return _stack_pairs(*self.net.per_tower(z, labels, channels_last=z.device.type == "cpu" and __import__("os").environ.get("TMP_CL", "1") == "1"))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not self.training and towers_one_by_one(z.device, self.execution):
-            return _stack_pairs(*self.net.per_tower(z, channels_last=z.device.type == "cpu"))
+            return _stack_pairs(*self.net.per_tower(z, channels_last=z.device.type == "cpu" and __import__("os").environ.get("TMP_CL", "1") == "1"))
         return _stack_pairs(*self.net(z))
 
     def tower(self, c: int) -> SeparableGenerator:
