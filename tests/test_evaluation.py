@@ -129,3 +129,25 @@ def test_generator_c2st_runs_per_protein(star):
                                      width=4))
     assert set(report) == {"Sid2", "Tea1", "all"}
     assert len(report["Tea1"]["scores"]) == 3 and np.isfinite(report["all"]["median"])
+
+
+def test_reconstruction_plot_stays_readable_with_an_outlier():
+    """One code at NLL ≈ 175,000 among cells near the prior must not squash the others into a line."""
+    from matplotlib.figure import Figure
+
+    from napari_biogans.evaluation import plots
+
+    rng = np.random.default_rng(0)
+    l2, nll = rng.uniform(0.05, 0.15, 40), rng.normal(150, 8, 40)
+    nll[7] = 175_000.0
+    ax = Figure().add_subplot()
+    plots.reconstruction_scatter(ax, l2, nll, nn_l2=l2, nz=100)
+    low, high = ax.get_ylim()
+    rest = np.delete(nll, 7)
+    assert low <= rest.min() and rest.max() <= high < 1000  # every other cell inside, and the axis not stretched
+    assert (high - low) < 10 * np.ptp(rest)
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "1 with NLL >" in legend and "1.75e+05" in legend and "clipped" in ax.get_ylabel()
+    ax = Figure().add_subplot()  # without outliers nothing is clipped
+    plots.reconstruction_scatter(ax, np.delete(l2, 7), rest, nz=100)
+    assert "clipped" not in ax.get_ylabel() and ax.get_ylim()[1] > rest.max()
