@@ -195,8 +195,9 @@ def test_towers_one_by_one_match_the_grouped_convolutions(arch):
         torch.testing.assert_close(G.generate(z, labels), everything[torch.arange(5)[:, None], labels],
                                    rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="execution"):
-        towers_one_by_one(torch.device("cpu"), "fast")
-    assert towers_one_by_one(torch.device("cpu")) and not towers_one_by_one(torch.device("cuda"))
+        towers_one_by_one(torch.device("cpu"), 64, "fast")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert towers_one_by_one(cpu, 64) and not towers_one_by_one(cpu, 16) and not towers_one_by_one(cuda, 64)
 
 
 def test_one_class_generators_are_independent_and_share_z():

@@ -176,9 +176,13 @@ def reconstruct(
     n = len(cells)
     target = torch.as_tensor(np.asarray(cells, np.float32), device=device).repeat(restarts, 1, 1, 1)
     slot = torch.as_tensor(np.asarray(class_slot), device=device).repeat(restarts)
-    labels = slot[:, None]
     gen = torch.Generator(device).manual_seed(seed)
     z0 = torch.randn(n * restarts, generator.nz, generator=gen, device=device)
+    # optimise the rows grouped by protein, so each tower reads one block (rows never interact:
+    # the order changes no result); ``restore`` puts them back as cells x restarts
+    by_protein = torch.argsort(slot, stable=True)
+    restore = torch.argsort(by_protein)
+    target, labels = target[by_protein], slot[by_protein, None]
 
     def render(z):  # (B, 2, H, W): each row through its own protein's tower only
         return generator.generate(z, labels)[:, 0]
@@ -190,17 +194,18 @@ def reconstruct(
         p.requires_grad_(False)
     iterations = steps * inner
     if mode == "regular":
-        z = yield from batched_lbfgs(channel_loss([0, 1]), z0, lr=lr, iterations=iterations)
+        z = yield from batched_lbfgs(channel_loss([0, 1]), z0[by_protein], lr=lr, iterations=iterations)
     else:
         red = torch.zeros(generator.nz, dtype=torch.bool, device=device)
         red[: generator.nz_red] = True
-        z = yield from within(batched_lbfgs(channel_loss([0]), z0, free=red, lr=lr, iterations=iterations),
+        z = yield from within(batched_lbfgs(channel_loss([0]), z0[by_protein], free=red, lr=lr, iterations=iterations),
                               0, 2 * iterations, "L-BFGS, red code")
         z = yield from within(batched_lbfgs(channel_loss([1]), z, free=~red, lr=lr, iterations=iterations),
                               iterations, 2 * iterations, "L-BFGS, green code")
     with torch.no_grad():
-        images = render(z).float().cpu().numpy()
-    errors = l2_error(images, target.cpu().numpy()).reshape(restarts, n)
+        images = render(z)[restore].float().cpu().numpy()
+    z = z[restore]
+    errors = l2_error(images, target[restore].cpu().numpy()).reshape(restarts, n)
     best = errors.argmin(0)
     pick = best * n + np.arange(n)
     z_np = z.cpu().numpy()

@@ -210,16 +210,15 @@ class _GreenOnRedBackbone(nn.Module):
                 getattr(mine, key).copy_(value if value.dim() == 0 else self._tower_slice(value, 0, t))
         return one
 
-    import os; fuse = os.environ.get('TMP_FUSE') == '1'  # TEMP experiment
-
     def per_tower(self, z: torch.Tensor, labels: torch.Tensor | None = None, channels_last: bool = False):
         """The green towers one at a time, over slices of the same weights (no grouped
         convolution): every tower for every row (``labels`` None, a static loop), or row b
         through the towers ``labels[b]`` (``(B, K)``) only. The red tower runs once per row. Eval
         mode only (BN running statistics: a tower may see only some rows).
 
-        ``channels_last``: activations in NHWC, where CPU transposed convolutions run faster
-        (``benchmarks/bench_generate.py``). Returns ``(red (B, 1, H, W), greens (B, K·green_out, H, W))``.
+        ``channels_last``: activations in NHWC, where this loop's inference ran 1.1-1.4x faster on a
+        CPU (no gain with a backward pass, so :meth:`StarGenerator.generate` keeps NCHW). Returns
+        ``(red (B, 1, H, W), greens (B, K·green_out, H, W))``.
         """
         if self.training:
             raise RuntimeError("per_tower runs in eval mode (BN running statistics)")
@@ -233,14 +232,18 @@ class _GreenOnRedBackbone(nn.Module):
         red, reds = torch.tanh(reds[-1]), reds[:-1]
         if labels is None:
             return red, torch.cat([self._green_tower(t, z, reds, memory) for t in range(self.towers)], 1)
-        k = labels.shape[1]
-        flat = labels.flatten()
-        greens = None
-        for t in flat.unique().tolist():
-            where = torch.nonzero(flat == t).flatten()
-            tower = self._green_tower(t, z[where // k], [r[where // k] for r in reds], memory)
-            greens = tower.new_empty(b * k, *tower.shape[1:]) if greens is None else greens
-            greens[where] = tower
+        # rows grouped by tower, so each tower reads one contiguous block (no copy when they already are)
+        k, flat = labels.shape[1], labels.flatten()
+        order = torch.argsort(flat, stable=True)
+        grouped = k == 1 and torch.equal(order, torch.arange(len(flat), device=flat.device))
+        if not grouped:
+            z, reds = z[order // k], [r[order // k] for r in reds]
+        counts = torch.bincount(flat, minlength=self.towers).tolist()
+        starts = [sum(counts[:t]) for t in range(self.towers)]
+        greens = torch.cat([self._green_tower(t, z.narrow(0, s, c), [r.narrow(0, s, c) for r in reds], memory)
+                            for t, (s, c) in enumerate(zip(starts, counts)) if c])
+        if not grouped:
+            greens = greens[torch.argsort(order)]
         return red, greens.reshape(b, k * greens.shape[1], *greens.shape[2:])
 
     def _green_tower(self, t: int, z: torch.Tensor, reds: list, memory) -> torch.Tensor:
@@ -257,11 +260,7 @@ class _GreenOnRedBackbone(nn.Module):
         green = normalise(self.green_norms[0], convolve(self.green_first, z, 1)).contiguous(memory_format=memory)
         last = len(reds) - 1
         for i, (red, from_red, from_green) in enumerate(zip(reds, self.green_from_red, self.green_from_green)):
-            if self.fuse:
-                w = torch.cat([self._tower_slice(from_red.weight, 1, t), self._tower_slice(from_green.weight, 0, t)], 0)
-                green = nn.functional.conv_transpose2d(torch.cat([red, green], 1), w, None, from_red.stride, from_red.padding)
-            else:
-                green = convolve(from_red, red, 1) + convolve(from_green, green, 0)
+            green = convolve(from_red, red, 1) + convolve(from_green, green, 0)
             if i < last:
                 green = normalise(self.green_norms[i + 1], green)
         return torch.tanh(green)
@@ -295,13 +294,23 @@ def _stack_pairs(red: torch.Tensor, greens: torch.Tensor) -> torch.Tensor:
     return torch.stack([red.expand_as(greens), greens], dim=2)
 
 
-def towers_one_by_one(device: torch.device, execution: str = "auto") -> bool:
-    """Whether a star generator runs its green towers one after another (a loop over slices of
-    the same weights) instead of as one grouped convolution. ``auto``: one by one except on CUDA,
-    where the grouped convolution wins; on a CPU the loop is faster (``benchmarks/bench_generate.py``)."""
+PER_TOWER_MIN_WIDTH = 48  # on a CPU the loop over towers wins from this width up (benchmarks/bench_generate.py)
+
+
+def towers_one_by_one(device: torch.device, width: int, execution: str = "auto") -> bool:
+    """Whether a star generator renders its green towers one after another (a loop over slices of
+    the same weights) rather than as one grouped convolution.
+
+    ``auto``, from ``benchmarks/bench_generate.py`` (docs/benchmarks.md): one by one on a CPU for
+    models of width >= :data:`PER_TOWER_MIN_WIDTH` (16 cells x 6 proteins, 1 thread: 1.2x faster at
+    widths 48 and 64; at width 16 the grouped convolution is 1.15x faster); grouped on CUDA, where
+    the few large kernels of the grouped convolution win at interactive batch sizes.
+    """
     if execution not in ("auto", "grouped", "per-tower"):
         raise ValueError(f"execution must be 'auto', 'grouped' or 'per-tower', got {execution!r}")
-    return execution == "per-tower" or (execution == "auto" and device.type != "cuda")
+    if execution != "auto":
+        return execution == "per-tower"
+    return device.type == "cpu" and width >= PER_TOWER_MIN_WIDTH
 
 
 def _pick_classes(pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -388,11 +397,11 @@ class StarGenerator(nn.Module):
         :meth:`forward` (BN statistics over the whole batch, as in training)."""
         if self.training:
             return _pick_classes(self(z), labels)
-        return _stack_pairs(*self.net.per_tower(z, labels, channels_last=z.device.type == "cpu" and __import__("os").environ.get("TMP_CL", "1") == "1"))
+        return _stack_pairs(*self.net.per_tower(z, labels))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.training and towers_one_by_one(z.device, self.execution):
-            return _stack_pairs(*self.net.per_tower(z, channels_last=z.device.type == "cpu" and __import__("os").environ.get("TMP_CL", "1") == "1"))
+        if not self.training and towers_one_by_one(z.device, self.config["width"], self.execution):
+            return _stack_pairs(*self.net.per_tower(z, channels_last=True))
         return _stack_pairs(*self.net(z))
 
     def tower(self, c: int) -> SeparableGenerator:
