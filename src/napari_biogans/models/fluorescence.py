@@ -210,28 +210,26 @@ class _GreenOnRedBackbone(nn.Module):
                 getattr(mine, key).copy_(value if value.dim() == 0 else self._tower_slice(value, 0, t))
         return one
 
-    def per_tower(self, z: torch.Tensor, labels: torch.Tensor | None = None, channels_last: bool = False):
+    def per_tower(self, z: torch.Tensor, labels: torch.Tensor | None = None):
         """The green towers one at a time, over slices of the same weights (no grouped
         convolution): every tower for every row (``labels`` None, a static loop), or row b
         through the towers ``labels[b]`` (``(B, K)``) only. The red tower runs once per row. Eval
         mode only (BN running statistics: a tower may see only some rows).
 
-        ``channels_last``: activations in NHWC, where this loop's inference ran 1.1-1.4x faster on a
-        CPU (no gain with a backward pass, so :meth:`StarGenerator.generate` keeps NCHW). Returns
-        ``(red (B, 1, H, W), greens (B, K·green_out, H, W))``.
+        Activations are channels-last (NHWC): CPU transposed convolutions ran up to 1.4x faster so
+        (docs/benchmarks.md), CUDA's as fast. Returns ``(red (B, 1, H, W), greens (B, K·green_out, H, W))``.
         """
         if self.training:
             raise RuntimeError("per_tower runs in eval mode (BN running statistics)")
-        memory = torch.channels_last if channels_last else torch.contiguous_format
         b = z.shape[0]
         z = z.reshape(b, -1, 1, 1)
-        reds = [torch.relu(self.red_norms[0](self.red_first(z[:, : self.nz_red]))).contiguous(memory_format=memory)]
+        reds = [torch.relu(self.red_norms[0](self.red_first(z[:, : self.nz_red]))).contiguous(memory_format=torch.channels_last)]
         for i, conv in enumerate(self.red_convs):  # reds[i]: the red features green layer i reads
             red = conv(reds[-1])
             reds.append(torch.relu(self.red_norms[i + 1](red)) if i + 1 < len(self.red_convs) else red)
         red, reds = torch.tanh(reds[-1]), reds[:-1]
         if labels is None:
-            return red, torch.cat([self._green_tower(t, z, reds, memory) for t in range(self.towers)], 1)
+            return red, torch.cat([self._green_tower(t, z, reds) for t in range(self.towers)], 1)
         # rows grouped by tower, so each tower reads one contiguous block (no copy when they already are)
         k, flat = labels.shape[1], labels.flatten()
         order = torch.argsort(flat, stable=True)
@@ -240,13 +238,13 @@ class _GreenOnRedBackbone(nn.Module):
             z, reds = z[order // k], [r[order // k] for r in reds]
         counts = torch.bincount(flat, minlength=self.towers).tolist()
         starts = [sum(counts[:t]) for t in range(self.towers)]
-        greens = torch.cat([self._green_tower(t, z.narrow(0, s, c), [r.narrow(0, s, c) for r in reds], memory)
+        greens = torch.cat([self._green_tower(t, z.narrow(0, s, c), [r.narrow(0, s, c) for r in reds])
                             for t, (s, c) in enumerate(zip(starts, counts)) if c])
         if not grouped:
             greens = greens[torch.argsort(order)]
         return red, greens.reshape(b, k * greens.shape[1], *greens.shape[2:])
 
-    def _green_tower(self, t: int, z: torch.Tensor, reds: list, memory) -> torch.Tensor:
+    def _green_tower(self, t: int, z: torch.Tensor, reds: list) -> torch.Tensor:
         """Green tower ``t`` on codes ``z`` and the red features each of its layers reads (tanh applied)."""
         def convolve(conv, x, dim):  # conv restricted to tower t, as a plain (ungrouped) convolution
             return nn.functional.conv_transpose2d(x, self._tower_slice(conv.weight, dim, t), None, conv.stride,
@@ -257,7 +255,7 @@ class _GreenOnRedBackbone(nn.Module):
                 x, self._tower_slice(norm.running_mean, 0, t), self._tower_slice(norm.running_var, 0, t),
                 self._tower_slice(norm.weight, 0, t), self._tower_slice(norm.bias, 0, t), False, 0.0, norm.eps))
 
-        green = normalise(self.green_norms[0], convolve(self.green_first, z, 1)).contiguous(memory_format=memory)
+        green = normalise(self.green_norms[0], convolve(self.green_first, z, 1)).contiguous(memory_format=torch.channels_last)
         last = len(reds) - 1
         for i, (red, from_red, from_green) in enumerate(zip(reds, self.green_from_red, self.green_from_green)):
             green = convolve(from_red, red, 1) + convolve(from_green, green, 0)
@@ -401,7 +399,7 @@ class StarGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not self.training and towers_one_by_one(z.device, self.config["width"], self.execution):
-            return _stack_pairs(*self.net.per_tower(z, channels_last=True))
+            return _stack_pairs(*self.net.per_tower(z))
         return _stack_pairs(*self.net(z))
 
     def tower(self, c: int) -> SeparableGenerator:
