@@ -89,7 +89,8 @@ def main() -> None:
                 seeds = iter(range(10**6))
                 click = median_seconds(lambda: sample(generator, meta, args.cells, seed=next(seeds)),
                                        args.repeats, device)
-                interp = median_seconds(lambda: interpolation(generator, meta, device, args.frames), args.repeats, device)
+                interp = median_seconds(lambda: interpolation(generator, meta, device, args.frames),
+                                        args.repeats, device)
                 print(f"| {name} | {execution} | {threads} | {click * 1000:.0f} | {interp * 1000:.0f} |",
                       flush=True)
 

@@ -8,12 +8,13 @@ same protein, by the same L2).
 
 Each cell is rendered through its own protein only (``generator.generate``: a star generator
 runs the shared red tower once per row and each protein's green tower on that protein's rows),
-never through every protein's tower. All cells and all restarts are optimised as one batch by :func:`batched_lbfgs`, an L-BFGS
-whose history, curvature scaling and step are kept per row, so each cell follows exactly the
-path it would follow alone: no cross-talk (torch's L-BFGS over a summed loss would mix cells
-through its shared dot products). Steps follow torch's L-BFGS without line search: the first
-iteration moves ``lr · min(1, 1/|g|₁)``, later ones ``lr``, history 100; "50 iterations" are 50
-``step`` calls of up to 20 inner iterations each (METHODS I.6), so 1000 inner iterations.
+never through every protein's tower. All cells and all restarts are optimised as one batch by
+:func:`batched_lbfgs`, an L-BFGS whose history, curvature scaling and step are kept per row, so
+each cell follows exactly the path it would follow alone: no cross-talk (torch's L-BFGS over a
+summed loss would mix cells through its shared dot products). Steps follow torch's L-BFGS without
+line search: the first iteration moves ``lr · min(1, 1/|g|₁)``, later ones ``lr``, history 100;
+"50 iterations" are 50 ``step`` calls of up to 20 inner iterations each (METHODS I.6), so 1000
+inner iterations.
 """
 
 from __future__ import annotations

@@ -223,7 +223,8 @@ class _GreenOnRedBackbone(nn.Module):
             raise RuntimeError("per_tower runs in eval mode (BN running statistics)")
         b = z.shape[0]
         z = z.reshape(b, -1, 1, 1)
-        reds = [torch.relu(self.red_norms[0](self.red_first(z[:, : self.nz_red]))).contiguous(memory_format=torch.channels_last)]
+        first = torch.relu(self.red_norms[0](self.red_first(z[:, : self.nz_red])))
+        reds = [first.contiguous(memory_format=torch.channels_last)]
         for i, conv in enumerate(self.red_convs):  # reds[i]: the red features green layer i reads
             red = conv(reds[-1])
             reds.append(torch.relu(self.red_norms[i + 1](red)) if i + 1 < len(self.red_convs) else red)
@@ -255,7 +256,8 @@ class _GreenOnRedBackbone(nn.Module):
                 x, self._tower_slice(norm.running_mean, 0, t), self._tower_slice(norm.running_var, 0, t),
                 self._tower_slice(norm.weight, 0, t), self._tower_slice(norm.bias, 0, t), False, 0.0, norm.eps))
 
-        green = normalise(self.green_norms[0], convolve(self.green_first, z, 1)).contiguous(memory_format=torch.channels_last)
+        green = normalise(self.green_norms[0], convolve(self.green_first, z, 1))
+        green = green.contiguous(memory_format=torch.channels_last)
         last = len(reds) - 1
         for i, (red, from_red, from_green) in enumerate(zip(reds, self.green_from_red, self.green_from_green)):
             green = convolve(from_red, red, 1) + convolve(from_green, green, 0)
