@@ -194,12 +194,13 @@ def reconstruct(
     for p in generator.parameters():
         p.requires_grad_(False)
     iterations = steps * inner
+    start = z0[by_protein]
     if mode == "regular":
-        z = yield from batched_lbfgs(channel_loss([0, 1]), z0[by_protein], lr=lr, iterations=iterations)
+        z = yield from batched_lbfgs(channel_loss([0, 1]), start, lr=lr, iterations=iterations)
     else:
         red = torch.zeros(generator.nz, dtype=torch.bool, device=device)
         red[: generator.nz_red] = True
-        z = yield from within(batched_lbfgs(channel_loss([0]), z0[by_protein], free=red, lr=lr, iterations=iterations),
+        z = yield from within(batched_lbfgs(channel_loss([0]), start, free=red, lr=lr, iterations=iterations),
                               0, 2 * iterations, "L-BFGS, red code")
         z = yield from within(batched_lbfgs(channel_loss([1]), z, free=~red, lr=lr, iterations=iterations),
                               iterations, 2 * iterations, "L-BFGS, green code")

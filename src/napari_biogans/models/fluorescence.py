@@ -294,7 +294,7 @@ def _stack_pairs(red: torch.Tensor, greens: torch.Tensor) -> torch.Tensor:
     return torch.stack([red.expand_as(greens), greens], dim=2)
 
 
-PER_TOWER_MIN_WIDTH = 48  # on a CPU the loop over towers wins from this width up (benchmarks/bench_generate.py)
+PER_TOWER_MIN_WIDTH = 48  # on a CPU the loop over towers wins from this width up (docs/benchmarks.md)
 
 
 def towers_one_by_one(device: torch.device, width: int, execution: str = "auto") -> bool:
@@ -375,7 +375,13 @@ class StarGenerator(nn.Module):
     Output ``(B, C, 2, H, W)``; the red image is the same in every pair. Green tower c depends
     only on its own weights (its output-channel slice of each green layer) and the red tower.
     11,455,040 params for C = 6 at width 64.
+
+    In eval mode the green towers run either as grouped convolutions or one after another over
+    slices of the same weights (:func:`towers_one_by_one`, by device and width); ``execution``
+    ("auto", "grouped" or "per-tower") overrides the choice, e.g. in benchmarks.
     """
+
+    execution = "auto"
 
     def __init__(self, n_classes: int = 6, image_size=(48, 80), nz: int = 100, width: int = 64,
                  nz_red: int | None = None, red_widths=None):
@@ -388,8 +394,6 @@ class StarGenerator(nn.Module):
                        "width": int(width), "nz_red": nz_red, "red_widths": red_widths}
         self.net = _GreenOnRedBackbone(size, nz, nz_red, red_widths, green_widths, towers=n_classes, green_out=1)
         _init_weights(self)
-
-    execution = "auto"  # "grouped", "per-tower", or "auto": chosen by device (:func:`towers_one_by_one`)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Pairs ``(B, K, 2, H, W)``: sample b drawn as each class ``labels[b]``, through those
