@@ -238,9 +238,9 @@ class _GreenOnRedBackbone(nn.Module):
         if not grouped:
             z, reds = z[order // k], [r[order // k] for r in reds]
         counts = torch.bincount(flat, minlength=self.towers).tolist()
-        starts = [sum(counts[:t]) for t in range(self.towers)]
-        greens = torch.cat([self._green_tower(t, z.narrow(0, s, c), [r.narrow(0, s, c) for r in reds])
-                            for t, (s, c) in enumerate(zip(starts, counts)) if c])
+        blocks = zip(z.split(counts), *(r.split(counts) for r in reds))  # split: its backward is one cat
+        greens = torch.cat([self._green_tower(t, z_t, list(reds_t)) for t, (z_t, *reds_t) in enumerate(blocks)
+                            if len(z_t)])
         if not grouped:
             greens = greens[torch.argsort(order)]
         return red, greens.reshape(b, k * greens.shape[1], *greens.shape[2:])
