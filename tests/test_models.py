@@ -174,6 +174,7 @@ def test_star_tower_depends_only_on_its_own_weights():
                 torch.testing.assert_close(G.tower(c)(z)[:, 0], out[:, c], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("arch", ["star", "independent-sep"])
 def test_towers_one_by_one_match_the_grouped_convolutions(arch):
     """The star generator's two execution paths (grouped convolutions; a loop over the towers'
