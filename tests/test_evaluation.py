@@ -53,12 +53,37 @@ def test_cells_in_one_batch_do_not_interact(star):
     z0 = torch.randn(8, star.nz, generator=torch.Generator().manual_seed(4))
     target = torch.as_tensor(cells[[0, 0]])
 
-    def loss(z):
-        return ((star(z)[:, 0] - target) ** 2).flatten(1).mean(1)
+    def loss(z):  # rendered as the product renders (a tower loop rounds differently from the grouped convolutions)
+        return ((star.generate(z, torch.zeros(len(z), 1, dtype=torch.long))[:, 0] - target) ** 2).flatten(1).mean(1)
 
     alone = jobs.run(rec.batched_lbfgs(loss, z0[[0, 4]], iterations=3 * 20))
     best = int(np.argmin(rec.l2_error(star(alone)[:, 0].detach().numpy(), target.numpy())))
     np.testing.assert_allclose(together.z[0], alone[best].numpy(), atol=1e-4)
+
+
+def test_reconstruction_through_one_tower_matches_the_every_tower_path(star):
+    """The former path rendered every protein's tower (grouped convolutions) and picked the cell's
+    protein; the product renders the cell's own tower only. Same starts, same iterations: same L2
+    (few iterations: L-BFGS without line search amplifies the two paths' float rounding, ~10x an
+    iteration on this steep random generator)."""
+    _, pairs = planted(star, 4, seed=7)
+    slots = np.array([1, 0, 1, 0])
+    cells = pairs[torch.arange(4), torch.as_tensor(slots)].numpy()
+    product = jobs.run(rec.reconstruct(star, cells, slots, restarts=2, steps=1, inner=5, seed=8))
+    target, slot = torch.as_tensor(cells).repeat(2, 1, 1, 1), torch.as_tensor(slots).repeat(2)
+    z0 = torch.randn(8, star.nz, generator=torch.Generator().manual_seed(8))
+    star.execution = "grouped"
+    try:
+        def every_tower(z):
+            return star(z)[torch.arange(len(z)), slot]
+
+        z = jobs.run(rec.batched_lbfgs(lambda z: ((every_tower(z) - target) ** 2).flatten(1).mean(1), z0,
+                                       iterations=5))
+        former = rec.l2_error(every_tower(z).detach().numpy(), target.numpy()).reshape(2, 4).min(0)
+    finally:
+        star.execution = "auto"
+    np.testing.assert_allclose(product.l2, former, rtol=2e-3)
+    assert np.all(product.l2 < rec.l2_error(every_tower(z0).detach().numpy(), target.numpy()).reshape(2, 4).min(0))
 
 
 def test_separable_mode_moves_red_code_then_green_code(star):
@@ -129,3 +154,25 @@ def test_generator_c2st_runs_per_protein(star):
                                      width=4))
     assert set(report) == {"Sid2", "Tea1", "all"}
     assert len(report["Tea1"]["scores"]) == 3 and np.isfinite(report["all"]["median"])
+
+
+def test_reconstruction_plot_stays_readable_with_an_outlier():
+    """One code at NLL ≈ 175,000 among cells near the prior must not squash the others into a line."""
+    from matplotlib.figure import Figure
+
+    from napari_biogans.evaluation import plots
+
+    rng = np.random.default_rng(0)
+    l2, nll = rng.uniform(0.05, 0.15, 40), rng.normal(150, 8, 40)
+    nll[7] = 175_000.0
+    ax = Figure().add_subplot()
+    plots.reconstruction_scatter(ax, l2, nll, nn_l2=l2, nz=100)
+    low, high = ax.get_ylim()
+    rest = np.delete(nll, 7)
+    assert low <= rest.min() and rest.max() <= high < 1000  # every other cell inside, and the axis not stretched
+    assert (high - low) < 10 * np.ptp(rest)
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "1 with NLL >" in legend and "1.75e+05" in legend and "clipped" in ax.get_ylabel()
+    ax = Figure().add_subplot()  # without outliers nothing is clipped
+    plots.reconstruction_scatter(ax, np.delete(l2, 7), rest, nz=100)
+    assert "clipped" not in ax.get_ylabel() and ax.get_ylim()[1] > rest.max()

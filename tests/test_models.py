@@ -22,6 +22,7 @@ from napari_biogans.models import (
     pairs_from_native,
     tower_plan,
 )
+from napari_biogans.models.fluorescence import towers_one_by_one
 
 ARCHS = ["dcgan", "separable", "one-class", "independent-sep", "star", "multichannel", "multichannel-sep"]
 SPLIT = ["separable", "independent-sep", "star", "multichannel-sep"]  # red / green latent split
@@ -171,6 +172,33 @@ def test_star_tower_depends_only_on_its_own_weights():
             out = G(z)
             for c in range(3):
                 torch.testing.assert_close(G.tower(c)(z)[:, 0], out[:, c], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("arch", ["star", "independent-sep"])
+def test_towers_one_by_one_match_the_grouped_convolutions(arch):
+    """The star generator's two execution paths (grouped convolutions; a loop over the towers'
+    weight slices, the CPU default) and ``generate`` for chosen classes give the same pixels."""
+    torch.manual_seed(0)
+    G, _ = tiny(arch)
+    G.train()(torch.randn(8, G.nz))  # BN running statistics that are not the identity
+    G.eval()
+    z = torch.randn(5, G.nz)
+    labels = torch.tensor([[2, 0], [1, 1], [0, 2], [2, 2], [1, 0]])
+    with torch.no_grad():
+        if arch == "star":
+            G.execution = "grouped"
+            grouped = G(z)
+            G.execution = "per-tower"
+            torch.testing.assert_close(G(z), grouped, rtol=1e-4, atol=1e-5)
+            G.execution = "auto"
+        everything = G(z)
+        torch.testing.assert_close(G.generate(z, labels), everything[torch.arange(5)[:, None], labels],
+                                   rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="execution"):
+        towers_one_by_one(torch.device("cpu"), 64, "fast")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert towers_one_by_one(cpu, 64) and not towers_one_by_one(cpu, 16) and not towers_one_by_one(cuda, 64)
 
 
 def test_one_class_generators_are_independent_and_share_z():

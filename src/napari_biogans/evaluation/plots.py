@@ -31,18 +31,45 @@ def prior_nll(nz: int) -> tuple[float, float]:
     return nz / 2 * (1 + math.log(2 * math.pi)), math.sqrt(nz / 2)
 
 
+def outlier_limit(values, spare: float = 0.0) -> float | None:
+    """An axis's upper limit that keeps the bulk of ``values`` readable: Tukey's far-out fence
+    (Q3 + 3·IQR, at least ``spare``), or None when no value lies beyond it."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 4:
+        return None
+    q1, q3 = np.percentile(values, [25, 75])
+    fence = max(q3 + 3 * (q3 - q1), spare)
+    return float(fence) if values.max() > fence else None
+
+
 def reconstruction_scatter(ax, l2, nll, nn_l2=None, nz: int = 100, style=LIGHT, label="reconstruction",
                            prior_sd: float = 2.0, nn_label="nearest neighbour (median)"):
     """L2 against NLL of the found codes (Osokin et al. Figure 6), with the NN line and the prior band
-    (NLL of prior codes, mean ± ``prior_sd`` standard deviations)."""
-    ax.scatter(l2, nll, s=8, alpha=0.6, color=style["accent"], label=label)
+    (NLL of prior codes, mean ± ``prior_sd`` standard deviations).
+
+    A few codes far out (one NLL of 175,000 among cells near 150) would squash every other dot
+    into one line: the NLL axis stops at :func:`outlier_limit`, the cells above it are drawn at
+    the top edge as triangles, and the plot says so.
+    """
+    l2, nll = np.asarray(l2, dtype=float), np.asarray(nll, dtype=float)
     prior_mean, prior_std = prior_nll(nz)
-    ax.axhspan(prior_mean - prior_sd * prior_std, prior_mean + prior_sd * prior_std, color=style["foreground"],
+    band_top = prior_mean + prior_sd * prior_std
+    limit = outlier_limit(nll, spare=band_top)
+    above = nll > limit if limit is not None else np.zeros(len(nll), dtype=bool)
+    ax.scatter(l2[~above], nll[~above], s=8, alpha=0.6, color=style["accent"], label=label)
+    ax.axhspan(prior_mean - prior_sd * prior_std, band_top, color=style["foreground"],
                alpha=0.12, label=f"prior NLL, mean ± {prior_sd:g} sd")
     if nn_l2 is not None and len(nn_l2):
         ax.axvline(float(np.median(nn_l2)), color=style["secondary"], linestyle="--", label=nn_label)
+    if above.any():
+        low = min(float(nll[~above].min()), prior_mean - prior_sd * prior_std) if (~above).any() else 0.0
+        top = limit + 0.05 * (limit - low)
+        ax.scatter(l2[above], np.full(above.sum(), top), s=24, marker="^", color=style["secondary"],
+                   label=f"{above.sum()} with NLL > {limit:.0f} (up to {nll.max():.3g}), drawn at the edge")
+        ax.set_ylim(low - 0.05 * (limit - low), top + 0.05 * (limit - low))
     ax.set_xlabel("L2 error (RMSE in [0, 1])")
-    ax.set_ylabel("NLL of the latent code")
+    ax.set_ylabel("NLL of the latent code" + (" (axis clipped)" if above.any() else ""))
     ax.legend(fontsize=8, frameon=False, labelcolor=style["foreground"])
     _style_axes(ax, style)
 

@@ -6,12 +6,15 @@ the L2 error (RMSE over both channels in [0, 1]), the negative log-likelihood of
 under the N(0, I) prior, and the nearest-neighbour baseline (the closest training cell of the
 same protein, by the same L2).
 
-All cells and all restarts are optimised as one batch by :func:`batched_lbfgs`, an L-BFGS
-whose history, curvature scaling and step are kept per row, so each cell follows exactly the
-path it would follow alone: no cross-talk (torch's L-BFGS over a summed loss would mix cells
-through its shared dot products). Steps follow torch's L-BFGS without line search: the first
-iteration moves ``lr · min(1, 1/|g|₁)``, later ones ``lr``, history 100; "50 iterations" are 50
-``step`` calls of up to 20 inner iterations each (METHODS I.6), so 1000 inner iterations.
+Each cell is rendered through its own protein only (``generator.generate``: a star generator
+runs the shared red tower once per row and each protein's green tower on that protein's rows),
+never through every protein's tower. All cells and all restarts are optimised as one batch by
+:func:`batched_lbfgs`, an L-BFGS whose history, curvature scaling and step are kept per row, so
+each cell follows exactly the path it would follow alone: no cross-talk (torch's L-BFGS over a
+summed loss would mix cells through its shared dot products). Steps follow torch's L-BFGS without
+line search: the first iteration moves ``lr · min(1, 1/|g|₁)``, later ones ``lr``, history 100;
+"50 iterations" are 50 ``step`` calls of up to 20 inner iterations each (METHODS I.6), so 1000
+inner iterations.
 """
 
 from __future__ import annotations
@@ -174,12 +177,16 @@ def reconstruct(
     n = len(cells)
     target = torch.as_tensor(np.asarray(cells, np.float32), device=device).repeat(restarts, 1, 1, 1)
     slot = torch.as_tensor(np.asarray(class_slot), device=device).repeat(restarts)
-    rows = torch.arange(n * restarts, device=device)
     gen = torch.Generator(device).manual_seed(seed)
     z0 = torch.randn(n * restarts, generator.nz, generator=gen, device=device)
+    # optimise the rows grouped by protein, so each tower reads one block (rows never interact:
+    # the order changes no result); ``restore`` puts them back as cells x restarts
+    by_protein = torch.argsort(slot, stable=True)
+    restore = torch.argsort(by_protein)
+    target, labels = target[by_protein], slot[by_protein, None]
 
-    def render(z):
-        return generator(z)[rows, slot]  # (B, 2, H, W)
+    def render(z):  # (B, 2, H, W): each row through its own protein's tower only
+        return generator.generate(z, labels)[:, 0]
 
     def channel_loss(channels):
         return lambda z: ((render(z) - target)[:, channels] ** 2).flatten(1).mean(1)
@@ -187,18 +194,20 @@ def reconstruct(
     for p in generator.parameters():
         p.requires_grad_(False)
     iterations = steps * inner
+    start = z0[by_protein]
     if mode == "regular":
-        z = yield from batched_lbfgs(channel_loss([0, 1]), z0, lr=lr, iterations=iterations)
+        z = yield from batched_lbfgs(channel_loss([0, 1]), start, lr=lr, iterations=iterations)
     else:
         red = torch.zeros(generator.nz, dtype=torch.bool, device=device)
         red[: generator.nz_red] = True
-        z = yield from within(batched_lbfgs(channel_loss([0]), z0, free=red, lr=lr, iterations=iterations),
+        z = yield from within(batched_lbfgs(channel_loss([0]), start, free=red, lr=lr, iterations=iterations),
                               0, 2 * iterations, "L-BFGS, red code")
         z = yield from within(batched_lbfgs(channel_loss([1]), z, free=~red, lr=lr, iterations=iterations),
                               iterations, 2 * iterations, "L-BFGS, green code")
     with torch.no_grad():
-        images = render(z).float().cpu().numpy()
-    errors = l2_error(images, target.cpu().numpy()).reshape(restarts, n)
+        images = render(z)[restore].float().cpu().numpy()
+    z = z[restore]
+    errors = l2_error(images, target[restore].cpu().numpy()).reshape(restarts, n)
     best = errors.argmin(0)
     pick = best * n + np.arange(n)
     z_np = z.cpu().numpy()

@@ -3,7 +3,9 @@
 Every model speaks **pairs form**: a tensor ``(B, C, 2, H, W)`` in [-1, 1], where C is the
 number of classes (proteins) the model covers and index 2 is (red Bgs4, green protein).
 
-Generators (``forward(z)``: ``(B, nz) -> (B, C, 2, H, W)``) carry ``nz``, ``nz_red`` (the
+Generators (``forward(z)``: ``(B, nz) -> (B, C, 2, H, W)``; ``generate(z, labels)``: only the
+classes ``labels`` ``(B, K)`` of each sample, ``(B, K, 2, H, W)``, computing no other class's
+tower where the model has one per class) carry ``nz``, ``nz_red`` (the
 leading latent dims that are red noise; 0 without a red/green split), ``n_classes``,
 ``image_size`` ``(H, W)``, ``shares_red`` (all C pairs hold the same red image) and ``config``
 (JSON-serialisable; :func:`build_generator` rebuilds the architecture from it).
@@ -14,7 +16,8 @@ pair (``n_scores = C``); the multichannel critic sees the whole composite and gi
 (``n_scores = 1``). Objectives average scores over batch and columns, and the gradient
 penalty draws one ε per sample and score column (see ``training/objectives.py``).
 
-All layout is static: no data-dependent Python control flow in any ``forward``, no dtype or
+All layout is static: no data-dependent Python control flow in any ``forward`` (``generate``
+with arbitrary labels has some), no dtype or
 memory-format assumptions (``channels_last`` and ``torch.autocast`` work), so the modules
 trace with ``torch.compile(fullgraph=True)``.
 """
@@ -184,6 +187,11 @@ class _GreenOnRedBackbone(nn.Module):
         self.red_norms = nn.ModuleList(nn.BatchNorm2d(r) for r in red_widths)
         self.green_norms = nn.ModuleList(nn.BatchNorm2d(T * g) for g in green_widths)
 
+    def _tower_slice(self, tensor: torch.Tensor, dim: int, t: int) -> torch.Tensor:
+        """Tower ``t``'s block of ``tensor`` along ``dim`` (a view: the same weights, no copy)."""
+        size = tensor.shape[dim] // self.towers
+        return tensor.narrow(dim, t * size, size)
+
     @torch.no_grad()
     def extract_tower(self, t: int) -> "_GreenOnRedBackbone":
         """Green tower ``t`` with the red tower as a one-tower backbone (a copy, same outputs)."""
@@ -192,20 +200,70 @@ class _GreenOnRedBackbone(nn.Module):
         one = _GreenOnRedBackbone(towers=1, **self._args).to(self.red_first.weight.device)
         for name in ("red_first", "red_convs", "red_norms"):
             getattr(one, name).load_state_dict(getattr(self, name).state_dict())
-
-        def rows(tensor, dim):  # tower t's block of ``tensor`` along ``dim``
-            size = tensor.shape[dim] // self.towers
-            return tensor.narrow(dim, t * size, size)
-
-        one.green_first.weight.copy_(rows(self.green_first.weight, 1))
+        one.green_first.weight.copy_(self._tower_slice(self.green_first.weight, 1, t))
         for mine, theirs in zip(one.green_from_red, self.green_from_red):
-            mine.weight.copy_(rows(theirs.weight, 1))
+            mine.weight.copy_(self._tower_slice(theirs.weight, 1, t))
         for mine, theirs in zip(one.green_from_green, self.green_from_green):
-            mine.weight.copy_(rows(theirs.weight, 0))
+            mine.weight.copy_(self._tower_slice(theirs.weight, 0, t))
         for mine, theirs in zip(one.green_norms, self.green_norms):
             for key, value in theirs.state_dict().items():
-                getattr(mine, key).copy_(value if value.dim() == 0 else rows(value, 0))
+                getattr(mine, key).copy_(value if value.dim() == 0 else self._tower_slice(value, 0, t))
         return one
+
+    def per_tower(self, z: torch.Tensor, labels: torch.Tensor | None = None):
+        """The green towers one at a time, over slices of the same weights (no grouped
+        convolution): every tower for every row (``labels`` None, a static loop), or row b
+        through the towers ``labels[b]`` (``(B, K)``) only. The red tower runs once per row. Eval
+        mode only (BN running statistics: a tower may see only some rows).
+
+        Activations are channels-last (NHWC): CPU transposed convolutions ran up to 1.4x faster so
+        (docs/benchmarks.md), CUDA's as fast. Returns ``(red (B, 1, H, W), greens (B, K·green_out, H, W))``.
+        """
+        if self.training:
+            raise RuntimeError("per_tower runs in eval mode (BN running statistics)")
+        b = z.shape[0]
+        z = z.reshape(b, -1, 1, 1)
+        first = torch.relu(self.red_norms[0](self.red_first(z[:, : self.nz_red])))
+        reds = [first.contiguous(memory_format=torch.channels_last)]
+        for i, conv in enumerate(self.red_convs):  # reds[i]: the red features green layer i reads
+            red = conv(reds[-1])
+            reds.append(torch.relu(self.red_norms[i + 1](red)) if i + 1 < len(self.red_convs) else red)
+        red, reds = torch.tanh(reds[-1]), reds[:-1]
+        if labels is None:
+            return red, torch.cat([self._green_tower(t, z, reds) for t in range(self.towers)], 1)
+        # rows grouped by tower, so each tower reads one contiguous block (no copy when they already are)
+        k, flat = labels.shape[1], labels.flatten()
+        order = torch.argsort(flat, stable=True)
+        grouped = k == 1 and torch.equal(order, torch.arange(len(flat), device=flat.device))
+        if not grouped:
+            z, reds = z[order // k], [r[order // k] for r in reds]
+        counts = torch.bincount(flat, minlength=self.towers).tolist()
+        blocks = zip(z.split(counts), *(r.split(counts) for r in reds))  # split: its backward is one cat
+        greens = torch.cat([self._green_tower(t, z_t, list(reds_t)) for t, (z_t, *reds_t) in enumerate(blocks)
+                            if len(z_t)])
+        if not grouped:
+            greens = greens[torch.argsort(order)]
+        return red, greens.reshape(b, k * greens.shape[1], *greens.shape[2:])
+
+    def _green_tower(self, t: int, z: torch.Tensor, reds: list) -> torch.Tensor:
+        """Green tower ``t`` on codes ``z`` and the red features each of its layers reads (tanh applied)."""
+        def convolve(conv, x, dim):  # conv restricted to tower t, as a plain (ungrouped) convolution
+            return nn.functional.conv_transpose2d(x, self._tower_slice(conv.weight, dim, t), None, conv.stride,
+                                                  conv.padding, conv.output_padding, 1, conv.dilation)
+
+        def normalise(norm, x):
+            return torch.relu(nn.functional.batch_norm(
+                x, self._tower_slice(norm.running_mean, 0, t), self._tower_slice(norm.running_var, 0, t),
+                self._tower_slice(norm.weight, 0, t), self._tower_slice(norm.bias, 0, t), False, 0.0, norm.eps))
+
+        green = normalise(self.green_norms[0], convolve(self.green_first, z, 1))
+        green = green.contiguous(memory_format=torch.channels_last)
+        last = len(reds) - 1
+        for i, (red, from_red, from_green) in enumerate(zip(reds, self.green_from_red, self.green_from_green)):
+            green = convolve(from_red, red, 1) + convolve(from_green, green, 0)
+            if i < last:
+                green = normalise(self.green_norms[i + 1], green)
+        return torch.tanh(green)
 
     def forward(self, z: torch.Tensor):
         z = z.reshape(z.shape[0], z.shape[1], 1, 1)
@@ -236,6 +294,30 @@ def _stack_pairs(red: torch.Tensor, greens: torch.Tensor) -> torch.Tensor:
     return torch.stack([red.expand_as(greens), greens], dim=2)
 
 
+PER_TOWER_MIN_WIDTH = 48  # on a CPU the loop over towers wins from this width up (docs/benchmarks.md)
+
+
+def towers_one_by_one(device: torch.device, width: int, execution: str = "auto") -> bool:
+    """Whether a star generator renders its green towers one after another (a loop over slices of
+    the same weights) rather than as one grouped convolution.
+
+    ``auto``, from ``benchmarks/bench_generate.py`` (docs/benchmarks.md): one by one on a CPU for
+    models of width >= :data:`PER_TOWER_MIN_WIDTH` (16 cells x 6 proteins, 1 thread: 1.2x faster at
+    widths 48 and 64; at width 16 the grouped convolution is 1.15x faster); grouped on CUDA, where
+    the few large kernels of the grouped convolution win at interactive batch sizes.
+    """
+    if execution not in ("auto", "grouped", "per-tower"):
+        raise ValueError(f"execution must be 'auto', 'grouped' or 'per-tower', got {execution!r}")
+    if execution != "auto":
+        return execution == "per-tower"
+    return device.type == "cpu" and width >= PER_TOWER_MIN_WIDTH
+
+
+def _pick_classes(pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Pairs ``(B, C, 2, H, W)`` -> ``(B, K, 2, H, W)``: sample b's pairs ``labels[b]``."""
+    return pairs[torch.arange(len(pairs), device=pairs.device)[:, None], labels]
+
+
 # --------------------------------------------------------------------------------------------
 # Generators (pairs form)
 
@@ -254,6 +336,10 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unsqueeze(1)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)`` of the classes ``labels`` (one network renders them all)."""
+        return _pick_classes(self(z), labels)
 
 
 class SeparableGenerator(nn.Module):
@@ -278,6 +364,10 @@ class SeparableGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return _stack_pairs(*self.net(z))
 
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)`` of the classes ``labels`` (one network renders them all)."""
+        return _pick_classes(self(z), labels)
+
 
 class StarGenerator(nn.Module):
     """METHODS B.4 star-shaped: one red tower, C green towers fed the same green noise.
@@ -285,7 +375,13 @@ class StarGenerator(nn.Module):
     Output ``(B, C, 2, H, W)``; the red image is the same in every pair. Green tower c depends
     only on its own weights (its output-channel slice of each green layer) and the red tower.
     11,455,040 params for C = 6 at width 64.
+
+    In eval mode the green towers run either as grouped convolutions or one after another over
+    slices of the same weights (:func:`towers_one_by_one`, by device and width); ``execution``
+    ("auto", "grouped" or "per-tower") overrides the choice, e.g. in benchmarks.
     """
+
+    execution = "auto"
 
     def __init__(self, n_classes: int = 6, image_size=(48, 80), nz: int = 100, width: int = 64,
                  nz_red: int | None = None, red_widths=None):
@@ -299,15 +395,25 @@ class StarGenerator(nn.Module):
         self.net = _GreenOnRedBackbone(size, nz, nz_red, red_widths, green_widths, towers=n_classes, green_out=1)
         _init_weights(self)
 
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)``: sample b drawn as each class ``labels[b]``, through those
+        classes' towers only (the red tower once per sample). In training mode, through
+        :meth:`forward` (BN statistics over the whole batch, as in training)."""
+        if self.training:
+            return _pick_classes(self(z), labels)
+        return _stack_pairs(*self.net.per_tower(z, labels))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.training and towers_one_by_one(z.device, self.config["width"], self.execution):
+            return _stack_pairs(*self.net.per_tower(z))
+        return _stack_pairs(*self.net(z))
+
     def tower(self, c: int) -> SeparableGenerator:
         """Class ``c`` as a standalone separable generator (a copy): ``tower(c)(z)[:, 0] == self(z)[:, c]``."""
         config = {k: v for k, v in self.config.items() if k not in ("arch", "n_classes")}
         one = SeparableGenerator(**config)
         one.net = self.net.extract_tower(c)
         return one.train(self.training)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return _stack_pairs(*self.net(z))
 
 
 class OneClassGenerators(nn.Module):
@@ -339,6 +445,20 @@ class OneClassGenerators(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([g(z) for g in self.generators], dim=1)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)``: sample b drawn by the generators ``labels[b]`` only. In
+        training mode, through :meth:`forward` (BN statistics over the whole batch)."""
+        if self.training:
+            return _pick_classes(self(z), labels)
+        flat, k = labels.flatten(), labels.shape[1]
+        out = None
+        for c in flat.unique().tolist():
+            where = torch.nonzero(flat == c).flatten()
+            pairs = self.generators[c](z[where // k])[:, 0]
+            out = pairs.new_empty(len(flat), *pairs.shape[1:]) if out is None else out
+            out[where] = pairs
+        return out.reshape(*labels.shape, *out.shape[1:])
 
 
 class MultichannelGenerator(nn.Module):
@@ -382,6 +502,10 @@ class MultichannelGenerator(nn.Module):
         if self.separable:
             return _stack_pairs(*self.net(z))
         return pairs_from_native(self.net(z))
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pairs ``(B, K, 2, H, W)`` of the classes ``labels`` (one network renders them all)."""
+        return _pick_classes(self(z), labels)
 
 
 # --------------------------------------------------------------------------------------------
