@@ -59,19 +59,15 @@ def file_sha256(path) -> str:
 
 
 def save(path, tensors: dict, meta: dict) -> Path:
-    """Write tensors and JSON metadata atomically (temporary file in the same folder, then rename)."""
+    """Write tensors and JSON metadata atomically (:func:`napari_biogans.atomic.atomic_write`)."""
     from safetensors.torch import save as serialize
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    from .atomic import write_bytes
+
     header = {HEADER_KEY: json.dumps({"format": FORMAT_VERSION, **meta})}
-    # serialised here and written with open() so the file gets the user's umask, not save_file's 0600
+    # serialised here and written by the atomic helper so the file gets the user's umask, not save_file's 0600
     data = serialize({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=header)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, data)
 
 
 def load(path, kind: str | None = None) -> tuple[dict, dict]:
