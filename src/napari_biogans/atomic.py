@@ -97,7 +97,11 @@ def replace(tmp, path) -> None:
 @contextlib.contextmanager
 def _temporary(path: Path, folder: bool = False):
     """A temporary file (or folder) beside ``path`` that becomes ``path`` when the block ends without an
-    error and is removed otherwise; an ``OSError`` leaves as a :class:`WriteError` naming ``path``."""
+    error and is removed otherwise; an ``OSError`` leaves as a :class:`WriteError` naming ``path``.
+    Writing to a symbolic link writes the file it points to (a run folder's links stay links)."""
+    shown = path
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ def _temporary(path: Path, folder: bool = False):
         if tmp is not None:
             _remove(tmp)
         if isinstance(err, OSError):
-            raise write_error(err, path) from None
+            raise write_error(err, shown) from None
         raise
 
 

@@ -74,9 +74,12 @@ def load(path, kind: str | None = None) -> tuple[dict, dict]:
     """``(tensors, meta)`` from a checkpoint; a clear :class:`CheckpointError` for anything else."""
     from safetensors import SafetensorError, safe_open
 
+    from .data import guards
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    guards.regular_file(path, CheckpointError)  # a FIFO would block the read
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -216,7 +219,11 @@ def _card_sha256(card: Path) -> str | None:
 def read_card(path) -> dict:
     """The JSON metadata of a napari-biogans ``.safetensors`` file, read from its header alone
     (no tensors): cheap enough for every entry of a model list."""
+    from .data import guards
+
     path = Path(path)
+    if path.exists():
+        guards.regular_file(path, CheckpointError)  # a FIFO named x.safetensors would block open()
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
@@ -239,6 +246,51 @@ def card_kind(path) -> str | None:
         return read_card(path).get("kind")
     except CheckpointError:
         return None
+
+
+def canonical_path(path) -> Path:
+    """``path`` made absolute with its folders resolved but not the file itself: a run folder's
+    ``generator.safetensors`` is a link into its current checkpoint (``training.run_folder``), and the
+    name that stays valid across checkpoints is the link's."""
+    path = Path(path).expanduser()
+    return path.parent.resolve() / path.name
+
+
+_checked_models: dict[tuple, str | None] = {}  # (file, mtime, size, kind) -> the problem found, None: usable
+
+
+def model_problem(name_or_path, kind: str | None = None) -> str | None:
+    """What makes a model unusable, in one line naming the file (None: it is usable): resolved and
+    hashed (:func:`resolve_model`), its card of ``kind``, then metadata and tensors checked
+    (:func:`napari_biogans.model_checks.check_model_file`) without building the model. Remembered per
+    version of the file, so a picker can ask on every selection."""
+    try:
+        path = resolve_model(name_or_path)
+        stat = path.stat()
+    except CheckpointError as err:
+        return str(err)
+    except OSError as err:
+        return f"{name_or_path}: cannot be read ({err.strerror or err})"
+    key = (str(canonical_path(path)), stat.st_mtime_ns, stat.st_size, kind)
+    if key not in _checked_models:
+        _checked_models[key] = _model_problem(path, kind)
+    return _checked_models[key]
+
+
+def _model_problem(path: Path, kind: str | None) -> str | None:
+    from .model_checks import check_model_file
+
+    try:
+        found = read_card(path).get("kind")
+        if kind is not None and found != kind:
+            return f"{path}: a '{found}' file, not a '{kind}' model"
+        tensors, meta = load(path, kind=kind)
+        check_model_file(path, meta, tensors)
+    except CheckpointError as err:
+        return str(err)
+    except OSError as err:
+        return f"{path}: cannot be read ({err.strerror or err})"
+    return None
 
 
 def model_name(path) -> str:
@@ -278,8 +330,11 @@ def resolve_model(name_or_path) -> Path:
                                   "folder once it has saved its model, or the model file itself")
         path = file
     elif path.suffix == ".safetensors" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"{path}: no such model file")
+        from .data import guards
+
+        guards.regular_file(path, CheckpointError)  # a FIFO or device: refused before it can block a read
     else:
         models = catalogue()
         if str(name_or_path) not in models:

@@ -248,6 +248,12 @@ class TrainingLoop:
 
     def run(self, stop: StopFlag | None = None) -> Job:
         """Train to ``config.iterations`` (see the module docstring); returns the last :class:`TrainEvent`."""
+        try:
+            return (yield from self._run(stop))
+        finally:
+            self.close()  # the run folder is free for the next writer once this run has saved
+
+    def _run(self, stop) -> Job:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:

@@ -124,17 +124,18 @@ def _link(run_dir: Path, name: str, target: str) -> None:
 
 def _adopt_plain_files(run_dir: Path, names) -> None:
     """A folder written before checkpoint folders: link its pair into one, and the names to it."""
-    plain = [name for name in names if (run_dir / name).is_file() and not (run_dir / name).is_symlink()]
-    if not plain:
+    if not any((run_dir / name).is_file() and not (run_dir / name).is_symlink() for name in names):
         return
-    with atomic.atomic_folder(run_dir / CHECKPOINTS / "adopted") as tmp:
-        for name in plain:
+    present = [name for name in names if (run_dir / name).is_file()]
+    with atomic.atomic_folder(run_dir / CHECKPOINTS / f"adopted-{os.getpid()}") as tmp:
+        for name in present:
+            source = os.path.realpath(run_dir / name)
             try:
-                os.link(run_dir / name, tmp / name)
+                os.link(source, tmp / name)
             except OSError:
-                shutil.copy2(run_dir / name, tmp / name)
-    _link(run_dir, CURRENT, f"{CHECKPOINTS}/adopted")
-    for name in plain:
+                shutil.copy2(source, tmp / name)
+    _link(run_dir, CURRENT, f"{CHECKPOINTS}/adopted-{os.getpid()}")
+    for name in present:
         _link(run_dir, name, f"{CURRENT}/{name}")
 
 
