@@ -9,13 +9,13 @@ widgets share one cache, so a model is read from disk once for all of them).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .jobs import Job, Update
 
 CHUNK = 8  # interpolation frames rendered per update
@@ -114,16 +114,14 @@ def export_job(path, channels, colormaps, limits, kind: str, zoom: int, fps: int
     yield Update(0, 1, f"writing {kind}")
     frames = composite(channels, colormaps, limits)
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     if kind == "tiff":
         import tifffile
 
-        tifffile.imwrite(tmp, frames, photometric="rgb", metadata={"axes": "TYXS"})
+        atomic_write(path, lambda tmp: tifffile.imwrite(tmp, frames, photometric="rgb", metadata={"axes": "TYXS"}))
     else:
         import imageio.v3 as iio
 
         if zoom > 1:
             frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
-        iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0))
     return str(path)

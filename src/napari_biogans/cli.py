@@ -280,7 +280,9 @@ def _run_job(job, quiet: bool = False):
 def _write_json(path: Path, data) -> None:
     import json
 
-    path.write_text(json.dumps(data, indent=2))
+    from .atomic import write_text
+
+    write_text(path, json.dumps(data, indent=2))
 
 
 def _c2st_budget_note(settings, critics: int, image_size, device) -> str | None:
@@ -447,11 +449,13 @@ def cmd_render_em(args) -> int:
     import imageio.v3 as iio
     import tifffile
 
+    from .atomic import atomic_write
+
     out = Path(args.out)
     if out.suffix.lower() in (".tif", ".tiff"):
-        tifffile.imwrite(out, image)
+        atomic_write(out, lambda tmp: tifffile.imwrite(tmp, image))
     else:
-        iio.imwrite(out, image)
+        atomic_write(out, lambda tmp: iio.imwrite(tmp, image))
     print(f"rendered {labels.shape[0]}x{labels.shape[1]} EM image -> {out}")
     return 0
 

@@ -138,31 +138,33 @@ def write_samples(samples: Samples, path) -> None:
     provenance, so a file made from simulated cells says so wherever it is opened.
     """
     import json
-    import os
     from pathlib import Path
 
+    from .atomic import atomic_write
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
     suffix = path.suffix.lower()
     simulated = bool(samples.provenance.get("simulated_training_data", False))
     flags = {"simulated_training_data": simulated, **({"note": SIMULATED_NOTE} if simulated else {})}
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(
+        atomic_write(path, lambda tmp: tifffile.imwrite(
             tmp, samples.images, compression="zlib", photometric="minisblack",
             metadata={"axes": "QCYX", "channel_names": samples.channel_names, "provenance": samples.provenance,
                       **flags},
-        )
+        ))
     elif suffix in (".h5", ".hdf5"):
         import h5py
 
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("samples", data=samples.images, compression="gzip")
-            f.create_dataset("z", data=samples.z)
-            f.attrs["channel_names"] = json.dumps(samples.channel_names)
-            f.attrs["provenance"] = json.dumps(samples.provenance)
-            f.attrs.update(flags)
+        def write_h5(tmp):
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("samples", data=samples.images, compression="gzip")
+                f.create_dataset("z", data=samples.z)
+                f.attrs["channel_names"] = json.dumps(samples.channel_names)
+                f.attrs["provenance"] = json.dumps(samples.provenance)
+                f.attrs.update(flags)
+
+        atomic_write(path, write_h5)
     else:
         raise ValueError(f"{path}: write samples to .tif or .h5")
-    os.replace(tmp, path)

@@ -231,10 +231,10 @@ def write_field_tiff(path, image: np.ndarray, pixel_size_um: float, channel_name
                 "Channel": {"Name": list(channel_names)}}
     if z_step_um:
         metadata.update(PhysicalSizeZ=z_step_um, PhysicalSizeZUnit="µm")
-    tmp = path.with_name(f".{path.name}.partial")
-    tifffile.imwrite(tmp, image, ome=True, metadata=metadata, compression="zlib")
-    tmp.replace(path)
-    return path
+    from ..atomic import atomic_write
+
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, image, ome=True, metadata=metadata,
+                                                           compression="zlib"))
 
 
 def safe_name(text: str) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_open, atomic_write
 from ..jobs import Job, Update
 from .fields import Field, FieldError, safe_name
 from .lin import CellStack, write_h5, write_lin_folder
@@ -425,15 +426,14 @@ def write_prepared(results: list[PreparedField], out, protein: str, test_fractio
             where[stack.file_names[i]] = f"{folder.name}/{protein}/cell{k}.png"
     written["h5"] = write_h5(stack, out / H5_FILE, scale=(px, px))
     floats = np.concatenate([r.float_crops for r in results])
-    tmp = out / f".{FLOAT_FILE}.partial"
-    tifffile.imwrite(tmp, floats, metadata={"axes": "QCYX", "file_names": stack.file_names,
-                                            "pixel_size_um": px, "description": stack.description})
-    written["float"] = tmp.replace(out / FLOAT_FILE)
+    written["float"] = atomic_write(out / FLOAT_FILE, lambda tmp: tifffile.imwrite(
+        tmp, floats, metadata={"axes": "QCYX", "file_names": stack.file_names, "pixel_size_um": px,
+                               "description": stack.description}))
     rows = provenance_rows(results)
     for row in rows:
         row["lin_file"] = where.get(row["cell"], "")
         row["h5_index"] = stack.file_names.index(row["cell"]) if row["accepted"] else ""
-    with open(out / PROVENANCE_FILE, "w", newline="") as f:
+    with atomic_open(out / PROVENANCE_FILE, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
