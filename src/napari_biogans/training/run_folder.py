@@ -149,7 +149,6 @@ def commit(run_dir, iteration: int, names: tuple[str, ...], write) -> None:
     try:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         _adopt_plain_files(run_dir, names)
-        previous = _current_folder(run_dir)
         name, n = f"{iteration:09d}", 1
         while (run_dir / CHECKPOINTS / name).exists():  # saved twice at one iteration (stop at a checkpoint)
             name, n = f"{iteration:09d}-{n}", n + 1
@@ -161,5 +160,6 @@ def commit(run_dir, iteration: int, names: tuple[str, ...], write) -> None:
         atomic.fsync_folder(run_dir)
     except OSError as err:
         raise atomic.write_error(err, run_dir / names[0]) from None
-    if previous is not None and previous.name != name:
-        _remove(previous)
+    for entry in (run_dir / CHECKPOINTS).iterdir():  # earlier checkpoints, and one a kill left unswitched
+        if entry.name != name:
+            _remove(entry)
