@@ -162,17 +162,23 @@ def test_read_only_or_full_disk_is_one_line_and_keeps_the_last_checkpoint(data, 
     assert cli.main(["train", "--data", str(data), "--out", str(run), "--iterations", "1", "--checkpoint-every", "1",
                      *TRAIN]) == 0
     capsys.readouterr()
+    em_model = tiny_em_model(tmp_path)
     real_replace = os.replace
 
     def refuse(src, dst):
         raise OSError(code, os.strerror(code), str(src))
 
-    monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)  # every write ends in one of these two renames
+    monkeypatch.setattr(os, "rename", refuse)
     reason = os.strerror(code).lower()
     commands = {
         run / "losses.csv": ["train", "--data", str(data), "--out", str(run), "--iterations", "2",
                                           "--checkpoint-every", "1", "--resume", *TRAIN],
         tmp_path / "cells.tif": ["sample", "--model", str(run), "--n", "2", "--out", str(tmp_path / "cells.tif")],
+        tmp_path / "sim" / "LIN_Simulated_WT_size-48-80_train": ["simulate", "--out", str(tmp_path / "sim"),
+                                                                "--cells-per-class", "1", "--proteins", "Tea1"],
+        tmp_path / "em.labels.png": ["render-em", "--model", str(em_model), "--size", "32",
+                                     "--device", "cpu", "--out", str(tmp_path / "em.png")],
     }
     for path, argv in commands.items():
         assert cli.main(argv) == 1
@@ -180,7 +186,19 @@ def test_read_only_or_full_disk_is_one_line_and_keeps_the_last_checkpoint(data, 
         assert err.splitlines()[-1] == f"biogans {argv[0]}: error: cannot write {path}: {reason}"
         assert "Traceback" not in err
     monkeypatch.setattr(os, "replace", real_replace)
-    assert saved_iterations(run) == (1, 1) and not temporaries(tmp_path) and not (tmp_path / "cells.tif").exists()
+    assert saved_iterations(run) == (1, 1) and not temporaries(tmp_path)
+    assert not any((tmp_path / name).exists() for name in ("cells.tif", "em.labels.png", "sim/LIN_Simulated_WT_size-48-80_train"))
+
+
+def tiny_em_model(folder: Path) -> Path:
+    from napari_biogans.models.em import CascadeGenerator, LabelGenerator
+
+    label_generator, image_generator = LabelGenerator(width=4, n_layers=2, nz=8), CascadeGenerator(width=4, n_blocks=2)
+    tensors = {f"label_generator.{k}": v for k, v in label_generator.state_dict().items()}
+    tensors.update({f"image_generator.{k}": v for k, v in image_generator.state_dict().items()})
+    meta = {"kind": "em-generator", "label_generator": label_generator.config,
+            "image_generator": image_generator.config, "mode": "dsgan", "label_downsample": 2, "crop": 64}
+    return checkpoints.save(folder / "em_model.safetensors", tensors, meta)
 
 
 # -- weights that break in the last step ------------------------------------------------------------
