@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=24)
     parser.add_argument("--checkpoint-every", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=400, help="the run's length (the last resume finishes it)")
+    parser.add_argument("--iterations", type=int, default=100000, help="the killed runs' length (never reached)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="kill-test", help="work folder (emptied first)")
     parser.add_argument("--time-limit", type=float, default=30.0, metavar="MINUTES", help="stop killing after this")
@@ -179,14 +179,16 @@ def main(argv=None) -> int:
         saved, old_file = iteration or 0, inode(run / "losses.csv")
         process = train(data, run, args, resume=True)
 
-    finish = train(data, run, args, resume=True) if process.poll() is not None else process
-    if finish is not process:
-        process.wait()
+    process.send_signal(signal.SIGKILL)  # the last resume was only started: finish the run a little further on
+    process.wait()
+    last = max(logged(run)) + 2 * args.checkpoint_every
+    args.iterations = last
+    finish = train(data, run, args, resume=True)
     out = finish.communicate()[0]
     final, problem = check_checkpoint(run)
     strays = temporaries(run)
-    once = logged(run) == list(range(1, args.iterations + 1))
-    failures += bool(problem or strays or not once or final != args.iterations)
+    once = logged(run) == list(range(1, last + 1))
+    failures += bool(problem or strays or not once or final != last)
 
     print("| kill | when | last logged | saved iteration | lost | temp files left | removed by resume | "
           "resume continued | checkpoint |")
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
           f"{args.checkpoint_every} iterations: {sum(r[8] != 'consistent' for r in rows)} corrupted or inconsistent "
           f"checkpoints, at most {max(lost, default=0)} iterations lost; final resume to {final}: "
           f"{len(strays)} temporary files left, losses.csv holds every iteration once: {once}")
-    if problem or final != args.iterations:
+    if problem or final != last:
         print(out[-2000:])
     return 1 if failures else 0
 
