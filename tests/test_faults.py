@@ -180,7 +180,7 @@ def test_read_only_or_full_disk_is_one_line_and_keeps_the_last_checkpoint(data, 
         tmp_path / "em.labels.png": ["render-em", "--model", str(em_model), "--size", "32",
                                      "--device", "cpu", "--out", str(tmp_path / "em.png")],
     }
-    for path, argv in commands.items():
+    for path, argv in list(commands.items())[: None if code == errno.EROFS else 1]:  # one command shows ENOSPC's line
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
         assert err.splitlines()[-1] == f"biogans {argv[0]}: error: cannot write {path}: {reason}"

@@ -73,7 +73,8 @@ def stop_on_signals(stop: StopFlag):
         yield received
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            if old is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(signum, old)
 
 
 def run(job: Job, on_update: Callable[[Update], None] | None = None):
