@@ -188,7 +188,7 @@ def test_read_only_or_full_disk_is_one_line_and_keeps_the_last_checkpoint(data, 
         assert "Traceback" not in err
     monkeypatch.setattr(os, "replace", real_replace)
     assert saved_iterations(run) == (1, 1) and not temporaries(tmp_path)
-    assert not any(path.exists() for path in commands)
+    assert not any(path.exists() for path in list(commands)[1:])  # no output half-written
 
 
 def tiny_em_model(folder: Path) -> Path:
