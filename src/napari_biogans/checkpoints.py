@@ -296,7 +296,12 @@ def _model_problem(path: Path, kind: str | None) -> str | None:
 def model_name(path) -> str:
     """The name a model file goes by in provenance: a run's model file is named after its run folder."""
     path = Path(path)
-    return path.parent.resolve().name if path.stem in RUN_FILE_STEMS else path.stem
+    if path.stem not in RUN_FILE_STEMS:
+        return path.stem
+    folder = path.parent.resolve()
+    if folder.parent.name == "checkpoints":  # a file inside a run's checkpoint folder (training.run_folder)
+        folder = folder.parent.parent
+    return folder.name
 
 
 def run_model_file(folder) -> Path | None:
