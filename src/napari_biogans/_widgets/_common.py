@@ -78,6 +78,8 @@ def report_error(err, what_to_do: str = "") -> str:
         what_to_do = what_to_do or "Use fewer cells, a smaller batch or the CPU."
     elif isinstance(err, OSError) and type(err).__name__ == "WriteError":  # a read-only folder or a full disk
         what_to_do = "choose a folder you can write to, or free disk space; what was saved before is kept"
+    elif type(err).__name__ == "RunFolderBusy":  # its message names the holder and what to do
+        what_to_do = ""
     elif type(err).__name__ == "OutOfMemoryError":
         what_to_do = what_to_do or "The GPU ran out of memory: use a smaller batch or width, or the CPU."
     message = f"napari-biogans: {text}" + (f" — {what_to_do}" if what_to_do else "")
