@@ -225,3 +225,20 @@ def test_weights_broken_by_the_last_step_name_the_saved_iteration(cells, tmp_pat
     assert saved_iterations(tmp_path / "run") == (1, 1)
     assert np.isfinite(checkpoints.load_generator(tmp_path / "run" / "generator.safetensors")[0]
                        .state_dict()[next(iter(trainer.G.state_dict()))].numpy()).all()
+
+
+def test_a_widget_shows_a_write_error_or_a_busy_folder_as_one_notification(tmp_path, monkeypatch):
+    from napari_biogans._widgets import _common
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    error = atomic.write_error(OSError(errno.ENOSPC, "No space left on device", "x.partial"), tmp_path / "x.tif")
+    _common.report_error(error, "check the data and settings")
+    assert shown[-1] == (f"napari-biogans: cannot write {tmp_path / 'x.tif'}: no space left on device — choose a "
+                         "folder you can write to, or free disk space; what was saved before is kept")
+    held = run_folder.lock(tmp_path)
+    with pytest.raises(run_folder.RunFolderBusy) as busy:
+        run_folder.lock(tmp_path)
+    held.release()
+    _common.report_error(busy.value, "check the data and settings")
+    assert shown[-1].endswith("or choose another output folder")
