@@ -122,7 +122,8 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, sections):
                 good = checkpoints.file_sha256(trainer.model_path)
                 with torch.no_grad():
                     next(trainer.models["Dx"].parameters()).fill_(float("nan"))
-    assert trainer.save() is None  # broken weights are never written
+    with pytest.raises(TrainingDiverged, match=r"weights became non-finite at iteration 3.*\(iteration 2\) is kept"):
+        trainer.save()  # broken weights are never written
     assert checkpoints.file_sha256(trainer.model_path) == good
     load_em_model(trainer.model_path)
 

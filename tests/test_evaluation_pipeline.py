@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QFileDialog
 from test_widgets_diagnostics import save_varied_model
 from test_widgets_generate import PROTEINS
 
-from napari_biogans import checkpoints, cli, jobs
+from napari_biogans import atomic, checkpoints, cli, jobs
 from napari_biogans._widgets import _common, model_picker
 from napari_biogans.data import lin
 from napari_biogans.data.simulator import simulate_stack
@@ -104,7 +104,7 @@ def test_the_writer_keeps_full_precision_and_flags_only_simulated_results(tmp_pa
         assert body["settings"]["steps"] == 3 and body["settings"]["device"] == "cpu"
         assert ("SIMULATED cells" in outputs.title(result, "x")) == simulated
         assert files["png"].stat().st_size > 1000
-        assert not list(files["csv"].parent.glob(".partial-*"))  # written whole, then renamed
+        assert not [p for p in files["csv"].parent.iterdir() if atomic.is_temporary(p)]  # written whole, then renamed
 
 
 def test_a_model_trained_on_simulated_cells_marks_its_results():

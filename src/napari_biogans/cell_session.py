@@ -9,13 +9,13 @@ widgets share one cache, so a model is read from disk once for all of them).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .jobs import Job, Update
 
 CHUNK = 8  # interpolation frames rendered per update
@@ -121,9 +121,7 @@ def export_job(path, channels, colormaps, limits, kind: str, zoom: int, fps: int
                              {"stack_axis": "frame", "composite": "additive RGB of the cell-cycle layers"}))
     import imageio.v3 as iio
 
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     if zoom > 1:
         frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=int(1000 / fps), loop=0))
     return str(path)

@@ -59,28 +59,27 @@ def file_sha256(path) -> str:
 
 
 def save(path, tensors: dict, meta: dict) -> Path:
-    """Write tensors and JSON metadata atomically (temporary file in the same folder, then rename)."""
+    """Write tensors and JSON metadata atomically (:func:`napari_biogans.atomic.atomic_write`)."""
     from safetensors.torch import save as serialize
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    from .atomic import write_bytes
+
     header = {HEADER_KEY: json.dumps({"format": FORMAT_VERSION, **meta})}
-    # serialised here and written with open() so the file gets the user's umask, not save_file's 0600
+    # serialised here and written by the atomic helper so the file gets the user's umask, not save_file's 0600
     data = serialize({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=header)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, data)
 
 
 def load(path, kind: str | None = None) -> tuple[dict, dict]:
     """``(tensors, meta)`` from a checkpoint; a clear :class:`CheckpointError` for anything else."""
     from safetensors import SafetensorError, safe_open
 
+    from .data import guards
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    guards.regular_file(path, CheckpointError)  # a FIFO would block the read
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -220,7 +219,11 @@ def _card_sha256(card: Path) -> str | None:
 def read_card(path) -> dict:
     """The JSON metadata of a napari-biogans ``.safetensors`` file, read from its header alone
     (no tensors): cheap enough for every entry of a model list."""
+    from .data import guards
+
     path = Path(path)
+    if path.exists():
+        guards.regular_file(path, CheckpointError)  # a FIFO named x.safetensors would block open()
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
@@ -245,10 +248,60 @@ def card_kind(path) -> str | None:
         return None
 
 
+def canonical_path(path) -> Path:
+    """``path`` made absolute with its folders resolved but not the file itself: a run folder's
+    ``generator.safetensors`` is a link into its current checkpoint (``training.run_folder``), and the
+    name that stays valid across checkpoints is the link's."""
+    path = Path(path).expanduser()
+    return path.parent.resolve() / path.name
+
+
+_checked_models: dict[tuple, str | None] = {}  # (file, mtime, size, kind) -> the problem found, None: usable
+
+
+def model_problem(name_or_path, kind: str | None = None) -> str | None:
+    """What makes a model unusable, in one line naming the file (None: it is usable): resolved and
+    hashed (:func:`resolve_model`), its card of ``kind``, then metadata and tensors checked
+    (:func:`napari_biogans.model_checks.check_model_file`) without building the model. Remembered per
+    version of the file, so a picker can ask on every selection."""
+    try:
+        path = resolve_model(name_or_path)
+        stat = path.stat()
+    except CheckpointError as err:
+        return str(err)
+    except OSError as err:
+        return f"{name_or_path}: cannot be read ({err.strerror or err})"
+    key = (str(canonical_path(path)), stat.st_mtime_ns, stat.st_size, kind)
+    if key not in _checked_models:
+        _checked_models[key] = _model_problem(path, kind)
+    return _checked_models[key]
+
+
+def _model_problem(path: Path, kind: str | None) -> str | None:
+    from .model_checks import check_model_file
+
+    try:
+        found = read_card(path).get("kind")
+        if kind is not None and found != kind:
+            return f"{path}: a '{found}' file, not a '{kind}' model"
+        tensors, meta = load(path, kind=kind)
+        check_model_file(path, meta, tensors)
+    except CheckpointError as err:
+        return str(err)
+    except OSError as err:
+        return f"{path}: cannot be read ({err.strerror or err})"
+    return None
+
+
 def model_name(path) -> str:
     """The name a model file goes by in provenance: a run's model file is named after its run folder."""
     path = Path(path)
-    return path.parent.resolve().name if path.stem in RUN_FILE_STEMS else path.stem
+    if path.stem not in RUN_FILE_STEMS:
+        return path.stem
+    folder = path.parent.resolve()
+    if folder.parent.name == "checkpoints":  # a file inside a run's checkpoint folder (training.run_folder)
+        folder = folder.parent.parent
+    return folder.name
 
 
 def run_model_file(folder) -> Path | None:
@@ -282,8 +335,11 @@ def resolve_model(name_or_path) -> Path:
                                   "folder once it has saved its model, or the model file itself")
         path = file
     elif path.suffix == ".safetensors" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"{path}: no such model file")
+        from .data import guards
+
+        guards.regular_file(path, CheckpointError)  # a FIFO or device: refused before it can block a read
     else:
         models = catalogue()
         if str(name_or_path) not in models:

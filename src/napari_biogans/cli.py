@@ -161,15 +161,18 @@ def _load_cells(path, proteins):
 
 
 def _drive(trainer, shown_losses, quiet: bool = False, time_limit_min: float | None = None) -> int:
-    """Run a trainer's job behind a terminal progress bar; Ctrl-C saves and exits with 130.
+    """Run a trainer's job behind a terminal progress bar; Ctrl-C, SIGTERM and SIGHUP save and exit
+    with 128 + the signal's number (130 for Ctrl-C), a repeated one only says it is saving.
 
     ``shown_losses`` names the losses on the bar (None: the first three). ``time_limit_min``:
     stop, save and exit normally after this many minutes (rank 0's clock decides, at every logged
     iteration, so every torchrun rank stops at the same one).
     """
+    import signal
+
     from tqdm import tqdm
 
-    from .jobs import StopFlag, run
+    from .jobs import StopFlag, run, stop_on_signals
     from .training.distributed import rank0_decides
 
     deadline = time.monotonic() + 60 * time_limit_min if time_limit_min else None
@@ -190,13 +193,16 @@ def _drive(trainer, shown_losses, quiet: bool = False, time_limit_min: float | N
             print(event.message)
 
     try:
-        run(trainer.run(stop), on_update)
-    except KeyboardInterrupt:
+        with stop_on_signals(stop) as received:
+            run(trainer.run(stop), on_update)
+    finally:
         bar.close()
-        trainer.save()
-        print(f"interrupted at iteration {trainer.iteration}; saved the training state in {trainer.run_dir}; "
-              "resume with --resume")
-        return 130
+        trainer.close()
+    if received:
+        if not quiet:
+            print(f"{signal.Signals(received[0]).name}: stopped at iteration {trainer.iteration}; saved the training "
+                  f"state in {trainer.run_dir}; resume with --resume")
+        return 128 + received[0]
     return 0
 
 
@@ -274,7 +280,9 @@ def _run_job(job, quiet: bool = False):
 def _write_json(path: Path, data) -> None:
     import json
 
-    path.write_text(json.dumps(data, indent=2))
+    from .atomic import write_text
+
+    write_text(path, json.dumps(data, indent=2))
 
 
 def _c2st_budget_note(settings, critics: int, image_size, device) -> str | None:
@@ -447,13 +455,14 @@ def cmd_render_em(args) -> int:
         pixel_size = em.pixel_size_um(model.meta)
         provenance = {"model": loaded.meta["name"], "weights_sha256": loaded.meta["sha256"], "seed": args.seed,
                       "labels": str(args.labels) if args.labels else f"generated, seed {args.seed}"}
-        ome.write(out, image, "YX", ["EM"], pixel_size, {"provenance": provenance, "label_codes": em.LABEL_NAMES})
-        if ome.is_zarr_path(out):
-            ome.write_labels(out, labels, pixel_size_um=pixel_size)
+        ome.write(out, image, "YX", ["EM"], pixel_size, {"provenance": provenance, "label_codes": em.LABEL_NAMES},
+                  labels=labels if ome.is_zarr_path(out) else None)
     else:
         import imageio.v3 as iio
 
-        iio.imwrite(out, image)
+        from .atomic import atomic_write
+
+        atomic_write(out, lambda tmp: iio.imwrite(tmp, image, extension=out.suffix))
     print(f"rendered {labels.shape[0]}x{labels.shape[1]} EM image -> {out}")
     return 0
 
@@ -710,6 +719,27 @@ def main(argv=None) -> int:
 
         print(f"biogans {args.command}: error: {out_of_memory_message(err) or err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only folder, a full disk: one line naming the path, never a traceback
+        print(f"biogans {args.command}: error: {_os_error_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before or after a training's own handling of Ctrl-C
+        print(f"biogans {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _os_error_line(err: OSError) -> str:
+    """A write error's own line; for one raised outside the atomic helper, ``cannot write <path>: <reason>``
+    (read-only, full disk) or ``<path>: <reason>``."""
+    import errno
+    import os
+
+    from .atomic import WriteError, describe_os_error
+
+    if isinstance(err, WriteError) or not err.filename:
+        return str(err)
+    if err.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        return describe_os_error(err, err.filename)
+    return f"{err.filename}: {os.strerror(err.errno).lower() if err.errno else err}"
 
 
 if __name__ == "__main__":

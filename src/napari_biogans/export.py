@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import replace, temporary_name
 from .jobs import Job, Update
 
 FORMATS = ("onnx", "bioimageio")
@@ -195,14 +196,14 @@ def write_onnx(ex: Exportable, path) -> ExportResult:
     import torch
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = temporary_name(path)
     args = tuple(torch.from_numpy(v) for v in ex.inputs.values())
     _export(ex, args, tmp, ex.dynamic or None)
     try:
         diff = float(np.abs(run_onnx(tmp, ex.inputs) - torch_output(ex)).max())
         if not diff <= TOLERANCE:
             raise ExportError(f"{path}: the ONNX model differs from torch by {diff:.3g} grey levels")
-        tmp.replace(path)
+        replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(path, "onnx", diff, path.stat().st_size)
@@ -359,11 +360,11 @@ def write_bioimageio(ex: Exportable, path, seed: int = 0) -> ExportResult:
         _cover(ex, output, folder / "cover.png")
         with ValidationContext(perform_io_checks=False):  # nothing is fetched: every file is local
             descr = _descr(ex, folder, output, seed)
-            partial = path.with_name(f".{path.name}.partial.zip")
+            partial = temporary_name(path.with_suffix(".zip"))
             save_bioimageio_package(descr, output_path=partial)
         try:
             diff = max(onnx.max_abs_diff, check_bioimageio(partial, ex.inputs, output))
-            partial.replace(path)
+            replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
     return ExportResult(path, "bioimageio", diff, path.stat().st_size)

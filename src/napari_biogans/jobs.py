@@ -9,6 +9,9 @@ any other job is cancelled at its next yield. No job starts a thread of its own 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
@@ -40,6 +43,38 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self._event.is_set()
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopFlag):
+    """Within the block, Ctrl-C, SIGTERM and SIGHUP set ``stop`` (the job saves and returns at its next
+    step) instead of killing the process; a repeated one only says so. Yields a list that holds the
+    first signal's number once one came. Outside the main thread (a widget's worker) it does nothing."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame) -> None:
+        if received:
+            # os.write, not print: a handler that prints while the main code prints to the same buffered
+            # stream raises "reentrant call", the traceback this handler exists to prevent
+            os.write(2, "\nalready stopping, saving…\n".encode())
+            return
+        received.append(signum)
+        stop.set()
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping at the next iteration, saving…\n".encode())
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            if old is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(signum, old)
 
 
 def run(job: Job, on_update: Callable[[Update], None] | None = None):

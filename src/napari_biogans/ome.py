@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write, temporary_name, write_error
+
 ZARR_SUFFIX = ".ome.zarr"
 TIFF_SUFFIXES = (".tif", ".tiff")
 METADATA_KEY = "napari_biogans"  # the OME-Zarr root attribute holding the product's JSON
@@ -94,9 +96,10 @@ def _check_axes(data: np.ndarray, axes: str) -> str:
 
 
 def write(path, data, axes: str, channel_names=None, pixel_size_um: float | None = None, metadata: dict | None = None,
-          z_step_um: float | None = None) -> Path:
+          z_step_um: float | None = None, labels: np.ndarray | None = None) -> Path:
     """Write ``data`` as an OME-Zarr (a path ending in ``.ome.zarr``) or an OME-TIFF (``.tif``), atomically
-    (a hidden partial file or folder renamed into place); returns the path."""
+    (a temporary file or folder renamed into place); returns the path. ``labels`` (Y, X): an OME-Zarr's
+    label image (``<path>/labels/labels``), which OME-Zarr viewers (napari-ome-zarr) show over the image."""
     data = np.asarray(data)
     axes = _check_axes(data, axes)
     n_channels = data.shape[axes.index("C")] if "C" in axes else 1
@@ -108,7 +111,9 @@ def write(path, data, axes: str, channel_names=None, pixel_size_um: float | None
     if is_zarr_path(path):
         if axes.endswith("S"):
             raise ValueError(f"{path}: RGB images go to OME-TIFF (.tif); OME-Zarr has no RGB samples")
-        return _write_zarr(path, image)
+        return _write_zarr(path, image, labels)
+    if labels is not None:
+        raise ValueError(f"{path}: label images go inside an OME-Zarr (.ome.zarr)")
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise ValueError(f"{path}: write images to .tif (OME-TIFF) or .ome.zarr")
     return _write_tiff(path, image)
@@ -124,35 +129,45 @@ def _write_tiff(path: Path, image: OmeImage) -> Path:
                     PhysicalSizeY=image.pixel_size_um, PhysicalSizeYUnit="µm")
     if image.z_step_um:
         meta.update(PhysicalSizeZ=image.z_step_um, PhysicalSizeZUnit="µm")
-    tmp = path.with_name(f".{path.name}.partial")
     photometric = "rgb" if image.axes.endswith("S") else "minisblack"
-    tifffile.imwrite(tmp, image.data, ome=True, photometric=photometric, metadata=meta, compression="zlib")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, image.data, ome=True, photometric=photometric,
+                                                           metadata=meta, compression="zlib"))
 
 
-def _write_zarr(path: Path, image: OmeImage) -> Path:
+def _write_zarr(path: Path, image: OmeImage, labels: np.ndarray | None = None) -> Path:
     import zarr
     from ome_zarr.writer import write_image
 
     if path.exists() and not is_ome_zarr(path):
         raise FileExistsError(f"{path}: exists and is not an OME-Zarr; choose a new name")
-    tmp = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     scale = {a.lower(): (image.pixel_size_um if a in "YX" and image.pixel_size_um else 1.0) for a in image.axes}
     units = {a.lower(): "micrometer" for a in "YX" if image.pixel_size_um}
     if image.z_step_um and "Z" in image.axes:
         scale["z"], units["z"] = image.z_step_um, "micrometer"
     omero = {"channels": [{"label": name, "color": _CHANNEL_COLOURS[k % len(_CHANNEL_COLOURS)], "active": True,
                            "window": _window(image.data)} for k, name in enumerate(image.channel_names)]}
-    root = zarr.open_group(str(tmp), mode="w")
-    chunks = tuple(1 if a in "TCZ" else min(n, 1024) for a, n in zip(image.axes, image.data.shape))
-    write_image(image.data, root, scale_factors=(), axes=[a.lower() for a in image.axes], scale=scale,
-                axes_units=units or None, storage_options={"chunks": chunks}, omero=omero)
-    root.attrs[METADATA_KEY] = json.loads(json.dumps(image.metadata))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path, folder=True)  # the old store stays whole until the new one is complete
+    try:
+        root = zarr.open_group(str(tmp), mode="w")
+        chunks = tuple(1 if a in "TCZ" else min(n, 1024) for a, n in zip(image.axes, image.data.shape))
+        write_image(image.data, root, scale_factors=(), axes=[a.lower() for a in image.axes], scale=scale,
+                    axes_units=units or None, storage_options={"chunks": chunks}, omero=omero)
+        root.attrs[METADATA_KEY] = json.loads(json.dumps(image.metadata))
+        if labels is not None:
+            from ome_zarr.writer import write_labels
+
+            scale = {"y": image.pixel_size_um, "x": image.pixel_size_um} if image.pixel_size_um else None
+            write_labels(np.asarray(labels), root, name="labels", scaler=None, scale_factors=(), axes=["y", "x"],
+                         scale=scale)
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise write_error(err, path) from None
+        raise
     return path
 
 
@@ -266,18 +281,6 @@ def _read_zarr(path: Path) -> OmeImage:
     names = [str(c.get("label", "")) for c in channels]
     metadata = attrs.get(METADATA_KEY, {})
     return OmeImage(data, axes, names, size, metadata if isinstance(metadata, dict) else {}, z_step)
-
-
-def write_labels(path, labels: np.ndarray, name: str = "labels", pixel_size_um: float | None = None) -> Path:
-    """Add a label image (Y, X) to an OME-Zarr written by :func:`write` (``<path>/labels/<name>``), which
-    OME-Zarr viewers (napari-ome-zarr) show over the image."""
-    import zarr
-    from ome_zarr.writer import write_labels as write_label_image
-
-    root = zarr.open_group(str(path), mode="r+")
-    scale = {"y": pixel_size_um, "x": pixel_size_um} if pixel_size_um else None
-    write_label_image(np.asarray(labels), root, name=name, scaler=None, scale_factors=(), axes=["y", "x"], scale=scale)
-    return Path(path) / "labels" / name
 
 
 def read_labels(path, name: str = "labels") -> np.ndarray | None:

@@ -140,10 +140,10 @@ def write_samples(samples: Samples, path, stack_axis: str = "cell") -> None:
     so a file made from simulated cells says so wherever it is opened.
     """
     import json
-    import os
     from pathlib import Path
 
     from . import ome
+    from .atomic import atomic_write
     from .data.simulator import pixel_size_um
 
     path = Path(path)
@@ -158,13 +158,14 @@ def write_samples(samples: Samples, path, stack_axis: str = "cell") -> None:
     elif suffix in (".h5", ".hdf5"):
         import h5py
 
-        tmp = path.with_name(f".{path.name}.partial")
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("samples", data=samples.images, compression="gzip")
-            f.create_dataset("z", data=samples.z)
-            f.attrs["channel_names"] = json.dumps(samples.channel_names)
-            f.attrs["provenance"] = json.dumps(samples.provenance)
-            f.attrs.update(flags)
-        os.replace(tmp, path)
+        def write_h5(tmp):
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("samples", data=samples.images, compression="gzip")
+                f.create_dataset("z", data=samples.z)
+                f.attrs["channel_names"] = json.dumps(samples.channel_names)
+                f.attrs["provenance"] = json.dumps(samples.provenance)
+                f.attrs.update(flags)
+
+        atomic_write(path, write_h5)
     else:
         raise ValueError(f"{path}: write samples to .tif (OME-TIFF), .ome.zarr or .h5")

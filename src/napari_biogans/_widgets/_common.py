@@ -72,10 +72,17 @@ def report_error(err, what_to_do: str = "") -> str:
     """Show ``err`` (an exception or text) as a napari error notification; returns the text shown."""
     from napari.utils.notifications import show_error
 
+    from ..atomic import WriteError
+    from ..training.run_folder import RunFolderBusy
+
     text = str(err) if not isinstance(err, BaseException) else (str(err) or type(err).__name__)
     if isinstance(err, MemoryError):
         text = "out of memory"
         what_to_do = what_to_do or "Use fewer cells, a smaller batch or the CPU."
+    elif isinstance(err, WriteError):  # a read-only folder or a full disk
+        what_to_do = "choose a folder you can write to, or free disk space; what was saved before is kept"
+    elif isinstance(err, RunFolderBusy):  # its message names the holder and what to do
+        what_to_do = ""
     elif type(err).__name__ == "OutOfMemoryError":
         from ..devices import out_of_memory_message
 

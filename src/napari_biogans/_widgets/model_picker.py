@@ -19,7 +19,7 @@ from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from ..models.loader import load_em_model_cached, load_generator_cached  # noqa: F401  (re-exported)
-from ..checkpoints import RUN_FILE_STEMS, card_kind, catalogue, model_name, read_card
+from ..checkpoints import RUN_FILE_STEMS, canonical_path, card_kind, catalogue, model_name, model_problem, read_card
 from ._common import get_list_setting, get_setting, report_error, set_list_setting, set_setting
 
 __all__ = ["RUN_FILE_STEMS", "DeviceCombo", "ModelPicker", "ModelRegistry", "card_kind", "clear_cache",
@@ -44,7 +44,7 @@ class ModelRegistry(QObject):
         return out
 
     def register(self, path) -> str:
-        path = str(Path(path).resolve())
+        path = str(canonical_path(path))
         files = [p for p in get_list_setting(self.KEY) if p != path] + [path]
         set_list_setting(self.KEY, files[-50:])
         self.changed.emit()
@@ -100,7 +100,7 @@ class ModelPicker(QWidget):
                   ((f"{model_name(p)} ({p.name})", p) for p in self._browsed))
         for group in groups:
             for name, path in group:
-                key = str(Path(path).resolve())
+                key = str(canonical_path(path))
                 if key not in seen and card_kind(path) in (self.kind, None):  # None: broken, shown with its error
                     seen.add(key)
                     entries.append((name, Path(path)))
@@ -127,12 +127,12 @@ class ModelPicker(QWidget):
 
     def _index_of(self, path) -> int:
         try:
-            target = str(Path(path).resolve())
+            target = str(canonical_path(path))
         except OSError:
             return -1
         for i in range(self.combo.count()):
             data = self.combo.itemData(i)
-            if data and str(Path(data).resolve()) == target:
+            if data and str(canonical_path(data)) == target:
                 return i
         return -1
 
@@ -147,6 +147,8 @@ class ModelPicker(QWidget):
         if kind not in (self.kind, None):
             where = "Paint EM" if kind == "em-generator" else "Generate cells, Cell cycle or Diagnostics"
             report_error(f"{path.name} is a '{kind}' model, not a '{self.kind}' one", f"open it in {where}")
+            return
+        if not self._usable(path):
             return
         if self._index_of(path) < 0:
             self._browsed.append(path)
@@ -165,11 +167,22 @@ class ModelPicker(QWidget):
             else:
                 self.refresh(select=self._last)
             return
+        if not self._usable(self.path()):
+            self.refresh(select=self._last)  # back to the last usable choice
+            return
         self._remember()
         new = self.path()
         if new != self._last:
             self._last = new
             self.changed.emit(new)
+
+    def _usable(self, path) -> bool:
+        """Check a chosen model file whole (card, config bounds, tensors, finite weights) before it is
+        used; a broken one is refused here with a notification, never later with black layers."""
+        problem = model_problem(path, self.kind)
+        if problem is not None:
+            report_error(problem, "choose another model, or retrain or re-download this one")
+        return problem is None
 
     def _remember(self) -> None:
         if self.path() is not None:

@@ -241,9 +241,10 @@ def write_label_map(labels: np.ndarray, path) -> Path:
     import imageio.v3 as iio
     import tifffile
 
+    from ..atomic import atomic_write
+
     path = Path(path)
+    codes = labels.astype(np.uint8)
     if path.suffix.lower() in (".tif", ".tiff"):
-        tifffile.imwrite(path, labels.astype(np.uint8))
-    else:
-        iio.imwrite(path, labels.astype(np.uint8))
-    return path
+        return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, codes))
+    return atomic_write(path, lambda tmp: iio.imwrite(tmp, codes))

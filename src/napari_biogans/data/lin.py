@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_folder, atomic_write
 from . import guards
 
 CHANNEL_NAMES = ("Bgs4", "protein")
@@ -360,28 +361,22 @@ def write_lin_folder(stack: CellStack, path) -> Path:
     root = Path(path)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root}: folder exists and is not empty; choose a new output folder")
-    tmp = root.with_name(f".{root.name}.partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    counters = dict.fromkeys(range(len(stack.class_names)), 0)
-    names = []
-    for cell, label in zip(stack.images, stack.class_index):
-        protein = stack.class_names[label]
-        (tmp / protein).mkdir(exist_ok=True)
-        name = f"{protein}/cell{counters[label]}.png"
-        counters[label] += 1
-        rgb = np.zeros(cell.shape[1:] + (3,), dtype=np.uint8)
-        rgb[..., 0], rgb[..., 1] = cell[0], cell[1]
-        iio.imwrite(tmp / name, rgb)
-        names.append(name)
-    if stack.truth:
-        _write_truth(tmp / TRUTH_FILE, names, stack)
     if root.exists():
         root.rmdir()
-    tmp.rename(root)
+    with atomic_folder(root) as tmp:  # a unique temporary folder, renamed when complete, removed on error
+        counters = dict.fromkeys(range(len(stack.class_names)), 0)
+        names = []
+        for cell, label in zip(stack.images, stack.class_index):
+            protein = stack.class_names[label]
+            (tmp / protein).mkdir(exist_ok=True)
+            name = f"{protein}/cell{counters[label]}.png"
+            counters[label] += 1
+            rgb = np.zeros(cell.shape[1:] + (3,), dtype=np.uint8)
+            rgb[..., 0], rgb[..., 1] = cell[0], cell[1]
+            iio.imwrite(tmp / name, rgb)
+            names.append(name)
+        if stack.truth:
+            _write_truth(tmp / TRUTH_FILE, names, stack)
     return root
 
 
@@ -471,10 +466,14 @@ def find_lin_splits(root) -> dict[str, Path]:
 
 def write_h5(stack: CellStack, path, scale=(1.0, 1.0)) -> Path:
     """HDF5 with ``cells`` (N, 2, H, W), ``class_index``, names, ground truth and scale; atomic."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: _write_h5(tmp, stack, scale))
+    return path
+
+
+def _write_h5(tmp, stack: CellStack, scale) -> None:
     import h5py
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
     # libver "latest": checksummed metadata (HDF5 >= 1.10), so damage anywhere is refused rather than read
     with h5py.File(tmp, "w", libver="latest") as f:
         # fletcher32: a checksum per chunk, so a damaged file is refused rather than read as other pixels
@@ -493,8 +492,6 @@ def write_h5(stack: CellStack, path, scale=(1.0, 1.0)) -> Path:
             values = np.asarray(values)
             truth.create_dataset(key, data=np.char.encode(values, "utf-8") if values.dtype.kind == "U" else values,
                                  fletcher32=True)
-    os.replace(tmp, path)
-    return path
 
 
 def is_cell_h5(path) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_open
 from ..jobs import Job, Update
 from .fields import Field, FieldError, safe_name
 from .lin import CellStack, write_h5, write_lin_folder
@@ -432,7 +433,7 @@ def write_prepared(results: list[PreparedField], out, protein: str, test_fractio
     for row in rows:
         row["lin_file"] = where.get(row["cell"], "")
         row["h5_index"] = stack.file_names.index(row["cell"]) if row["accepted"] else ""
-    with open(out / PROVENANCE_FILE, "w", newline="") as f:
+    with atomic_open(out / PROVENANCE_FILE, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from ..atomic import atomic_open, atomic_write
+
 PROTEINS = ("Alp14", "Arp3", "Cki2", "Fim1", "Mkh1", "Sid2", "Tea1", "Tea4")
 # 0.2 µm per pixel at 48 x 80: the longest cell (15 µm = 75 px) still fits the 80 px frame at
 # the largest tilt, the 4 µm width spans 20 of 48 rows, and 96 x 160 is then 0.1 µm, the LIN
@@ -877,7 +879,7 @@ def write_simulated_fields(out, n_fields: int, seed: int = 0, shape=(512, 512), 
                                 FIELD_Z_STEP_UM if z_planes else None, flag)
         write_field_tiff(out / f"field_{k}_labels.tif", sim.labels[None], sim.pixel_size_um, ["cell labels"],
                          metadata=flag)
-        with open(out / f"field_{k}_truth.csv", "w", newline="") as f:
+        with atomic_open(out / f"field_{k}_truth.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(list(sim.truth))
             writer.writerows(zip(*(np.asarray(v).tolist() for v in sim.truth.values())))
@@ -900,7 +902,8 @@ def _write_montages(folder, seed: int = 0) -> None:
     pictures = {"simulator_montage.png": make_montage(cells.images, 10),
                 "simulator_lineage.png": make_montage(lineage.images, 8)}  # fmt: skip
     for name, picture in pictures.items():
-        iio.imwrite(os.path.join(folder, name), picture.repeat(2, axis=0).repeat(2, axis=1))  # legible
+        atomic_write(os.path.join(folder, name),
+                     lambda tmp: iio.imwrite(tmp, picture.repeat(2, axis=0).repeat(2, axis=1)))  # noqa: B023 (legible)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 
+from ..atomic import atomic_open, atomic_write, write_text
 from ..data import em
 from ..jobs import Job, Update, within
 from . import em_metrics
@@ -317,7 +318,7 @@ def _pairs_figure(path: Path, evaluation: EMEvaluation, examples: int) -> None:
             axes[i, j].set_axis_off()
             if i == 0:
                 axes[i, j].set_title(title, fontsize=9)
-    fig.savefig(path)
+    atomic_write(path, fig.savefig)
 
 
 def write_report(evaluation: EMEvaluation, out_dir, examples: int = 4) -> dict[str, Path]:
@@ -326,9 +327,9 @@ def write_report(evaluation: EMEvaluation, out_dir, examples: int = 4) -> dict[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "em_report.json", "csv": out / "em_report.csv", "png": out / "em_pairs.png"}
-    files["json"].write_text(json.dumps(_finite(evaluation.results), indent=2, allow_nan=False))
+    write_text(files["json"], json.dumps(_finite(evaluation.results), indent=2, allow_nan=False))
     rows = report_rows(evaluation.results)
-    with open(files["csv"], "w", newline="") as f:
+    with atomic_open(files["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["measure", "real", "generated", "paper_real", "paper_generated",
                                                "note"])
         writer.writeheader()

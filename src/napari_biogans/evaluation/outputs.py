@@ -12,12 +12,12 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from . import plots
 from .pipeline import (
     SIMULATED_NOTE,
@@ -189,21 +189,10 @@ def draw(result, ax, style=plots.LIGHT) -> None:
 # Files
 
 
-def _atomic(path: Path, write) -> Path:
-    """``write(temporary path)``, then rename: a failed write leaves no half-written file."""
-    partial = path.with_name(f".partial-{path.name}")  # same suffix: writers pick the format from it
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
 def write_table(result, path) -> Path:
     """Write the result's CSV to ``path``."""
     text = table_text(result)
-    return _atomic(Path(path), lambda p: p.write_text(text))
+    return atomic_write(Path(path), lambda p: p.write_text(text))
 
 
 def write_outputs(result, out_dir) -> dict[str, Path]:
@@ -214,18 +203,18 @@ def write_outputs(result, out_dir) -> dict[str, Path]:
     name = stem(result)
     files = {"csv": write_table(result, out / f"{name}.csv")}
     text = summary_text(result)
-    files["json"] = _atomic(out / f"{name}.json", lambda p: p.write_text(text))
+    files["json"] = atomic_write(out / f"{name}.json", lambda p: p.write_text(text))
     if has_figure(result):
         size = (6, 5) if isinstance(result, RealVsRealEvaluation) else (5, 4)
-        files["png"] = _atomic(out / f"{name}.png",
-                               lambda p: plots.save_figure(lambda ax: draw(result, ax), p, size=size))
+        files["png"] = out / f"{name}.png"
+        plots.save_figure(lambda ax: draw(result, ax), files["png"], size=size)
     if isinstance(result, ReconstructionEvaluation):
         import tifffile
 
         from ..data.lin import to_uint8
 
         images = to_uint8(result.reconstruction.images)
-        files["tif"] = _atomic(out / "reconstructions.tif",
+        files["tif"] = atomic_write(out / "reconstructions.tif",
                                lambda p: tifffile.imwrite(p, images, metadata={"axes": "QCYX"}))
     return files
 

@@ -107,9 +107,11 @@ def score_matrix(ax, matrix: np.ndarray, names: list[str], style=LIGHT, title="r
 
 
 def save_figure(draw, path, size=(5, 4), **kwargs) -> None:
-    """Draw with ``draw(ax, **kwargs)`` into a new Agg figure and save it as PNG."""
+    """Draw with ``draw(ax, **kwargs)`` into a new Agg figure and save it as PNG (atomically)."""
     from matplotlib.figure import Figure
+
+    from ..atomic import atomic_write
 
     fig = Figure(figsize=size, dpi=120, layout="constrained")
     draw(fig.add_subplot(), **kwargs)
-    fig.savefig(path)
+    atomic_write(path, fig.savefig)

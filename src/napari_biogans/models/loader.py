@@ -60,7 +60,7 @@ def check_kind(path, card: dict, kind: str | None) -> str:
 def load(name_or_path, device="auto", kind: str | None = None) -> LoadedModel:
     """The model ``name_or_path`` names, loaded once per file version and device (see the module)."""
     global load_count
-    path = checkpoints.resolve_model(name_or_path).resolve()
+    path = checkpoints.canonical_path(checkpoints.resolve_model(name_or_path))  # a run folder's link stays
     found = check_kind(path, checkpoints.read_card(path), kind)
     torch_device = resolve_device(device) if isinstance(device, str) else device
     stat = path.stat()

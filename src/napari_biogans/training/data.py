@@ -65,10 +65,9 @@ def cached_neighbours(stack: CellStack, k: int = 5, device="cpu") -> np.ndarray:
     if path.is_file():
         return np.load(path)
     neighbours = mine_neighbours(stack, k=k, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.npy")
-    np.save(tmp, neighbours)
-    os.replace(tmp, path)
+    from ..atomic import atomic_write
+
+    atomic_write(path, lambda tmp: np.save(tmp, neighbours))
     return neighbours
 
 

@@ -69,6 +69,13 @@ def rank0_decides(flag: bool, device) -> bool:
     return bool(tensor.item())
 
 
+def any_rank(flag: bool, device) -> bool:
+    """True on every rank when ``flag`` is True on any (a signal that reached some ranks only)."""
+    tensor = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def run_in_process_group(device: str, body) -> int:
     """``body()``; under torchrun (WORLD_SIZE > 1) inside the process group (NCCL on GPUs, gloo on
     CPU), which every rank leaves together, and then the process ends with ``body``'s code."""

@@ -11,8 +11,13 @@ sync), ``preview()``, ``model_meta()`` and ``save_model(path)``, plus its own ra
 ``Update(done=iteration, total=iterations, stage="training", payload=TrainEvent)`` per logged
 iteration and a last one whose event has ``finished`` set; it writes ``losses.csv``, checkpoints
 on schedule, when ``stop`` (a :class:`~napari_biogans.jobs.StopFlag`) or :meth:`request_stop`
-asks, and at the end, and turns a non-finite loss into :class:`TrainingDiverged`. Under
-``torchrun`` only rank 0 writes logs, previews and checkpoints.
+asks, and at the end, and turns a non-finite loss or weight into :class:`TrainingDiverged`. Under
+``torchrun`` only rank 0 writes logs, previews and checkpoints, and the ranks agree on a stop at
+logged iterations (a signal may reach them at different ones), so all stop at the same iteration.
+
+Rank 0 holds the run folder's lock (:func:`.run_folder.lock`) from construction to :meth:`close`,
+and every checkpoint is one step (:func:`.run_folder.commit`): ``train_state.safetensors`` and the
+model file always hold the same iteration.
 
 A run folder's ``train_state.safetensors`` holds every model (``<name>.<key>``), every optimiser
 (``opt<name>.<param>.<key>`` tensors, the rest in the JSON metadata), torch's RNG states and the
@@ -30,8 +35,8 @@ import torch
 
 from .. import checkpoints
 from ..jobs import Job, StopFlag, Update
-from . import loss_log
-from .distributed import average_gradients, rank_seed
+from . import loss_log, run_folder
+from .distributed import any_rank, average_gradients, rank_seed
 from .events import STATE_FILE, TrainEvent, TrainingDiverged  # noqa: F401  (TrainingDiverged: public here too)
 
 def optimizer_state(prefix: str, optimizer) -> tuple[dict, dict]:
@@ -95,14 +100,27 @@ class TrainingLoop:
     divergence_hint = "Try a lower learning rate."
 
     def _start(self, resume: bool) -> None:
-        """Fresh run (refusing a folder that holds one) or resume from the run folder's state."""
+        """Fresh run (refusing a folder that holds one) or resume from the run folder's state; rank 0
+        takes the folder's lock first (a second writer is refused before anything is read or written)."""
         self.iteration = 0
         self.last_checkpoint: Path | None = None
+        self.saved_iteration: int | None = None  # the iteration the run folder's checkpoint holds
         self._stop = False
-        if resume:
-            self._resume()
-        elif self.rank == 0 and self.state_path.exists():
-            raise FileExistsError(f"{self.run_dir} already holds a training run; resume it or choose a new folder")
+        self._lock = run_folder.lock(self.run_dir) if self.rank == 0 else None
+        try:
+            if resume:
+                self._resume()
+            elif self.rank == 0 and self.state_path.exists():
+                raise FileExistsError(f"{self.run_dir} already holds a training run; resume it or choose a new folder")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let the next writer into the run folder (also done by the process's end)."""
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -151,12 +169,22 @@ class TrainingLoop:
     def _weights_finite(self) -> bool:
         return all(torch.isfinite(p).all() for m in self.models.values() for p in m.parameters())
 
+    def _kept(self) -> str:
+        if self.saved_iteration is None:
+            return "no checkpoint was saved"
+        return f"the last good checkpoint {self.state_path} (iteration {self.saved_iteration}) is kept"
+
     def save(self) -> Path | None:
-        """Write the train state and the model file (rank 0 only); nothing when a weight is not finite."""
+        """Write the train state and the model file as one step (rank 0 only; every rank checks the
+        weights); a non-finite weight raises :class:`TrainingDiverged` and never overwrites the last good
+        checkpoint."""
+        if not self._weights_finite():
+            raise TrainingDiverged(f"weights became non-finite at iteration {self.iteration}; training stopped, "
+                                   f"{self._kept()}. {self.divergence_hint}")
         if self.rank != 0:
             return None
-        if not self._weights_finite():
-            return None  # never overwrite the last good checkpoint with broken weights
+        if self.saved_iteration == self.iteration:
+            return self.state_path  # already saved (a stop or the end at a checkpoint iteration)
         tensors, opt_meta = {}, {}
         for name, model in self.models.items():
             tensors.update({f"{name}.{k}": v for k, v in model.state_dict().items()})
@@ -175,9 +203,13 @@ class TrainingLoop:
             "train_config": asdict(self.config),
             **extra_meta,
         }
-        checkpoints.save(self.state_path, tensors, meta)
-        self.save_model(self.model_path)
-        self.last_checkpoint = self.state_path
+
+        def write(folder: Path) -> None:
+            checkpoints.save(folder / STATE_FILE, tensors, meta)
+            self.save_model(folder / self.model_file)
+
+        run_folder.commit(self.run_dir, self.iteration, (STATE_FILE, self.model_file), write)
+        self.last_checkpoint, self.saved_iteration = self.state_path, self.iteration
         return self.state_path
 
     def _resume(self) -> None:
@@ -194,7 +226,7 @@ class TrainingLoop:
         restore_torch_rng(tensors, self.device)
         self.restore_extra_state(tensors, meta)
         self.iteration = meta["iteration"]
-        self.last_checkpoint = self.state_path
+        self.last_checkpoint, self.saved_iteration = self.state_path, self.iteration
         if self.rank:
             self.reseed(rank_seed(self.config.seed, self.rank, self.iteration))
 
@@ -206,19 +238,34 @@ class TrainingLoop:
     def _loss_values(self, losses: dict) -> dict[str, float]:
         values = dict(zip(losses, torch.stack([v.float() for v in losses.values()]).tolist()))  # one host sync
         if not all(math.isfinite(v) for v in values.values()):
-            kept = f"the last good checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
             raise TrainingDiverged(f"non-finite loss at iteration {self.iteration} ({values}); training stopped, "
-                                   f"{kept} is kept. {self.divergence_hint}")
+                                   f"{self._kept()}. {self.divergence_hint}")
         return values
+
+    def _stopping(self, stop) -> bool:
+        """Whether to stop now: asked on this process; under torchrun, asked on any rank, agreed at
+        logged iterations (every rank reaches them together) so all ranks stop at the same one."""
+        asked = bool(self._stop or stop)
+        if self.world == 1:
+            return asked
+        if self.iteration % self.config.log_every:
+            return False
+        return any_rank(asked, self.device)
 
     def run(self, stop: StopFlag | None = None) -> Job:
         """Train to ``config.iterations`` (see the module docstring); returns the last :class:`TrainEvent`."""
+        try:
+            return (yield from self._run(stop))
+        finally:
+            self.close()  # the run folder is free for the next writer once this run has saved
+
+    def _run(self, stop) -> Job:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             loss_log.truncate(self.run_dir, self.iteration)
         start, t0 = self.iteration, time.perf_counter()
-        while self.iteration < cfg.iterations and not (self._stop or stop):
+        while self.iteration < cfg.iterations and not self._stopping(stop):
             losses = self.step()
             i = self.iteration
             values = self._loss_values(losses) if self.check_every_step else None

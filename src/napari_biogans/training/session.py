@@ -142,6 +142,7 @@ def train_job(config, data_spec, run_dir, resume: bool, stop: StopFlag, update_e
             return RunResult(trainer.iteration, trainer.iteration < config.iterations,
                              str(trainer.model_path) if trainer.model_path.exists() else None, str(trainer.state_path))
         finally:
+            trainer.close()  # the run folder's lock: the next run may start while this memory is freed
             del trainer  # free the models and optimiser state (and GPU memory) now, not at the next run
             gc.collect()
             if device.type == "cuda":

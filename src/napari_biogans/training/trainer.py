@@ -69,7 +69,6 @@ class Trainer(TrainingLoop):
     critic steps, then one generator step).
     """
 
-    divergence_hint = "Try a lower learning rate or the wgan-gp objective."
     model_file = "generator.safetensors"
     data_noun = "cells"
 
@@ -111,6 +110,13 @@ class Trainer(TrainingLoop):
         self.preview_z = torch.randn(config.preview_count, G.nz, generator=preview_rng, device=self.device)
         self.data_hash = stack_hash(data)
         self._start(resume)
+
+    @property
+    def divergence_hint(self) -> str:
+        if self.config.objective == "wgan-gp":  # already the steadiest objective: suggest what is left
+            return ("Try a lower learning rate (TrainConfig.lr, below the objective's default) or a smaller width, "
+                    "and resume from the kept checkpoint.")
+        return "Try a lower learning rate or the wgan-gp objective (--objective wgan-gp)."
 
     @property
     def G(self):
