@@ -413,6 +413,8 @@ def cmd_train_em(args) -> int:
         label_width=args.label_width, image_width=args.image_width, label_d_width=args.label_width,
         image_d_width=args.image_width, reconstructor_width=args.label_width, seed=args.seed, device=args.device,
         checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
+        init_image_generator=args.init_image_generator, fake_cycle_trains_gy=args.fake_cycle_trains_gy,
+        diversity_weight=args.diversity_weight,
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
 
@@ -630,6 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-width", type=int, default=32, help="G_y, label critics and F_y width")
     p.add_argument("--image-width", type=int, default=64, help="G_x and image critic width")
     p.add_argument("--init-label-gan", default=None, help="dsgan: start G_y from this sgan run or model")
+    p.add_argument("--init-image-generator", default=None,
+                   help="sgan/dsgan: start G_x from this EM model or train state (same architecture)")
+    p.add_argument("--fake-cycle-trains-gy", action="store_true",
+                   help="dsgan: let the cycle term on generated labels train G_y too, as the reference did "
+                        "(it collapses G_y; see docs/evaluation.md)")
+    p.add_argument("--diversity-weight", type=float, default=0.0,
+                   help="dsgan: weight of the mode-seeking term that keeps G_y's samples apart (0: off)")
     p.add_argument("--half", action="store_true", help="store the model file in float16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -106,7 +106,15 @@ class EMTrainConfig:
     lambda_b: float = 10.0
     lambda_cyc: float = 5.0
     lambda_fake: float = 1.0
+    # dsgan: whether the cycle term on generated labels, λ_cyc·λ_fake·BCE(F_y(G_x(ỹ)), ỹ), also trains G_y.
+    # The reference lets it (F.6); it then rewards G_y for labels that G_x and F_y find easy, which
+    # collapsed G_y to one repeated blob motif (docs/evaluation.md, "G_y collapse"), so it is off by default.
+    fake_cycle_trains_gy: bool = False
+    # dsgan: weight of a mode-seeking term for G_y (Mao et al. 2019): mean|G_y(z1) − G_y(z2)| /
+    # mean|z1 − z2| is pushed up (its inverse is added to the loss); 0 = off
+    diversity_weight: float = 0.0
     init_label_gan: str | None = None  # dsgan: a train state or EM model to start G_y (and D_y) from
+    init_image_generator: str | None = None  # sgan/dsgan: an EM model or train state to start G_x from
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 1000
@@ -235,6 +243,8 @@ class EMTrainer(TrainingLoop):
         self._start(resume)
         if not resume and cfg.init_label_gan:
             self._init_label_gan(Path(cfg.init_label_gan))
+        if not resume and cfg.init_image_generator:
+            self._init_image_generator(Path(cfg.init_image_generator))
 
     # -- set-up --------------------------------------------------------------------------------
     def _check_sizes(self) -> None:
@@ -272,6 +282,22 @@ class EMTrainer(TrainingLoop):
         for name, prefix in prefixes.items():
             if configs.get(name) == self.models[name].config:
                 checkpoints.load_module_state(self.models[name], tensors, path, prefix=prefix)
+
+    def _init_image_generator(self, path: Path) -> None:
+        """G_x from a finished run (its train state or EM model), so a retrained G_y keeps today's renderer."""
+        if "Gx" not in self.models:
+            raise ValueError(f"a {self.config.mode} run has no image generator to start from {path}")
+        tensors, meta = checkpoints.load(path)
+        if meta.get("kind") == "train-state":
+            config, prefix = meta.get("configs", {}).get("Gx"), "Gx."
+        elif meta.get("kind") == MODEL_KIND:
+            config, prefix = meta.get("image_generator"), "image_generator."
+        else:
+            raise checkpoints.CheckpointError(f"{path}: not an EM train state or EM model")
+        if config != self.models["Gx"].config:
+            raise checkpoints.CheckpointError(
+                f"{path}: its image generator {config} does not match {self.models['Gx'].config}")
+        checkpoints.load_module_state(self.models["Gx"], tensors, path, prefix=prefix)
 
     # -- metadata and the trainer's own state --------------------------------------------------
     def model_meta(self) -> dict:
@@ -437,11 +463,12 @@ class EMTrainer(TrainingLoop):
         Gy, Gx, Fy = self.models["Gy"], self.models["Gx"], self.models["Fy"]
         y, x = self._crops(cfg.crop)
         z2 = self._noise(Gx, cfg.crop)
+        z1 = self._noise(Gy, cfg.crop // cfg.label_downsample)
         with self._autocast():
-            y_small = Gy(self._noise(Gy, cfg.crop // cfg.label_downsample))
+            y_small = Gy(z1)
             y_fake = F.interpolate(y_small, scale_factor=cfg.label_downsample, mode="bilinear", align_corners=False)
             x_hat = Gx(y, z2)
-            x_tilde = Gx(y_fake, z2)
+            x_tilde = Gx(y_fake if cfg.fake_cycle_trains_gy else y_fake.detach(), z2)
         d_y = self._d_step("Dy", self._down(y), self.pools["y"].query(y_small.float()))
         d_x = self._d_step("Dx", torch.cat([y, x], 1), self.pools["x"].query(torch.cat([y, x_hat.float()], 1)))
         target = (y + 1) / 2
@@ -455,9 +482,20 @@ class EMTrainer(TrainingLoop):
             cyc_fake = F.binary_cross_entropy_with_logits(Fy.logits(x_tilde), ((y_fake.float() + 1) / 2).detach())
             loss = (adv_y + adv_x + cfg.lambda_reg * reg + cfg.lambda_b * bce_real + cfg.lambda_cyc * cyc
                     + cfg.lambda_cyc * cfg.lambda_fake * cyc_fake)
+            losses = {}
+            if cfg.diversity_weight:
+                spread = self._mode_seeking(Gy, y_small, z1)
+                loss = loss + cfg.diversity_weight / (spread + 1e-5)
+                losses["spread"] = spread.detach()
         self.optimizer_step(("Gy", "Gx"), loss)
         return {"D_y": d_y, "D_x": d_x, "G_y": adv_y.detach(), "G_x": adv_x.detach(), "reg": reg.detach(),
-                "B": bce_real.detach(), "cyc": cyc.detach(), "cyc_fake": cyc_fake.detach()}
+                "B": bce_real.detach(), "cyc": cyc.detach(), "cyc_fake": cyc_fake.detach(), **losses}
+
+    def _mode_seeking(self, Gy, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """mean|G_y(z) − G_y(z')| / mean|z − z'| for fresh noise z' (Mao et al. 2019)."""
+        z_other = torch.randn(z.shape, generator=self.noise_rng, device=self.device)
+        other = Gy(z_other)
+        return (fake.float() - other.float()).abs().mean() / (z - z_other).abs().mean()
 
     def _joint_step(self) -> dict:
         y, x = self._crops(self.label_crop)
