@@ -414,7 +414,7 @@ def cmd_train_em(args) -> int:
         image_d_width=args.image_width, reconstructor_width=args.label_width, seed=args.seed, device=args.device,
         checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
         init_image_generator=args.init_image_generator, fake_cycle_trains_gy=args.fake_cycle_trains_gy,
-        diversity_weight=args.diversity_weight,
+        diversity_weight=args.diversity_weight, freeze_image_generator=args.freeze_image_generator,
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
 
@@ -637,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fake-cycle-trains-gy", action="store_true",
                    help="dsgan: let the cycle term on generated labels train G_y too, as the reference did "
                         "(it collapses G_y; see docs/evaluation.md)")
+    p.add_argument("--freeze-image-generator", action="store_true",
+                   help="dsgan: keep G_x as --init-image-generator gave it and train only G_y and D_y")
     p.add_argument("--diversity-weight", type=float, default=0.0,
                    help="dsgan: weight of the mode-seeking term that keeps G_y's samples apart (0: off)")
     p.add_argument("--half", action="store_true", help="store the model file in float16")
