@@ -110,8 +110,8 @@ class EMTrainConfig:
     # The reference lets it (F.6); it then rewards G_y for labels that G_x and F_y find easy, which
     # collapsed G_y to one repeated blob motif (docs/evaluation.md, "G_y collapse"), so it is off by default.
     fake_cycle_trains_gy: bool = False
-    # dsgan: weight of a mode-seeking term for G_y (Mao et al. 2019): mean|G_y(z1) − G_y(z2)| /
-    # mean|z1 − z2| is pushed up (its inverse is added to the loss); 0 = off
+    # sgan/dsgan: weight of a mode-seeking term for G_y (Mao et al. 2019): mean|G_y(z1) − G_y(z2)| /
+    # mean|z1 − z2| for two fresh noises is pushed up (its inverse is added to G_y's loss); 0 = off
     diversity_weight: float = 0.0
     init_label_gan: str | None = None  # dsgan: a train state or EM model to start G_y (and D_y) from
     init_image_generator: str | None = None  # sgan/dsgan: an EM model or train state to start G_x from
@@ -215,6 +215,8 @@ class EMTrainer(TrainingLoop):
                                           cfg.label_pyramid or LABEL_PYRAMIDS[mode]),
         }
         frozen = cfg.freeze_image_generator
+        if cfg.diversity_weight and mode not in ("sgan", "dsgan"):
+            raise ValueError("the mode-seeking term (diversity_weight) is for the sgan and dsgan label generators")
         if frozen and (mode != "dsgan" or not cfg.init_image_generator or cfg.fake_cycle_trains_gy):
             raise ValueError("freeze_image_generator needs a dsgan run with init_image_generator, whose "
                              "generated-label cycle does not train G_y")
@@ -440,8 +442,9 @@ class EMTrainer(TrainingLoop):
                 if k:
                     fake = generate()
                 g_loss = self._adversarial("Dy", fake)
-            self.optimizer_step(("Gy",), g_loss)
-        return {"D_y": d_loss, "G_y": g_loss.detach()}
+                extra = self._add_diversity_term({"loss": g_loss})
+            self.optimizer_step(("Gy",), extra.pop("loss"))
+        return {"D_y": d_loss, "G_y": g_loss.detach(), **extra}
 
     def _pixel_weights(self, y: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -475,9 +478,8 @@ class EMTrainer(TrainingLoop):
             return self._label_gan(self._down(y))
         Gy, Gx, Fy = self.models["Gy"], self.models["Gx"], self.models["Fy"]
         z2 = self._noise(Gx, cfg.crop)
-        z1 = self._noise(Gy, cfg.crop // cfg.label_downsample)
         with self._autocast():
-            y_small = Gy(z1)
+            y_small = Gy(self._noise(Gy, cfg.crop // cfg.label_downsample))
             y_fake = F.interpolate(y_small, scale_factor=cfg.label_downsample, mode="bilinear", align_corners=False)
             x_hat = Gx(y, z2)
             x_tilde = Gx(y_fake if cfg.fake_cycle_trains_gy else y_fake.detach(), z2)
@@ -494,20 +496,21 @@ class EMTrainer(TrainingLoop):
             cyc_fake = F.binary_cross_entropy_with_logits(Fy.logits(x_tilde), ((y_fake.float() + 1) / 2).detach())
             loss = (adv_y + adv_x + cfg.lambda_reg * reg + cfg.lambda_b * bce_real + cfg.lambda_cyc * cyc
                     + cfg.lambda_cyc * cfg.lambda_fake * cyc_fake)
-            losses = {}
-            if cfg.diversity_weight:
-                spread = self._mode_seeking(Gy, y_small, z1)
-                loss = loss + cfg.diversity_weight / (spread + 1e-5)
-                losses["spread"] = spread.detach()
-        self.optimizer_step(("Gy", "Gx"), loss)
+            losses = self._add_diversity_term({"loss": loss})
+        self.optimizer_step(("Gy", "Gx"), losses.pop("loss"))
         return {"D_y": d_y, "D_x": d_x, "G_y": adv_y.detach(), "G_x": adv_x.detach(), "reg": reg.detach(),
                 "B": bce_real.detach(), "cyc": cyc.detach(), "cyc_fake": cyc_fake.detach(), **losses}
 
-    def _mode_seeking(self, Gy, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """mean|G_y(z) − G_y(z')| / mean|z − z'| for fresh noise z' (Mao et al. 2019)."""
-        z_other = torch.randn(z.shape, generator=self.noise_rng, device=self.device)
-        other = Gy(z_other)
-        return (fake.float() - other.float()).abs().mean() / (z - z_other).abs().mean()
+    def _add_diversity_term(self, losses: dict) -> dict:
+        """``losses["loss"]`` plus the mode-seeking term, and its ``spread`` (Mao et al. 2019): mean|G_y(z) −
+        G_y(z')| / mean|z − z'| for two fresh noises; nothing when ``diversity_weight`` is 0."""
+        weight = self.config.diversity_weight
+        if not weight:
+            return losses
+        Gy = self.models["Gy"]
+        z, z_other = (self._noise(Gy, self.label_side) for _ in range(2))
+        spread = (Gy(z).float() - Gy(z_other).float()).abs().mean() / (z - z_other).abs().mean()
+        return {**losses, "loss": losses["loss"] + weight / (spread + 1e-5), "spread": spread.detach()}
 
     def _joint_step(self) -> dict:
         y, x = self._crops(self.label_crop)
