@@ -634,13 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-label-gan", default=None, help="dsgan: start G_y from this sgan run or model")
     p.add_argument("--init-image-generator", default=None,
                    help="sgan/dsgan: start G_x from this EM model or train state (same architecture)")
-    p.add_argument("--fake-cycle-trains-gy", action="store_true",
-                   help="dsgan: let the cycle term on generated labels train G_y too, as the reference did "
-                        "(it collapses G_y; see docs/evaluation.md)")
+    p.add_argument("--no-fake-cycle-into-gy", dest="fake_cycle_trains_gy", action="store_false",
+                   help="dsgan: the cycle term on generated labels trains G_x only (the reference: G_y too)")
     p.add_argument("--freeze-image-generator", action="store_true",
                    help="dsgan: keep G_x as --init-image-generator gave it and train only G_y and D_y")
-    p.add_argument("--diversity-weight", type=float, default=0.0,
-                   help="dsgan: weight of the mode-seeking term that keeps G_y's samples apart (0: off)")
+    p.add_argument("--diversity-weight", type=float, default=None,
+                   help="sgan/dsgan: weight of the mode-seeking term that keeps G_y's samples apart (default 0.2; "
+                        "0: off, the reference)")
     p.add_argument("--half", action="store_true", help="store the model file in float16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

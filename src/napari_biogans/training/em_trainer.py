@@ -72,6 +72,7 @@ LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3,
                   "conditional": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1))}
 IMAGE_PYRAMIDS = {"sgan": ((3, 1, 0.5), (4, 1, 0.5)), "dsgan": ((3, 1, 0.3), (4, 1, 0.3), (3, 2, 0.2), (4, 2, 0.2))}
 MODEL_FILE = "em_model.safetensors"
+DIVERSITY_WEIGHT = 0.2  # the mode-seeking term's default for sgan and dsgan (measured: docs/evaluation.md)
 
 __all__ = ["MODES", "EMTrainConfig", "TrainEvent", "EMPreview", "EMTrainer", "HistoryPool", "TrainingDiverged",
            "data_hash"]
@@ -106,17 +107,18 @@ class EMTrainConfig:
     lambda_b: float = 10.0
     lambda_cyc: float = 5.0
     lambda_fake: float = 1.0
-    # dsgan: whether the cycle term on generated labels, λ_cyc·λ_fake·BCE(F_y(G_x(ỹ)), ỹ), also trains G_y.
-    # The reference lets it (F.6); it then rewards G_y for labels that G_x and F_y find easy, which
-    # collapsed G_y to one repeated blob motif (docs/evaluation.md, "G_y collapse"), so it is off by default.
-    fake_cycle_trains_gy: bool = False
+    # dsgan: whether the cycle term on generated labels, λ_cyc·λ_fake·BCE(F_y(G_x(ỹ)), ỹ), also trains G_y, as
+    # in the reference (F.6); off, it trains G_x alone (it mildly favours easily rendered labels)
+    fake_cycle_trains_gy: bool = True
     # sgan/dsgan: weight of a mode-seeking term for G_y (Mao et al. 2019): mean|G_y(z1) − G_y(z2)| /
-    # mean|z1 − z2| for two fresh noises is pushed up (its inverse is added to G_y's loss); 0 = off
-    diversity_weight: float = 0.0
+    # mean|z1 − z2| for two fresh noises is pushed up (its inverse is added to G_y's loss). Without it G_y
+    # learns to ignore its noise within a few hundred iterations and tiles one motif (docs/evaluation.md,
+    # "G_y collapse"). None: 0.2 for sgan and dsgan; 0 = off (the reference)
+    diversity_weight: float | None = None
     init_label_gan: str | None = None  # dsgan: a train state or EM model to start G_y (and D_y) from
     init_image_generator: str | None = None  # sgan/dsgan: an EM model or train state to start G_x from
-    # dsgan: keep G_x as ``init_image_generator`` gave it and train G_y and D_y alone. With the cycle term
-    # kept from G_y this is exactly G_y's part of DSGAN, at a tenth of an iteration's cost on a CPU.
+    # dsgan: keep G_x as ``init_image_generator`` gave it and train G_y and D_y alone (the label GAN, as the
+    # reference's pretraining of G_y): a new G_y for a finished G_x at a tenth of an iteration's CPU cost
     freeze_image_generator: bool = False
     seed: int = 0
     device: str = "auto"
@@ -217,9 +219,10 @@ class EMTrainer(TrainingLoop):
         frozen = cfg.freeze_image_generator
         if cfg.diversity_weight and mode not in ("sgan", "dsgan"):
             raise ValueError("the mode-seeking term (diversity_weight) is for the sgan and dsgan label generators")
-        if frozen and (mode != "dsgan" or not cfg.init_image_generator or cfg.fake_cycle_trains_gy):
-            raise ValueError("freeze_image_generator needs a dsgan run with init_image_generator, whose "
-                             "generated-label cycle does not train G_y")
+        self.diversity_weight = (DIVERSITY_WEIGHT if mode in ("sgan", "dsgan") else 0.0) \
+            if cfg.diversity_weight is None else cfg.diversity_weight
+        if frozen and (mode != "dsgan" or not cfg.init_image_generator):
+            raise ValueError("freeze_image_generator needs a dsgan run with init_image_generator")
         if mode in ("sgan", "dsgan"):
             self.models["Gx"] = CascadeGenerator(width=cfg.image_width, n_blocks=cfg.image_blocks)
             if not frozen:
@@ -504,7 +507,7 @@ class EMTrainer(TrainingLoop):
     def _add_diversity_term(self, losses: dict) -> dict:
         """``losses["loss"]`` plus the mode-seeking term, and its ``spread`` (Mao et al. 2019): mean|G_y(z) −
         G_y(z')| / mean|z − z'| for two fresh noises; nothing when ``diversity_weight`` is 0."""
-        weight = self.config.diversity_weight
+        weight = self.diversity_weight
         if not weight:
             return losses
         Gy = self.models["Gy"]
