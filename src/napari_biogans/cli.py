@@ -421,6 +421,10 @@ def cmd_train_em(args) -> int:
     def train() -> int:
         trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
         _print_cost(trainer)
+        noise_side = trainer.label_side // trainer.models["Gy"].factor
+        if args.model in ("sgan", "dsgan") and noise_side < 4 and trainer.rank == 0:
+            print(f"biogans train-em: G_y sees {noise_side}x{noise_side} noise per crop; below 4x4 (512 crops) its "
+                  "samples were measured to tile one motif (docs/evaluation.md, 'G_y collapse')", file=sys.stderr)
         return _drive(trainer, None, trainer.rank != 0, args.time_limit)
 
     return run_in_process_group(args.device, train)
