@@ -50,8 +50,8 @@ def test_every_mode_trains_and_saves_a_loadable_model(tmp_path, sections, mode):
     assert [e.iteration for e in events] == [1, 2, 2] and events[-1].finished
     assert "finished at iteration 2" in events[-1].message
     assert all(math.isfinite(v) for v in events[0].losses.values())
-    expected = {"sgan": {"D_y", "G_y", "D_x", "G_x", "L1"}, "joint": {"D_y", "G_y"},
-                "dsgan": {"D_y", "D_x", "G_y", "G_x", "reg", "B", "cyc", "cyc_fake"}}[mode]
+    expected = {"sgan": {"D_y", "G_y", "D_x", "G_x", "L1", "spread"}, "joint": {"D_y", "G_y"},
+                "dsgan": {"D_y", "D_x", "G_y", "G_x", "reg", "B", "cyc", "cyc_fake", "spread"}}[mode]
     assert set(events[0].losses) == expected
     preview = events[1].preview
     side = 256 if mode == "joint" else 128
@@ -163,15 +163,40 @@ def test_dsgan_starts_from_a_label_gan_and_half_model_files(tmp_path, sections):
     assert next(model.image_generator.parameters()).dtype == torch.float32
 
 
-def test_dsgan_fake_cycle_trains_the_label_generator_through_the_image_generator(tmp_path, sections):
-    moved = {}
-    for lambda_fake in (0.0, 1.0):  # D_y's weights are 0: G_y learns only from F_y(G_x(G_y(z)))
-        cfg = config("dsgan", iterations=1, label_pyramid=((3, 1, 0.0), (3, 2, 0.0)), lambda_fake=lambda_fake)
-        trainer = EMTrainer(cfg, *sections, tmp_path / str(lambda_fake))
-        before = {k: v.clone() for k, v in trainer.models["Gy"].state_dict().items()}
-        trainer.step()
-        moved[lambda_fake] = any(not torch.equal(v, trainer.models["Gy"].state_dict()[k]) for k, v in before.items())
-    assert moved == {0.0: False, 1.0: True}
+def label_generator_moves(trainer) -> bool:
+    before = {k: v.clone() for k, v in trainer.models["Gy"].state_dict().items()}
+    trainer.step()
+    return any(not torch.equal(v, trainer.models["Gy"].state_dict()[k]) for k, v in before.items())
+
+
+def test_dsgan_fake_cycle_reaches_the_label_generator_only_when_asked(tmp_path, sections):
+    moved = {}  # D_y's weights are 0: G_y learns only from F_y(G_x(G_y(z))) or the mode-seeking term
+    for trains_gy, lambda_fake, diversity in ((True, 0.0, 0.0), (True, 1.0, 0.0), (False, 1.0, 0.0),
+                                              (False, 0.0, 0.5)):
+        cfg = config("dsgan", iterations=1, label_pyramid=((3, 1, 0.0), (3, 2, 0.0)), lambda_fake=lambda_fake,
+                     fake_cycle_trains_gy=trains_gy, diversity_weight=diversity)
+        trainer = EMTrainer(cfg, *sections, tmp_path / f"{trains_gy}{lambda_fake}{diversity}")
+        moved[trains_gy, lambda_fake, diversity] = label_generator_moves(trainer)
+    assert moved == {(True, 0.0, 0.0): False, (True, 1.0, 0.0): True, (False, 1.0, 0.0): False,
+                     (False, 0.0, 0.5): True}
+
+
+def test_dsgan_with_a_frozen_image_generator_trains_only_the_label_gan(tmp_path, sections):
+    first = EMTrainer(config("dsgan", iterations=1), *sections, tmp_path / "first")
+    list(first.run())
+    cfg = config("dsgan", iterations=2, init_image_generator=str(first.model_path), freeze_image_generator=True)
+    trainer = EMTrainer(cfg, *sections, tmp_path / "frozen")
+    assert set(trainer.models) == {"Gy", "Dy", "Gx"} and set(trainer.optimizers) == {"Gy", "Dy"}
+    assert label_generator_moves(trainer)
+    list(trainer.run())
+    saved = load_em_model(trainer.model_path).image_generator.state_dict()
+    for key, value in first.models["Gx"].state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    with pytest.raises(ValueError, match="freeze_image_generator needs"):  # nothing to start G_x from
+        EMTrainer(config("dsgan", freeze_image_generator=True), *sections, tmp_path / "bad")
+    with pytest.raises(checkpoints.CheckpointError, match="does not match"):
+        EMTrainer(config("dsgan", image_width=8, init_image_generator=str(first.model_path)), *sections,
+                  tmp_path / "wide")
 
 
 def test_history_pool_and_pixel_weights(tmp_path, sections):

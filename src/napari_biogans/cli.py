@@ -421,12 +421,18 @@ def cmd_train_em(args) -> int:
         label_width=args.label_width, image_width=args.image_width, label_d_width=args.label_width,
         image_d_width=args.image_width, reconstructor_width=args.label_width, seed=args.seed, device=args.device,
         checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
+        init_image_generator=args.init_image_generator, fake_cycle_trains_gy=args.fake_cycle_trains_gy,
+        diversity_weight=args.diversity_weight, freeze_image_generator=args.freeze_image_generator,
     )
     description = f"VNC {Path(args.data).name} sections {sections[0]:02d}-{sections[-1]:02d}"
 
     def train() -> int:
         trainer = EMTrainer(config, images, labels, args.out, resume=args.resume, description=description)
         _print_cost(trainer)
+        noise_side = trainer.label_side // trainer.models["Gy"].factor
+        if args.model in ("sgan", "dsgan") and noise_side < 4 and trainer.rank == 0:
+            print(f"biogans train-em: G_y sees {noise_side}x{noise_side} noise per crop; below 4x4 (512 crops) its "
+                  "samples were measured to tile one motif (docs/evaluation.md, 'G_y collapse')", file=sys.stderr)
         return _drive(trainer, None, trainer.rank != 0, args.time_limit)
 
     return run_in_process_group(args.device, train)
@@ -657,6 +663,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-width", type=int, default=32, help="G_y, label critics and F_y width")
     p.add_argument("--image-width", type=int, default=64, help="G_x and image critic width")
     p.add_argument("--init-label-gan", default=None, help="dsgan: start G_y from this sgan run or model")
+    p.add_argument("--init-image-generator", default=None,
+                   help="sgan/dsgan: start G_x from this EM model or train state (same architecture)")
+    p.add_argument("--no-fake-cycle-into-gy", dest="fake_cycle_trains_gy", action="store_false",
+                   help="dsgan: the cycle term on generated labels trains G_x only (the reference: G_y too)")
+    p.add_argument("--freeze-image-generator", action="store_true",
+                   help="dsgan: keep G_x as --init-image-generator gave it and train only G_y and D_y")
+    p.add_argument("--diversity-weight", type=float, default=None,
+                   help="sgan/dsgan: weight of the mode-seeking term that keeps G_y's samples apart (default 0.2; "
+                        "0: off, the reference)")
     p.add_argument("--half", action="store_true", help="store the model file in float16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -72,6 +72,7 @@ LABEL_PYRAMIDS = {"sgan": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1)), "dsgan": ((3,
                   "conditional": ((3, 1, 0.5), (3, 2, 0.4), (3, 4, 0.1))}
 IMAGE_PYRAMIDS = {"sgan": ((3, 1, 0.5), (4, 1, 0.5)), "dsgan": ((3, 1, 0.3), (4, 1, 0.3), (3, 2, 0.2), (4, 2, 0.2))}
 MODEL_FILE = "em_model.safetensors"
+DIVERSITY_WEIGHT = 0.2  # the mode-seeking term's default for sgan and dsgan (measured: docs/evaluation.md)
 
 __all__ = ["MODES", "EMTrainConfig", "TrainEvent", "EMPreview", "EMTrainer", "HistoryPool", "TrainingDiverged",
            "data_hash"]
@@ -106,7 +107,19 @@ class EMTrainConfig:
     lambda_b: float = 10.0
     lambda_cyc: float = 5.0
     lambda_fake: float = 1.0
+    # dsgan: whether the cycle term on generated labels, λ_cyc·λ_fake·BCE(F_y(G_x(ỹ)), ỹ), also trains G_y, as
+    # in the reference (F.6); off, it trains G_x alone (it mildly favours easily rendered labels)
+    fake_cycle_trains_gy: bool = True
+    # sgan/dsgan: weight of a mode-seeking term for G_y (Mao et al. 2019): mean|G_y(z1) − G_y(z2)| /
+    # mean|z1 − z2| for two fresh noises is pushed up (its inverse is added to G_y's loss). Without it G_y
+    # learns to ignore its noise within a few hundred iterations and tiles one motif (docs/evaluation.md,
+    # "G_y collapse"). None: 0.2 for sgan and dsgan; 0 = off (the reference)
+    diversity_weight: float | None = None
     init_label_gan: str | None = None  # dsgan: a train state or EM model to start G_y (and D_y) from
+    init_image_generator: str | None = None  # sgan/dsgan: an EM model or train state to start G_x from
+    # dsgan: keep G_x as ``init_image_generator`` gave it and train G_y and D_y alone (the label GAN, as the
+    # reference's pretraining of G_y): a new G_y for a finished G_x at a tenth of an iteration's CPU cost
+    freeze_image_generator: bool = False
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 1000
@@ -203,10 +216,19 @@ class EMTrainer(TrainingLoop):
             "Dy": MultiScaleDiscriminator(3 if mode == "joint" else 2, cfg.label_d_width,
                                           cfg.label_pyramid or LABEL_PYRAMIDS[mode]),
         }
+        frozen = cfg.freeze_image_generator
+        if cfg.diversity_weight and mode not in ("sgan", "dsgan"):
+            raise ValueError("the mode-seeking term (diversity_weight) is for the sgan and dsgan label generators")
+        self.diversity_weight = (DIVERSITY_WEIGHT if mode in ("sgan", "dsgan") else 0.0) \
+            if cfg.diversity_weight is None else cfg.diversity_weight
+        if frozen and (mode != "dsgan" or not cfg.init_image_generator):
+            raise ValueError("freeze_image_generator needs a dsgan run with init_image_generator")
         if mode in ("sgan", "dsgan"):
             self.models["Gx"] = CascadeGenerator(width=cfg.image_width, n_blocks=cfg.image_blocks)
-            self.models["Dx"] = MultiScaleDiscriminator(3, cfg.image_d_width, cfg.image_pyramid or IMAGE_PYRAMIDS[mode])
-        if mode == "dsgan":
+            if not frozen:
+                self.models["Dx"] = MultiScaleDiscriminator(3, cfg.image_d_width,
+                                                            cfg.image_pyramid or IMAGE_PYRAMIDS[mode])
+        if mode == "dsgan" and not frozen:
             self.models["Fy"] = UNet(1, 2, cfg.reconstructor_width, cfg.reconstructor_depth)
         self._check_sizes()
         memory = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
@@ -216,13 +238,13 @@ class EMTrainer(TrainingLoop):
         self.optimizers = {
             name: torch.optim.Adam([p for m in members for p in self.models[m].parameters()], lr=cfg.lr,
                                    betas=(0.5, 0.999))
-            for name, members in groups.items() if members[0] in self.models
+            for name, members in groups.items() if all(m in self.models for m in members)
         }
         # every rank starts from the same weights (seeded above) but draws its own crops and noise
         self.data_rng = np.random.default_rng([cfg.seed, self.rank] if self.rank else cfg.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(cfg.seed + 1000 * self.rank)
         self.pools = {"y": HistoryPool(cfg.pool_size, self.data_rng)}
-        if "Gx" in self.models:
+        if "Dx" in self.models:
             self.pools["x"] = HistoryPool(cfg.pool_size, self.data_rng)
         preview_rng = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         side = cfg.crop if "Gx" in self.models else self.label_crop
@@ -235,6 +257,8 @@ class EMTrainer(TrainingLoop):
         self._start(resume)
         if not resume and cfg.init_label_gan:
             self._init_label_gan(Path(cfg.init_label_gan))
+        if not resume and cfg.init_image_generator:
+            self._init_image_generator(Path(cfg.init_image_generator))
 
     # -- set-up --------------------------------------------------------------------------------
     def _check_sizes(self) -> None:
@@ -256,7 +280,8 @@ class EMTrainer(TrainingLoop):
             if cfg.crop % (cfg.label_downsample * gy.factor):  # dsgan's G_y and the previews sample at crop size
                 raise ValueError(f"crop {cfg.crop} must be a multiple of {cfg.label_downsample * gy.factor} "
                                  f"(label_downsample x G_y's factor)")
-            self.models["Dx"].check_input_side(cfg.crop)
+            if "Dx" in self.models:
+                self.models["Dx"].check_input_side(cfg.crop)
 
     def _init_label_gan(self, path: Path) -> None:
         tensors, meta = checkpoints.load(path)
@@ -272,6 +297,22 @@ class EMTrainer(TrainingLoop):
         for name, prefix in prefixes.items():
             if configs.get(name) == self.models[name].config:
                 checkpoints.load_module_state(self.models[name], tensors, path, prefix=prefix)
+
+    def _init_image_generator(self, path: Path) -> None:
+        """G_x from a finished run (its train state or EM model), so a retrained G_y keeps today's renderer."""
+        if "Gx" not in self.models:
+            raise ValueError(f"a {self.config.mode} run has no image generator to start from {path}")
+        tensors, meta = checkpoints.load(path)
+        if meta.get("kind") == "train-state":
+            config, prefix = meta.get("configs", {}).get("Gx"), "Gx."
+        elif meta.get("kind") == MODEL_KIND:
+            config, prefix = meta.get("image_generator"), "image_generator."
+        else:
+            raise checkpoints.CheckpointError(f"{path}: not an EM train state or EM model")
+        if config != self.models["Gx"].config:
+            raise checkpoints.CheckpointError(
+                f"{path}: its image generator {config} does not match {self.models['Gx'].config}")
+        checkpoints.load_module_state(self.models["Gx"], tensors, path, prefix=prefix)
 
     # -- metadata and the trainer's own state --------------------------------------------------
     def model_meta(self) -> dict:
@@ -404,8 +445,9 @@ class EMTrainer(TrainingLoop):
                 if k:
                     fake = generate()
                 g_loss = self._adversarial("Dy", fake)
-            self.optimizer_step(("Gy",), g_loss)
-        return {"D_y": d_loss, "G_y": g_loss.detach()}
+                extra = self._add_diversity_term({"loss": g_loss})
+            self.optimizer_step(("Gy",), extra.pop("loss"))
+        return {"D_y": d_loss, "G_y": g_loss.detach(), **extra}
 
     def _pixel_weights(self, y: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -434,14 +476,16 @@ class EMTrainer(TrainingLoop):
     def _dsgan_step(self) -> dict:
         """F.6: one D_y step, one D_x step, then one joint step of G_y, G_x and F_y."""
         cfg = self.config
-        Gy, Gx, Fy = self.models["Gy"], self.models["Gx"], self.models["Fy"]
         y, x = self._crops(cfg.crop)
+        if cfg.freeze_image_generator:  # G_y's own part of the step: nothing else reaches it
+            return self._label_gan(self._down(y))
+        Gy, Gx, Fy = self.models["Gy"], self.models["Gx"], self.models["Fy"]
         z2 = self._noise(Gx, cfg.crop)
         with self._autocast():
             y_small = Gy(self._noise(Gy, cfg.crop // cfg.label_downsample))
             y_fake = F.interpolate(y_small, scale_factor=cfg.label_downsample, mode="bilinear", align_corners=False)
             x_hat = Gx(y, z2)
-            x_tilde = Gx(y_fake, z2)
+            x_tilde = Gx(y_fake if cfg.fake_cycle_trains_gy else y_fake.detach(), z2)
         d_y = self._d_step("Dy", self._down(y), self.pools["y"].query(y_small.float()))
         d_x = self._d_step("Dx", torch.cat([y, x], 1), self.pools["x"].query(torch.cat([y, x_hat.float()], 1)))
         target = (y + 1) / 2
@@ -455,9 +499,21 @@ class EMTrainer(TrainingLoop):
             cyc_fake = F.binary_cross_entropy_with_logits(Fy.logits(x_tilde), ((y_fake.float() + 1) / 2).detach())
             loss = (adv_y + adv_x + cfg.lambda_reg * reg + cfg.lambda_b * bce_real + cfg.lambda_cyc * cyc
                     + cfg.lambda_cyc * cfg.lambda_fake * cyc_fake)
-        self.optimizer_step(("Gy", "Gx"), loss)
+            losses = self._add_diversity_term({"loss": loss})
+        self.optimizer_step(("Gy", "Gx"), losses.pop("loss"))
         return {"D_y": d_y, "D_x": d_x, "G_y": adv_y.detach(), "G_x": adv_x.detach(), "reg": reg.detach(),
-                "B": bce_real.detach(), "cyc": cyc.detach(), "cyc_fake": cyc_fake.detach()}
+                "B": bce_real.detach(), "cyc": cyc.detach(), "cyc_fake": cyc_fake.detach(), **losses}
+
+    def _add_diversity_term(self, losses: dict) -> dict:
+        """``losses["loss"]`` plus the mode-seeking term, and its ``spread`` (Mao et al. 2019): mean|G_y(z) −
+        G_y(z')| / mean|z − z'| for two fresh noises; nothing when ``diversity_weight`` is 0."""
+        weight = self.diversity_weight
+        if not weight:
+            return losses
+        Gy = self.models["Gy"]
+        z, z_other = (self._noise(Gy, self.label_side) for _ in range(2))
+        spread = (Gy(z).float() - Gy(z_other).float()).abs().mean() / (z - z_other).abs().mean()
+        return {**losses, "loss": losses["loss"] + weight / (spread + 1e-5), "spread": spread.detach()}
 
     def _joint_step(self) -> dict:
         y, x = self._crops(self.label_crop)
