@@ -3,7 +3,9 @@
 
 Numbers keep full precision (reading a file back gives the same floats). A result made from
 simulated cells, or from a model trained on them, says so in its CSV's first line, its JSON
-(``simulated``) and its figure's title.
+(``simulated``) and its figure's title. A result whose diagnostic did not pass its controls at this
+budget (:class:`.trust.Trust`) says so the same way: a ``# UNTRUSTED ...`` CSV line, the JSON's
+``trust`` object, its figure's title and the first line of :func:`describe`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
+from .trust import Trust  # noqa: F401  (the trust structure every result carries; defined in .trust)
 from .pipeline import (
     SIMULATED_NOTE,
     C2STEvaluation,
@@ -51,6 +54,11 @@ def _finite(value):
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def untrusted_line(result) -> str | None:
+    """The line that marks a result that did not pass its controls (None for a trusted one)."""
+    return None if result.trust.trusted else result.trust.line()
 
 
 def simulated_line(result) -> str | None:
@@ -87,11 +95,11 @@ def table(result) -> tuple[list[str], list[list]]:
 
 
 def table_text(result) -> str:
-    """The CSV file's text: the simulated-cells line (a ``#`` comment), the header, the rows."""
+    """The CSV file's text: the simulated-cells and untrusted lines (``#`` comments), the header, the rows."""
     buffer = io.StringIO()
-    note = simulated_line(result)
-    if note:
-        buffer.write(f"# {note}\n")
+    for note in (simulated_line(result), untrusted_line(result)):
+        if note:
+            buffer.write(f"# {note}\n")
     header, rows = table(result)
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -123,7 +131,7 @@ def summary(result) -> dict:
     from .c2st import summarize
     from .reconstruction import median_mad
 
-    head = {"simulated": result.provenance.simulated}
+    head = {"trust": result.trust.as_dict(), "simulated": result.provenance.simulated}
     if result.provenance.simulated:
         head["note"] = simulated_line(result)
     head["settings"] = settings_of(result)
@@ -161,8 +169,11 @@ def has_figure(result) -> bool:
 
 
 def title(result, text: str = "") -> str:
-    """A figure's title, ``SIMULATED cells`` first when the result comes from simulated cells or models."""
-    return " — ".join(t for t in (SIMULATED_NOTE if result.provenance.simulated else "", text) if t)
+    """A figure's title, ``UNTRUSTED: ...`` first when the result did not pass its controls and
+    ``SIMULATED cells`` when it comes from simulated cells or models."""
+    marks = (SIMULATED_NOTE if result.provenance.simulated else "",
+             "" if result.trust.trusted else result.trust.short(), text)
+    return " — ".join(t for t in marks if t)
 
 
 def draw(result, ax, style=plots.LIGHT) -> None:
@@ -239,6 +250,7 @@ def describe(result) -> str:
     from .reconstruction import median_mad
 
     lines = [f"[{simulated_line(result)}]"] if result.provenance.simulated else []
+    lines.append(result.trust.line())
     if isinstance(result, C2STEvaluation):
         lines += [f"{name:>10}: median {r['median']:.2f} ± {r['mad']:.2f} (MAD), mean {r['mean']:.2f} ± {r['std']:.2f}"
                   for name, r in result.report.items()]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..jobs import Job
+from .trust import Trust, uncalibrated
 
 SIMULATED_NOTE = "SIMULATED cells"  # in every title, JSON and CSV header made from simulated cells or models
 
@@ -76,11 +77,16 @@ class Provenance:
     extra: dict = field(default_factory=dict)  # the training cells, the critic file, ...
 
 
+def _no_controls() -> Trust:
+    return uncalibrated("no controls were run for this result", "biogans evaluate calibrate at this budget")
+
+
 @dataclass
 class C2STEvaluation:
     report: dict  # protein (and "all") -> {"scores": [per split], median, mad, mean, std, n}
     settings: C2STSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 @dataclass
@@ -93,6 +99,7 @@ class ReconstructionEvaluation:
     nz: int
     settings: ReconstructionSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 @dataclass
@@ -102,6 +109,7 @@ class RealVsRealEvaluation:
     sets: tuple[str, str]  # what A and B are
     settings: C2STSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
     @property
     def mean(self) -> np.ndarray:
@@ -116,6 +124,7 @@ class FIDEvaluation:
     classifier_accuracy: float
     settings: ClassifierSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 @dataclass
@@ -125,6 +134,7 @@ class FeaturesEvaluation:
     classifier_accuracy: float
     settings: ClassifierSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 def is_simulated(stack, meta: dict | None = None) -> bool:
