@@ -21,19 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .trust import Trust  # noqa: F401  (the trust structure every result carries; defined in .trust)
+from .trust import FAILED, Trust
 from .pipeline import (
     SIMULATED_NOTE,
     C2STEvaluation,
+    FastC2STEvaluation,
     FeaturesEvaluation,
     FIDEvaluation,
     RealVsRealEvaluation,
     ReconstructionEvaluation,
 )
 
-STEMS = {C2STEvaluation: "c2st", ReconstructionEvaluation: "reconstruction", RealVsRealEvaluation: "real_vs_real",
+STEMS = {C2STEvaluation: "c2st", FastC2STEvaluation: "fast_c2st", ReconstructionEvaluation: "reconstruction", RealVsRealEvaluation: "real_vs_real",
          FIDEvaluation: "fid", FeaturesEvaluation: "features"}
 MATRIX_TITLE = "real vs real C2ST (mean over splits)"
+FAST_METHOD = "fast feature test"  # vs the paper's critic C2ST: every output says which one made it
+CRITIC_METHOD = "paper's critic C2ST"
+FAST_CONTROLS = ("real vs real", "blur σ=1", "other protein")
 
 
 def stem(result) -> str:
@@ -79,6 +83,12 @@ def table(result) -> tuple[list[str], list[list]]:
         splits = len(next(iter(report.values()))["scores"])
         header = ["protein", "median", "mad", "mean", "std", *[f"split{s}" for s in range(splits)]]
         return header, [[name, r["median"], r["mad"], r["mean"], r["std"], *r["scores"]] for name, r in report.items()]
+    if isinstance(result, FastC2STEvaluation):
+        header = ["protein", "accuracy", "p_value", "cells", "different", "controls_pass",
+                  *[f"{c} {k}" for c in FAST_CONTROLS for k in ("accuracy", "p_value")]]
+        return header, [[name, r["accuracy"], r["p_value"], r["n"], r["different"], r["controls_pass"],
+                         *[r["controls"].get(c, {}).get(k) for c in FAST_CONTROLS for k in ("accuracy", "p_value")]]
+                        for name, r in result.report.items()]
     if isinstance(result, ReconstructionEvaluation):
         cells, rec, nn = result.cells, result.reconstruction, result.nn_l2
         header = ["file", "protein", "l2", "nll", "nll_start", "nn_l2"]
@@ -136,7 +146,9 @@ def summary(result) -> dict:
         head["note"] = simulated_line(result)
     head["settings"] = settings_of(result)
     if isinstance(result, C2STEvaluation):
-        body = {"scores": result.report}
+        body = {"method": CRITIC_METHOD, "scores": result.report}
+    elif isinstance(result, FastC2STEvaluation):
+        body = {"method": FAST_METHOD, "scores": result.report}
     elif isinstance(result, ReconstructionEvaluation):
         rec, nn = result.reconstruction, result.nn_l2[np.isfinite(result.nn_l2)]
         body = {"l2": median_mad(rec.l2), "nll": median_mad(rec.nll), "nn_l2": median_mad(nn) if len(nn) else None,
@@ -156,6 +168,11 @@ def summary(result) -> dict:
     return _finite({**head, **body})
 
 
+def read_trust(path) -> Trust:
+    """The trust status of a result's JSON file, as this module wrote it."""
+    return Trust.from_dict(json.loads(Path(path).read_text())["trust"])
+
+
 def summary_text(result) -> str:
     return json.dumps(summary(result), indent=2, allow_nan=False) + "\n"
 
@@ -165,7 +182,7 @@ def summary_text(result) -> str:
 
 
 def has_figure(result) -> bool:
-    return isinstance(result, (C2STEvaluation, ReconstructionEvaluation, RealVsRealEvaluation))
+    return isinstance(result, (C2STEvaluation, FastC2STEvaluation, ReconstructionEvaluation, RealVsRealEvaluation))
 
 
 def title(result, text: str = "") -> str:
@@ -180,7 +197,19 @@ def draw(result, ax, style=plots.LIGHT) -> None:
     """Draw a result's figure into ``ax`` (the CLI's PNG and the widget's themed canvas alike)."""
     if isinstance(result, C2STEvaluation):
         plots.c2st_scores(ax, result.report, style=style)
-        ax.set_title(title(result, f"C2ST, {result.provenance.model}"))
+        ax.set_title(title(result, f"{CRITIC_METHOD}, {result.provenance.model}"))
+    elif isinstance(result, FastC2STEvaluation):
+        names = list(result.report)
+        accuracy = [result.report[n]["accuracy"] for n in names]
+        ax.bar(range(len(names)), accuracy, color=style["foreground"], alpha=0.7)
+        ax.axhline(0.5, color=style["foreground"], linestyle="--", linewidth=1)
+        for i, n in enumerate(names):
+            ax.text(i, accuracy[i], f"p={result.report[n]['p_value']:.2g}", ha="center", va="bottom", fontsize=7,
+                    color=style["foreground"])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_ylim(0, 1.1)
+        ax.set_ylabel("leave-one-out accuracy (0.5: indistinguishable)")
+        ax.set_title(title(result, f"{FAST_METHOD}, {result.provenance.model}"))
     elif isinstance(result, ReconstructionEvaluation):
         rec, nn = result.reconstruction, result.nn_l2
         plots.reconstruction_scatter(ax, rec.l2, rec.nll, nn_l2=nn[np.isfinite(nn)], nz=result.nz, style=style,
@@ -251,7 +280,14 @@ def describe(result) -> str:
 
     lines = [f"[{simulated_line(result)}]"] if result.provenance.simulated else []
     lines.append(result.trust.line())
-    if isinstance(result, C2STEvaluation):
+    if isinstance(result, FastC2STEvaluation):
+        lines.append(f"{FAST_METHOD} (not the paper's critic C2ST): leave-one-out accuracy of a linear classifier "
+                     "on cached features, 0.5 = indistinguishable, with a permutation p-value")
+        lines += [f"{name:>10}: accuracy {r['accuracy']:.2f}, p = {r['p_value']:.3g} over {r['n']} cells a side: "
+                  f"{'different from real' if r['different'] else 'indistinguishable from real'}"
+                  for name, r in result.report.items()]
+    elif isinstance(result, C2STEvaluation):
+        lines.append(f"{CRITIC_METHOD} (METHODS D.1), lower is closer to real")
         lines += [f"{name:>10}: median {r['median']:.2f} ± {r['mad']:.2f} (MAD), mean {r['mean']:.2f} ± {r['std']:.2f}"
                   for name, r in result.report.items()]
     elif isinstance(result, ReconstructionEvaluation):
@@ -273,6 +309,9 @@ def describe(result) -> str:
         lines += [f"{name:>7} " + " ".join(f"{v:6.1f}" for v in result.mean[i]) for i, name in enumerate(result.names)]
     elif isinstance(result, FIDEvaluation):
         lines.append(f"LIN classifier: {result.classifier_accuracy:.1%} protein accuracy on the held-out cells")
+        if result.trust.status == FAILED:
+            lines.append("FID not shown: it failed its controls (the numbers are in the files, marked UNTRUSTED)")
+            return "\n".join(lines)
         lines += [f"{name:>10}: FID real {result.real[i]:.3f}, generated {result.generated[i]:.3f}"
                   for i, name in enumerate(result.names)]
     else:
