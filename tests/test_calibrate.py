@@ -13,7 +13,6 @@ from napari_biogans.evaluation import calibrate, fast_test, trust
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PROTEINS = ["Sid2", "Tea1", "Cki2"]
-TINY_FAST = fast_test.FastTestSettings(feature_iterations=20, permutations=199, max_cells=40)
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +38,7 @@ def test_calibrate_writes_the_table_and_remembers_each_verdict(cells, tmp_path, 
     data = lin.write_lin_folder(cells.select_classes(["Sid2", "Tea1"]), tmp_path / "cells")
     out = tmp_path / "out"
     assert cli.main(["evaluate", "calibrate", "--data", str(data), "--out", str(out), "--device", "cpu",
-                     "--fast-iterations", "20", "--permutations", "199", "--steps", "2", "--splits", "2", "--width",
+                     "--fast-iterations", "5", "--permutations", "199", "--steps", "2", "--splits", "2", "--width",
                      "4", "--batch-size", "8", "--test-batches", "1"]) == 0
     assert "| fast feature test | Tea1 | blur σ=1 |" in capsys.readouterr().out
     assert (out / "calibration.csv").read_text().startswith("# SIMULATED cells")
@@ -77,11 +76,12 @@ def test_a_passing_calibration_trusts_that_budget_and_above(cells, tmp_path):
 
 
 def test_the_feature_network_is_cached_per_data_set_and_a_stale_file_is_retrained(cells):
-    first = jobs.run(fast_test.feature_net_job(cells, TINY_FAST))
-    path, key = fast_test._cache_path(cells, TINY_FAST)
+    tiny = fast_test.FastTestSettings(feature_iterations=2)
+    first = jobs.run(fast_test.feature_net_job(cells, tiny))
+    path, key = fast_test._cache_path(cells, tiny)
     assert path.is_file() and first.trained
     updates = []
-    again = jobs.run(fast_test.feature_net_job(cells, TINY_FAST), updates.append)
+    again = jobs.run(fast_test.feature_net_job(cells, tiny), updates.append)
     assert updates == []  # loaded, not trained
     x = cells.images[:3]
     assert np.allclose(again.features(x), first.features(x))
@@ -91,5 +91,5 @@ def test_the_feature_network_is_cached_per_data_set_and_a_stale_file_is_retraine
     checkpoints.save(path, tensors, {**{k: v for k, v in meta.items() if k != "format"},
                                      "key": {**key, "data_sha256": "0" * 64}})
     updates = []
-    jobs.run(fast_test.feature_net_job(cells, TINY_FAST), updates.append)
+    jobs.run(fast_test.feature_net_job(cells, tiny), updates.append)
     assert updates  # the stale file was not used

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..jobs import Job, Update, within
+from ..jobs import Job, Update
 from .fast_test import FastTestSettings, blur, compare_features, feature_net_job, halves, other_protein
 from .trust import CALIBRATED, Trust, uncalibrated, untrusted
 
@@ -251,30 +251,31 @@ def calibrate_job(stack, proteins: list[str] | None, settings: CalibrationSettin
     if missing:
         raise ValueError(f"{stack.description}: no cells of {missing} (it holds {list(stack.class_names)})")
     controls = {p: control_sets(stack, p, settings.seed) for p in names}
-    rows, seconds, total = [], {}, 3 + settings.critic_steps
+    rows, seconds = [], {}
     start = time.perf_counter()
-    net = yield from within(feature_net_job(stack, settings.fast, device), 0, total, "feature network")
+    net = yield from feature_net_job(stack, settings.fast, device)
     fast_budget = (f"feature net width {settings.fast.feature_width}, {settings.fast.feature_iterations} iterations, "
                    f"{settings.fast.permutations} permutations")
     features = {p: _embedded(net, controls[p]) for p in names}
     for p in names:
         rows += _fast_rows(features[p], p, settings, fast_budget)
     seconds[FAST] = time.perf_counter() - start
-    yield Update(1, total, "fast feature test")
+    yield Update(1, 3, "fast feature test, FID and nearest neighbour")
     if "fid" not in settings.skip:
         start = time.perf_counter()
         dims = net.model.config["features"]
         for p in names:
             rows += _fid_rows(features[p], dims, p, settings, f"{settings.fid_permutations} permutations")
         seconds[FID] = time.perf_counter() - start
+        yield Update(2, 3, "fast feature test, FID and nearest neighbour")
     start = time.perf_counter()
     for p in names:
         rows += _nn_rows(p, controls[p], "exact L2")
     seconds[NN] = time.perf_counter() - start
-    yield Update(3, total, "FID and nearest neighbour")
+    yield Update(3, 3, "fast feature test, FID and nearest neighbour")
     if "critic" not in settings.skip:
         start = time.perf_counter()
-        scores = yield from within(critic_scores(controls, settings, device), 3, total, "paper's critic C2ST")
+        scores = yield from critic_scores(controls, settings, device)
         rows += _critic_rows(scores, settings, critic_budget(settings))
         seconds[CRITIC] = time.perf_counter() - start
     verdicts = {}

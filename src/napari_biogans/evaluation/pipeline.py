@@ -380,17 +380,19 @@ def fid_job(generator, meta: dict, test, train, settings: ClassifierSettings, de
 
 
 MIN_ACCURACY_OVER_CHANCE = 2.0  # a LIN classifier below twice chance gives features that say nothing
+MIN_ACCURACY = 0.8  # ... capped here for few proteins (twice chance of two proteins would be 100 %)
 
 
 def classifier_trust(accuracy: float, n_classes: int) -> Trust | None:
-    """Untrusted when the classifier's held-out accuracy is below twice chance; None when it is enough."""
-    floor = MIN_ACCURACY_OVER_CHANCE / max(n_classes, 1)
+    """Untrusted when the classifier's held-out accuracy is below twice chance (at most 80 %); None when
+    it is enough."""
+    floor = min(MIN_ACCURACY_OVER_CHANCE / max(n_classes, 1), MIN_ACCURACY)
     if n_classes < 2 or not np.isfinite(accuracy):
         return uncalibrated("the LIN classifier needs at least two proteins with held-out cells to be checked",
                             "cells of two or more proteins")
     if accuracy < floor:
-        return untrusted(f"the LIN classifier is {accuracy:.1%} accurate on held-out cells, below twice chance "
-                         f"({floor:.1%}): its features cannot tell proteins apart",
+        return untrusted(f"the LIN classifier is {accuracy:.1%} accurate on held-out cells, below {floor:.1%} "
+                         f"(twice chance, at most {MIN_ACCURACY:.0%}): its features cannot tell proteins apart",
                          "more classifier iterations (--classifier-iterations) or a wider classifier")
     return None
 
