@@ -337,7 +337,8 @@ def cmd_calibrate(args, cells, device) -> int:
     settings = calibrate.CalibrationSettings(
         fast=_fast_settings(args), critic_steps=args.steps, critic_splits=args.splits, critic_width=args.width,
         critic_batch_size=args.batch_size, critic_algorithm=args.algorithm, critic_lr=args.lr,
-        critic_test_batches=args.test_batches, skip=("critic",) if args.no_critic else ())
+        critic_test_batches=args.test_batches,
+        skip=("critic",) if args.no_critic else ("fast",) if args.critic_only else ())
     proteins = args.proteins.split(",") if args.proteins else None
     result = _run_job(calibrate.calibrate_job(cells, proteins, settings, device))
     files = calibrate.write(result, args.out)
@@ -611,6 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutations", type=int, default=1000, help="c2st, calibrate: the fast test's permutations")
     p.add_argument("--no-critic", action="store_true", help="calibrate: leave out the paper's critic C2ST (its "
                                                             "budget: --steps, --splits, --width, --algorithm)")
+    p.add_argument("--critic-only", action="store_true", help="calibrate: only the paper's critic C2ST (and the "
+                                                              "nearest-neighbour check)")
     p.add_argument("--mode", default="regular", choices=["regular", "separable"])
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--max-cells", type=int, default=None, help="reconstruct a random subset of this many cells")

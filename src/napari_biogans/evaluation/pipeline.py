@@ -1,8 +1,10 @@
 """One evaluation pipeline for ``biogans evaluate`` and the Diagnostics widget.
 
 Each evaluation is a job (``napari_biogans.jobs``: a generator of ``Update`` s that returns its
-result) over cells and a model the caller has loaded: :func:`c2st_job`, :func:`reconstruction_job`,
-:func:`real_vs_real_job`, :func:`fid_job` and :func:`features_job`. The checks of the inputs
+result) over cells and a model the caller has loaded: :func:`c2st_job` (the paper's critics),
+:func:`fast_c2st_job` (the fast feature test, the CPU default), :func:`reconstruction_job`,
+:func:`real_vs_real_job`, :func:`fid_job` and :func:`features_job`. Every result carries its
+:class:`.trust.Trust`, decided here from its own controls or the calibration of its diagnostic. The checks of the inputs
 (image size against the model, the model's proteins present, the training cells' proteins) and the
 choices that make a number (which cells, which baseline, which seeds) live here, so the CLI and the
 widget get the same numbers from the same inputs; :mod:`.outputs` turns a result into the same
