@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..jobs import Job, Update
-from .fast_test import FastTestSettings, blur, compare_features, feature_net_job, halves, other_protein
+from .fast_test import (FastTestSettings, blur, compare_features, false_alarm_level, feature_net_job, halves,
+                        other_protein)
 from .trust import CALIBRATED, Trust, uncalibrated, untrusted
 
 CONTROLS = ("real vs real", "blur σ=1", "blur σ=2", "intensity −10%", "red↔green", "other protein",
@@ -109,14 +110,21 @@ def _embedded(net, sets: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {control: (fa, net.features(b)) for control, (_, b) in sets.items()}
 
 
-def _fast_rows(features, protein, settings: CalibrationSettings, budget: str) -> list[dict]:
+def _answer(control: str, p: float, n_proteins: int) -> str:
+    """Real vs real is a false alarm only below the Bonferroni level over the proteins calibrated
+    together; a defect is detected at p < 0.05."""
+    level = false_alarm_level(ALPHA, n_proteins) if control == "real vs real" else ALPHA
+    return "different" if p < level else "indistinguishable"
+
+
+def _fast_rows(features, protein, n_proteins: int, settings: CalibrationSettings, budget: str) -> list[dict]:
     rows = []
     for k, (control, (fa, fb)) in enumerate(features.items()):
         if not _applies(FAST, control):
             continue
         r = compare_features(fa, fb, settings.fast, salt=k)
         rows.append(_row(FAST, protein, control, r["accuracy"], r["p_value"],
-                         "different" if r["different"] else "indistinguishable", budget))
+                         _answer(control, r["p_value"], n_proteins), budget))
     return rows
 
 
@@ -133,14 +141,15 @@ def fid_permutation(fa: np.ndarray, fb: np.ndarray, permutations: int, seed: int
     return value, (1 + reached) / (1 + permutations)
 
 
-def _fid_rows(features, classifier_dims: int, protein, settings: CalibrationSettings, budget: str) -> list[dict]:
+def _fid_rows(features, classifier_dims: int, protein, n_proteins: int, settings: CalibrationSettings,
+             budget: str) -> list[dict]:
     rows = []
     for k, (control, (fa, fb)) in enumerate(features.items()):
         if not _applies(FID, control):
             continue
         value, p = fid_permutation(fa[:, -classifier_dims:], fb[:, -classifier_dims:], settings.fid_permutations,
                                    settings.seed + k)
-        rows.append(_row(FID, protein, control, value, p, "different" if p < ALPHA else "indistinguishable", budget))
+        rows.append(_row(FID, protein, control, value, p, _answer(control, p, n_proteins), budget))
     return rows
 
 
@@ -259,14 +268,14 @@ def calibrate_job(stack, proteins: list[str] | None, settings: CalibrationSettin
                        f"iterations, {settings.fast.permutations} permutations")
         features = {p: _embedded(net, controls[p]) for p in names}
         for p in names:
-            rows += _fast_rows(features[p], p, settings, fast_budget)
+            rows += _fast_rows(features[p], p, len(names), settings, fast_budget)
         seconds[FAST] = time.perf_counter() - start
     yield Update(1, 3, "fast feature test, FID and nearest neighbour")
     if not {"fast", "fid"} & set(settings.skip):
         start = time.perf_counter()
         dims = net.model.config["features"]
         for p in names:
-            rows += _fid_rows(features[p], dims, p, settings, f"{settings.fid_permutations} permutations")
+            rows += _fid_rows(features[p], dims, p, len(names), settings, f"{settings.fid_permutations} permutations")
         seconds[FID] = time.perf_counter() - start
         yield Update(2, 3, "fast feature test, FID and nearest neighbour")
     start = time.perf_counter()

@@ -212,9 +212,18 @@ def controls(net: FeatureNet, stack, protein: str, settings: FastTestSettings, o
     return out
 
 
-def controls_pass(found: dict) -> tuple[bool, list[str]]:
-    """Whether the controls came out as expected, and which did not."""
-    failed = [name for name, r in found.items() if r["different"] == (name == "real vs real")]
+def false_alarm_level(alpha: float, n_proteins: int) -> float:
+    """The p-value below which real vs real counts as a false alarm when ``n_proteins`` are checked
+    at once (Bonferroni: at α = 0.05 each, 8 perfect tests would raise one in three times)."""
+    return alpha / max(1, n_proteins)
+
+
+def controls_pass(found: dict, alpha: float, n_proteins: int = 1) -> tuple[bool, list[str]]:
+    """Whether the controls came out as expected, and which did not: real vs real must not fall below
+    the false-alarm level, every defect must be detected (p < ``alpha``)."""
+    level = false_alarm_level(alpha, n_proteins)
+    failed = [name for name, r in found.items()
+              if (r["p_value"] < level if name == "real vs real" else not r["different"])]
     return not failed, failed
 
 
@@ -238,7 +247,7 @@ def fast_c2st(net: FeatureNet, real, generated: dict[str, np.ndarray], settings:
         result = compare_features(net.features(real_own), net.features(generated[name]), settings)
         control_protein = proteins[0] if pooled else name
         found = controls(net, real, control_protein, settings, other_protein(proteins, control_protein))
-        ok, failed = controls_pass(found)
+        ok, failed = controls_pass(found, settings.alpha, len(names))
         report[name] = {**result, "controls": found, "controls_pass": ok, "failed": failed}
     yield Update(len(names), len(names), "fast feature test")
     return report
