@@ -365,8 +365,10 @@ def critic_trust(stack, steps: int, splits: int, width: int, algorithm: str, dat
     if failed:
         return untrusted(f"failed its controls on these cells at {failed[0]['budget']} "
                          f"({'; '.join(failed[0]['failed'][:3])})", needed)
+    weaker = [r["budget"] for r in records if not r["pass"]]
+    known = f" (it failed its controls at {', '.join(weaker)})" if weaker else ""
     return uncalibrated(f"no calibration of the critic C2ST on these cells at {splits} splits × {steps} steps, "
-                        f"width {width}", needed)
+                        f"width {width}{known}", needed)
 
 
 def fast_trust(report: dict) -> Trust:
