@@ -236,8 +236,8 @@ def other_protein(names: list[str], protein: str) -> str | None:
 
 def fast_c2st(net: FeatureNet, real, generated: dict[str, np.ndarray], settings: FastTestSettings) -> Job:
     """The fast test of generated cells (protein, or "all" for a model of any protein -> uint8 pairs)
-    against the ``real`` cells of each protein, with each protein's controls. A job returning protein -> {accuracy, p_value, n,
-    different, controls, controls_pass, failed}."""
+    against the ``real`` cells of each protein, with each protein's controls. A job returning
+    protein -> {accuracy, p_value, n, different, controls, controls_pass, failed}."""
     report = {}
     names, proteins = list(generated), list(real.class_names)
     for k, name in enumerate(names):

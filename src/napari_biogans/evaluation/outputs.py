@@ -32,7 +32,8 @@ from .pipeline import (
     ReconstructionEvaluation,
 )
 
-STEMS = {C2STEvaluation: "c2st", FastC2STEvaluation: "fast_c2st", ReconstructionEvaluation: "reconstruction", RealVsRealEvaluation: "real_vs_real",
+STEMS = {C2STEvaluation: "c2st", FastC2STEvaluation: "fast_c2st", ReconstructionEvaluation: "reconstruction",
+         RealVsRealEvaluation: "real_vs_real",
          FIDEvaluation: "fid", FeaturesEvaluation: "features"}
 MATRIX_TITLE = "real vs real C2ST (mean over splits)"
 FAST_METHOD = "fast feature test"  # vs the paper's critic C2ST: every output says which one made it
