@@ -112,7 +112,9 @@ def update_cards(pretrained: Path, out: Path) -> None:
         diag["c2st_trust"] = critic_card_trust(out, diag["c2st_settings"])
         command = (f"biogans evaluate c2st --method fast --model {model} --data "
                    f"sim/LIN_Simulated_WT_size-48-80_test --out DIR/fast_c2st --device cpu")
-        card["diagnostics_commands"] = [c for c in card["diagnostics_commands"] if "--method fast" not in c]
+        card["diagnostics_commands"] = [  # the critic's numbers need --method critic now that a CPU defaults to fast
+            c.replace("evaluate c2st --model", "evaluate c2st --method critic --model")
+            for c in card["diagnostics_commands"] if "--method fast" not in c]
         card["diagnostics_commands"].insert(0, command)
         card_file.write_text(json.dumps(card, indent=2) + "\n")
         (pretrained / f"{model}.md").write_text(markdown_card(card))
