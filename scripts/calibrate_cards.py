@@ -109,9 +109,11 @@ def update_cards(pretrained: Path, out: Path) -> None:
         card = json.loads(card_file.read_text())
         diag = card["diagnostics"]
         diag["fast_c2st"] = fast_c2st_card(json.loads(fast.read_text()))
+        diag["fast_c2st"]["data"] = (f"sim8: `biogans simulate --out sim8 --cells-per-class 1 --test-cells-per-class "
+                                     f"{TEST_CELLS} --proteins {PROTEINS} --seed {SEED}` (its test split)")
         diag["c2st_trust"] = critic_card_trust(out, diag["c2st_settings"])
         command = (f"biogans evaluate c2st --method fast --model {model} --data "
-                   f"sim/LIN_Simulated_WT_size-48-80_test --out DIR/fast_c2st --device cpu")
+                   f"sim8/LIN_Simulated_WT_size-48-80_test --out DIR/fast_c2st --device cpu")
         card["diagnostics_commands"] = [  # the critic's numbers need --method critic now that a CPU defaults to fast
             c.replace("evaluate c2st --model", "evaluate c2st --method critic --model")
             for c in card["diagnostics_commands"] if "--method fast" not in c]

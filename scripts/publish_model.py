@@ -146,6 +146,7 @@ def c2st_lines(diag: dict) -> list[str]:
         fast = diag["fast_c2st"]
         lines += ["Fast feature test (leave-one-out accuracy of a linear classifier on the features of a network "
                   "trained once on the held-out cells; 0.5 = indistinguishable; permutation p-value):", "",
+                  *([f"Cells: {fast['data']}.", ""] if "data" in fast else []),
                   f"Trust: {trust_line(fast['trust'])}", "",
                   "| protein | accuracy | p | cells a side | controls |", "|---|---:|---:|---:|---|"]
         lines += [f"| {p} | {r['accuracy']:.3f} | {r['p_value']:.3g} | {r['cells']} | "
