@@ -34,10 +34,9 @@ import numpy as np
 from ..jobs import Job, Update
 from .fast_test import (FastTestSettings, blur, compare_features, false_alarm_level, feature_net_job, halves,
                         other_protein)
+from .files import atomic_write, finite
 from .trust import CALIBRATED, Trust, uncalibrated, untrusted
 
-CONTROLS = ("real vs real", "blur σ=1", "blur σ=2", "intensity −10%", "red↔green", "other protein",
-            "training copies")
 REQUIRED = ("real vs real", "blur σ=1", "other protein")  # a two-sample test passes when these come out right
 FAST, CRITIC, FID, NN = "fast feature test", "paper's critic C2ST", "FID (classifier features)", "nearest neighbour"
 ALPHA = 0.05
@@ -322,10 +321,8 @@ def remember(calibration: Calibration) -> Path:
     if critic:
         record = [r for r in record if r["settings"] != critic["settings"]] + [critic]
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps({"data_sha256": calibration.data_sha256, "critic": record}, indent=2))
-    partial.replace(path)
-    return path
+    text = json.dumps({"data_sha256": calibration.data_sha256, "critic": record}, indent=2)
+    return atomic_write(path, lambda p: p.write_text(text))
 
 
 def _records(data_sha256: str) -> list[dict]:
@@ -411,7 +408,6 @@ def write(calibration: Calibration, out_dir) -> dict[str, Path]:
     import csv
     import io
 
-    from .outputs import _atomic, _finite
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -420,10 +416,10 @@ def write(calibration: Calibration, out_dir) -> dict[str, Path]:
         buffer.write(f"# SIMULATED cells (not real LIN data): {calibration.data}\n")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
-    writer.writerows([["" if v is None else v for v in _finite([r[k] for k in HEADER])] for r in calibration.rows])
+    writer.writerows([["" if v is None else v for v in finite([r[k] for k in HEADER])] for r in calibration.rows])
     text, md = buffer.getvalue(), markdown(calibration)
-    body = json.dumps(_finite(asdict(calibration)), indent=2, allow_nan=False) + "\n"
-    return {"csv": _atomic(out / "calibration.csv", lambda p: p.write_text(text)),
-            "md": _atomic(out / "calibration.md", lambda p: p.write_text(md)),
-            "json": _atomic(out / "calibration.json", lambda p: p.write_text(body))}
+    body = json.dumps(finite(asdict(calibration)), indent=2, allow_nan=False) + "\n"
+    return {"csv": atomic_write(out / "calibration.csv", lambda p: p.write_text(text)),
+            "md": atomic_write(out / "calibration.md", lambda p: p.write_text(md)),
+            "json": atomic_write(out / "calibration.json", lambda p: p.write_text(body))}
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from . import plots
+from .files import atomic_write, finite
 from .trust import FAILED, Trust
 from .pipeline import (
     SIMULATED_NOTE,
@@ -44,21 +43,6 @@ FAST_CONTROLS = ("real vs real", "blur σ=1", "other protein")
 def stem(result) -> str:
     """The file name stem of a result's outputs: ``c2st``, ``reconstruction``, ``real_vs_real``, ..."""
     return STEMS[type(result)]
-
-
-def _finite(value):
-    """NaN and infinities become None (empty in CSV, null in JSON); numpy numbers become Python ones."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def untrusted_line(result) -> str | None:
@@ -114,7 +98,7 @@ def table_text(result) -> str:
     header, rows = table(result)
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(["" if v is None else v for v in _finite(row)] for row in rows)
+    writer.writerows(["" if v is None else v for v in finite(row)] for row in rows)
     return buffer.getvalue()
 
 
@@ -166,7 +150,7 @@ def summary(result) -> dict:
     else:
         body = {"classifier_accuracy": result.classifier_accuracy, "accuracy": result.accuracy,
                 "dimensions": result.dimensions}
-    return _finite({**head, **body})
+    return finite({**head, **body})
 
 
 def read_trust(path) -> Trust:
@@ -230,21 +214,10 @@ def draw(result, ax, style=plots.LIGHT) -> None:
 # Files
 
 
-def _atomic(path: Path, write) -> Path:
-    """``write(temporary path)``, then rename: a failed write leaves no half-written file."""
-    partial = path.with_name(f".partial-{path.name}")  # same suffix: writers pick the format from it
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
 def write_table(result, path) -> Path:
     """Write the result's CSV to ``path``."""
     text = table_text(result)
-    return _atomic(Path(path), lambda p: p.write_text(text))
+    return atomic_write(Path(path), lambda p: p.write_text(text))
 
 
 def write_outputs(result, out_dir) -> dict[str, Path]:
@@ -255,10 +228,10 @@ def write_outputs(result, out_dir) -> dict[str, Path]:
     name = stem(result)
     files = {"csv": write_table(result, out / f"{name}.csv")}
     text = summary_text(result)
-    files["json"] = _atomic(out / f"{name}.json", lambda p: p.write_text(text))
+    files["json"] = atomic_write(out / f"{name}.json", lambda p: p.write_text(text))
     if has_figure(result):
         size = (6, 5) if isinstance(result, RealVsRealEvaluation) else (5, 4)
-        files["png"] = _atomic(out / f"{name}.png",
+        files["png"] = atomic_write(out / f"{name}.png",
                                lambda p: plots.save_figure(lambda ax: draw(result, ax), p, size=size))
     if isinstance(result, ReconstructionEvaluation):
         import tifffile
@@ -266,7 +239,7 @@ def write_outputs(result, out_dir) -> dict[str, Path]:
         from ..data.lin import to_uint8
 
         images = to_uint8(result.reconstruction.images)
-        files["tif"] = _atomic(out / "reconstructions.tif",
+        files["tif"] = atomic_write(out / "reconstructions.tif",
                                lambda p: tifffile.imwrite(p, images, metadata={"axes": "QCYX"}))
     return files
 
