@@ -29,9 +29,9 @@ def evaluate(name: str, path: str, args, out: Path) -> tuple[dict, dict, list[st
         run_cli(["evaluate", "fid", "--model", path, "--train", args.train, "--data", args.test, "--out", str(fid_dir),
                  "--generated", str(args.generated), "--classifier-iterations", str(args.classifier_iterations),
                  "--device", args.device]),
-        run_cli(["evaluate", "c2st", "--model", path, "--data", args.test, "--out", str(c2st_dir), "--splits",
-                 str(args.c2st_splits), "--steps", str(args.c2st_steps), "--width", str(args.c2st_width),
-                 "--batch-size", str(args.c2st_batch_size), "--device", args.device]),
+        run_cli(["evaluate", "c2st", "--method", "critic", "--model", path, "--data", args.test, "--out",
+                 str(c2st_dir), "--splits", str(args.c2st_splits), "--steps", str(args.c2st_steps), "--width",
+                 str(args.c2st_width), "--batch-size", str(args.c2st_batch_size), "--device", args.device]),
     ]
     fid = json.loads((fid_dir / "fid.json").read_text())
     c2st = json.loads((c2st_dir / "c2st.json").read_text())

@@ -87,15 +87,20 @@ def write_montage(model_file: Path, out: Path) -> str:
 
 def fluorescence_diagnostics(model_file: Path, args, work: Path) -> tuple[dict, list[str]]:
     commands, diag = [], {}
-    c2st_dir, rec_dir = work / "c2st", work / "reconstruct"
-    commands.append(run_cli(["evaluate", "c2st", "--model", str(model_file), "--data", args.test, "--out",
-                             str(c2st_dir), "--splits", str(args.c2st_splits), "--steps", str(args.c2st_steps),
-                             "--width", str(args.c2st_width), "--batch-size", str(args.c2st_batch_size),
-                             "--device", args.device]))
-    scores = json.loads((c2st_dir / "c2st.json").read_text())["scores"]
-    diag["c2st"] = {name: {"median": round(r["median"], 3), "mad": round(r["mad"], 3)} for name, r in scores.items()}
+    c2st_dir, fast_dir, rec_dir = work / "c2st", work / "fast_c2st", work / "reconstruct"
+    commands.append(run_cli(["evaluate", "c2st", "--method", "fast", "--model", str(model_file), "--data", args.test,
+                             "--out", str(fast_dir), "--device", args.device]))
+    diag["fast_c2st"] = fast_c2st_card(json.loads((fast_dir / "fast_c2st.json").read_text()))
+    commands.append(run_cli(["evaluate", "c2st", "--method", "critic", "--model", str(model_file), "--data",
+                             args.test, "--out", str(c2st_dir), "--splits", str(args.c2st_splits), "--steps",
+                             str(args.c2st_steps), "--width", str(args.c2st_width), "--batch-size",
+                             str(args.c2st_batch_size), "--device", args.device]))
+    body = json.loads((c2st_dir / "c2st.json").read_text())
+    diag["c2st"] = {name: {"median": round(r["median"], 3), "mad": round(r["mad"], 3)}
+                    for name, r in body["scores"].items()}
     diag["c2st_settings"] = {"steps": args.c2st_steps, "splits": args.c2st_splits, "critic_width": args.c2st_width,
                              "algorithm": "wgan-gp"}
+    diag["c2st_trust"] = body["trust"]
     commands.append(run_cli(["evaluate", "reconstruct", "--model", str(model_file), "--data", args.test, "--train",
                              args.train, "--out", str(rec_dir), "--max-cells", str(args.reconstruct_cells),
                              "--steps", str(args.reconstruct_steps), "--restarts", "3", "--device", args.device]))
@@ -112,6 +117,14 @@ def fluorescence_diagnostics(model_file: Path, args, work: Path) -> tuple[dict, 
     return diag, commands
 
 
+def fast_c2st_card(body: dict) -> dict:
+    """The card's part of a fast feature test's JSON: accuracy and p per protein, and its trust."""
+    scores = {name: {"accuracy": round(r["accuracy"], 3), "p_value": round(r["p_value"], 4), "cells": r["n"],
+                     "controls_pass": r["controls_pass"]} for name, r in body["scores"].items()}
+    return {"scores": scores, "trust": body["trust"], "settings": {k: body["settings"][k] for k in (
+        "feature_iterations", "feature_width", "permutations", "max_cells")}}
+
+
 def em_diagnostics(model_file: Path, args, work: Path, montage: Path) -> tuple[dict, list[str]]:
     """The EM report's JSON, plus its table (measure, real, generated, paper) for the Markdown card."""
     import shutil
@@ -124,6 +137,35 @@ def em_diagnostics(model_file: Path, args, work: Path, montage: Path) -> tuple[d
     with open(out / "em_report.csv", newline="") as f:
         table = list(csv.DictReader(f))
     return {"report": json.loads((out / "em_report.json").read_text()), "table": table}, [command]
+
+
+def c2st_lines(diag: dict) -> list[str]:
+    """The fast feature test's table, then the paper's critic C2ST with its trust status."""
+    lines = []
+    if "fast_c2st" in diag:
+        fast = diag["fast_c2st"]
+        lines += ["Fast feature test (leave-one-out accuracy of a linear classifier on the features of a network "
+                  "trained once on the held-out cells; 0.5 = indistinguishable; permutation p-value):", "",
+                  *([f"Cells: {fast['data']}.", ""] if "data" in fast else []),
+                  f"Trust: {trust_line(fast['trust'])}", "",
+                  "| protein | accuracy | p | cells a side | controls |", "|---|---:|---:|---:|---|"]
+        lines += [f"| {p} | {r['accuracy']:.3f} | {r['p_value']:.3g} | {r['cells']} | "
+                  f"{'passed' if r['controls_pass'] else 'FAILED'} |" for p, r in fast["scores"].items()]
+        lines.append("")
+    s = diag["c2st_settings"]
+    lines += [f"The paper's critic C2ST (WGAN-GP critic, {s['splits']} splits × {s['steps']} steps, width "
+              f"{s['critic_width']}; median ± MAD over splits; 0 = indistinguishable from held-out cells):", ""]
+    if "c2st_trust" in diag:
+        lines += [f"Trust: {trust_line(diag['c2st_trust'])}", ""]
+    lines += ["| protein | median | MAD |", "|---|---:|---:|"]
+    lines += [f"| {p} | {r['median']:.2f} | {r['mad']:.2f} |" for p, r in diag["c2st"].items()]
+    return lines
+
+
+def trust_line(trust: dict) -> str:
+    from napari_biogans.evaluation.trust import Trust
+
+    return Trust.from_dict(trust).line()
 
 
 def markdown_card(card: dict) -> str:
@@ -141,9 +183,7 @@ def markdown_card(card: dict) -> str:
               "", "```", card["training_command"], "```", "", "## Diagnostics (measured)", ""]
     diag = card["diagnostics"]
     if card["kind"] == "generator":
-        lines += ["C2ST (WGAN-GP critic, median ± MAD over splits; 0 = indistinguishable from held-out cells):", "",
-                  "| protein | median | MAD |", "|---|---:|---:|"]
-        lines += [f"| {p} | {r['median']:.2f} | {r['mad']:.2f} |" for p, r in diag["c2st"].items()]
+        lines += c2st_lines(diag)
         rec = diag["reconstruction"]
         lines += ["", f"Reconstruction of {rec['cells']} held-out cells: L2 {rec['l2'][0]:.3f} ± {rec['l2'][1]:.3f} "
                   f"(median ± MAD) against the nearest training cell's {rec['nn_l2'][0]:.3f} ± {rec['nn_l2'][1]:.3f}; "

@@ -122,7 +122,8 @@ def test_evaluate_and_interpolate_write_results(tmp_path, capsys):
     model = str(checkpoints.save_generator(tmp_path / "tiny.safetensors", G, {"class_names": ["Sid2", "Tea1"]}))
     quick = ["--device", "cpu", "--splits", "2", "--steps", "2", "--batch-size", "4", "--test-batches", "1", "--width", "4"]
 
-    assert cli.main(["evaluate", "c2st", "--model", model, "--data", test, "--out", str(tmp_path / "c2st")] + quick) == 0
+    assert cli.main(["evaluate", "c2st", "--method", "critic", "--model", model, "--data", test, "--out",
+                     str(tmp_path / "c2st")] + quick) == 0
     report = json.loads((tmp_path / "c2st" / "c2st.json").read_text())
     assert set(report["scores"]) == {"Sid2", "Tea1", "all"} and len(report["scores"]["all"]["scores"]) == 2
     assert (tmp_path / "c2st" / "c2st.png").stat().st_size > 1000

@@ -18,7 +18,7 @@ from napari_biogans.evaluation import outputs, pipeline
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MODEL = "tiny-varied"
 # the same tiny settings on both sides: (CLI options, widget spin boxes)
-C2ST = (["--steps", "4", "--splits", "2", "--width", "4", "--batch-size", "4", "--algorithm", "gan"],
+C2ST = (["--method", "critic", "--steps", "4", "--splits", "2", "--width", "4", "--batch-size", "4", "--algorithm", "gan"],
         {"c2st_steps": 4, "splits": 2, "critic_width": 4, "batch": 4})
 RECONSTRUCT = (["--steps", "1", "--restarts", "2", "--max-cells", "5"], {"steps": 1, "restarts": 2, "n_cells": 5})
 
@@ -37,6 +37,7 @@ def data(tmp_path_factory):
 def _isolated(tmp_path, monkeypatch, data):
     monkeypatch.setenv(_common.SETTINGS_ENV, str(tmp_path / "settings.ini"))
     monkeypatch.setenv(checkpoints.MODELS_ENV, str(data["models"]))
+    monkeypatch.setenv("BIOGANS_CACHE", str(tmp_path / "cache"))  # feature networks and calibrations
     model_picker.clear_cache()
 
 
@@ -51,6 +52,7 @@ def test_cli_and_diagnostics_write_identical_tables(make_napari_viewer, qtbot, d
     widget.model.set_path(checkpoints.catalogue()[MODEL])
     widget.device.combo.setCurrentText("cpu")
     widget.algorithm.setCurrentText("gan")
+    widget.method.setCurrentText(outputs.CRITIC_METHOD)
     for name, value in {**C2ST[1], **RECONSTRUCT[1]}.items():
         getattr(widget, name).setValue(value)
 
@@ -158,14 +160,14 @@ def test_a_long_c2st_on_a_cpu_says_how_long_and_what_is_cheaper(data, tmp_path, 
     monkeypatch.setattr(pipeline, "c2st_seconds", estimate)
     monkeypatch.setattr(pipeline, "c2st_job", stop)
     assert cli.main(["evaluate", "c2st", "--model", MODEL, "--data", str(data["test"]), "--out", str(tmp_path / "c"),
-                     "--device", "cpu"]) == 2
+                     "--device", "cpu", "--method", "critic"]) == 2
     printed = capsys.readouterr().out
     assert "3.0 h" in printed and "--splits 3 --steps 500 --width 16" in printed and "4 min" in printed
     assert measured[0][1] == 10 * len(PROTEINS)  # one critic per split and protein
     # a short run measures nothing and says nothing
     measured.clear()
     assert cli.main(["evaluate", "c2st", "--model", MODEL, "--data", str(data["test"]), "--out", str(tmp_path / "c"),
-                     "--device", "cpu", "--steps", "10", "--splits", "2"]) == 2
+                     "--device", "cpu", "--method", "critic", "--steps", "10", "--splits", "2"]) == 2
     assert not measured and "note" not in capsys.readouterr().out
 
 
@@ -205,6 +207,7 @@ def test_diagnostics_says_how_long_a_c2st_takes_on_a_cpu(make_napari_viewer, qtb
     widget.data_path.set_text(str(data["test"]))
     widget.model.set_path(checkpoints.catalogue()[MODEL])
     widget.device.combo.setCurrentText("cpu")
+    widget.method.setCurrentText(outputs.CRITIC_METHOD)
     for name, value in {"c2st_steps": 5000, "splits": 2, "critic_width": 4, "batch": 4}.items():
         getattr(widget, name).setValue(value)
     widget.c2st_button.click()
@@ -213,3 +216,32 @@ def test_diagnostics_says_how_long_a_c2st_takes_on_a_cpu(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
     assert "2.0 h" in shown[0] and "2 splits, 500 critic steps, critic width 4 (about 90 s)" in shown[0]
     assert widget.c2st is None
+
+
+def test_no_command_prints_an_untrustworthy_number_without_saying_so(data, tmp_path, capsys):
+    """A 2-step critic, a 1-iteration classifier, a fast test with 2 cells a side, a baseline of held-out
+    cells: every output says UNTRUSTED, and FID shows no number at all."""
+    weak = {"c2st": ["--model", MODEL, "--method", "critic", "--steps", "2", "--splits", "2", "--width", "4",
+                     "--batch-size", "4"],
+            "fast c2st": ["--model", MODEL, "--method", "fast", "--fast-iterations", "2", "--permutations", "19"],
+            "real-vs-real": ["--steps", "2", "--splits", "1", "--width", "4", "--batch-size", "4", "--proteins",
+                             "Sid2,Tea1"],
+            "fid": ["--model", MODEL, "--train", str(data["test"]), "--classifier-iterations", "1",
+                    "--classifier-width", "4", "--generated", "4"],
+            "features": ["--train", str(data["test"]), "--classifier-iterations", "1", "--classifier-width", "4"],
+            "reconstruct": ["--model", MODEL, *RECONSTRUCT[0]]}
+    for name, options in weak.items():
+        out = tmp_path / name.replace(" ", "_")
+        assert cli.main(["evaluate", name.split()[-1], "--data", str(data["test"]), "--out", str(out),
+                         "--device", "cpu", *options]) == 0, name
+        printed = capsys.readouterr().out
+        assert "UNTRUSTED (" in printed, name
+        (csv_file,) = out.glob("*.csv")
+        assert "\n# UNTRUSTED (" in csv_file.read_text(), name
+        assert not outputs.read_trust(csv_file.with_suffix(".json")).trusted, name
+        if name == "fid":
+            assert "FID not shown" in printed and "FID real" not in printed
+        if name == "fast c2st":
+            assert "fast feature test" in printed and "UNTRUSTED (failed controls)" in printed
+        if name == "c2st":
+            assert "paper's critic C2ST" in printed and "UNTRUSTED (not calibrated)" in printed

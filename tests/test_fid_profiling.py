@@ -82,7 +82,6 @@ def test_latent_arithmetic_zero_is_identity_and_length_vector_lengthens():
 
 
 def test_cli_fid_and_features(tmp_path, capsys):
-    import csv
     import json
 
     from napari_biogans import cli
@@ -95,10 +94,11 @@ def test_cli_fid_and_features(tmp_path, capsys):
     quick = ["--classifier-iterations", "20", "--classifier-width", "8", "--device", "cpu"]
     assert cli.main(["evaluate", "fid", "--model", str(run / "generator.safetensors"), "--data", test, "--train", train,
                      "--generated", "16", "--out", str(tmp_path / "fid"), *quick]) == 0
-    with open(tmp_path / "fid" / "fid.csv") as f:
-        note, *rows = list(csv.reader(f))
-    assert note[0].startswith("# SIMULATED cells")  # the cells are the simulator's, and the table says so
-    assert [r[0] for r in rows[1:]] == ["Sid2", "Tea1"] and all(float(v) >= 0 for r in rows[1:] for v in r[1:])
+    from napari_biogans.evaluation import outputs
+
+    assert (tmp_path / "fid" / "fid.csv").read_text().startswith("# SIMULATED cells")  # and the table says so
+    _, rows = outputs.read_table(tmp_path / "fid" / "fid.csv")
+    assert [r[0] for r in rows] == ["Sid2", "Tea1"] and all(float(v) >= 0 for r in rows for v in r[1:])
     assert cli.main(["evaluate", "features", "--critic", str(run / "train_state.safetensors"), "--data", test,
                      "--train", train, "--out", str(tmp_path / "features"), *quick]) == 0
     accuracy = json.loads((tmp_path / "features" / "features.json").read_text())["accuracy"]

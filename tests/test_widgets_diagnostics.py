@@ -14,6 +14,7 @@ from napari_biogans._widgets import _common, model_picker
 from napari_biogans._widgets.diagnostics import DiagnosticsWidget
 from napari_biogans.data import lin
 from napari_biogans.data.simulator import simulate_stack
+from napari_biogans.evaluation import outputs
 from napari_biogans.evaluation.reconstruction import nearest_neighbour_l2, nll
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
@@ -82,6 +83,7 @@ def make_widget(make_napari_viewer, data, train=True, model="tiny-star"):
                         (widget.splits, 2), (widget.critic_width, 4), (widget.batch, 4)):
         spin.setValue(value)
     widget.algorithm.setCurrentText("gan")
+    widget.method.setCurrentText(outputs.CRITIC_METHOD)  # the fast feature test has its own tests
     return viewer, widget
 
 
@@ -94,13 +96,14 @@ def run(qtbot, widget, button, result, timeout=60_000):
 
 
 def export(widget, button, path, monkeypatch):
-    """Export through the button; the rows after the first line, which says the cells are simulated."""
+    """Export through the button; the rows after the ``#`` lines, the first of which says the cells are
+    simulated (the next, whether the result is trusted)."""
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *args, **kwargs: (str(path), "")))
     button.click()
     with open(path, newline="") as f:
-        first, *rows = list(csv.reader(f))
-    assert first[0].startswith("# SIMULATED cells"), first
-    return rows
+        lines = list(f)
+    assert lines[0].startswith("# SIMULATED cells"), lines[0]
+    return list(csv.reader(line for line in lines if not line.startswith("#")))
 
 
 def test_reconstruction_adds_layers_scatter_summary_and_exports(make_napari_viewer, qtbot, data, tmp_path,
@@ -230,11 +233,26 @@ def test_c2st_and_real_vs_real_tables_plots_and_exports(make_napari_viewer, qtbo
     dots = [len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)]
     assert dots == [2] * 4  # a dot per split and protein
 
+    assert widget.trust.text().startswith("C2ST: UNTRUSTED (not calibrated)")  # a 5-step critic
     back = export(widget, widget.export_c2st, tmp_path / "c2st.csv", monkeypatch)
     assert back[0] == ["protein", "median", "mad", "mean", "std", "split0", "split1"]
     for row in back[1:]:
         r = report[row[0]]
         assert [float(v) for v in row[1:]] == [r["median"], r["mad"], r["mean"], r["std"], *r["scores"]]
+
+    # the fast feature test, at a size too small for its controls to pass: said beside the numbers
+    from functools import partial
+
+    from napari_biogans.evaluation import fast_test
+
+    monkeypatch.setenv("BIOGANS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fast_test, "FastTestSettings", partial(fast_test.FastTestSettings, feature_iterations=2,
+                                                               permutations=19))
+    widget.method.setCurrentText(outputs.FAST_METHOD)
+    fast = run(qtbot, widget, widget.c2st_button, "c2st")
+    assert list(fast.report) == PROTEINS and widget.table.horizontalHeaderItem(1).text() == "accuracy"
+    assert widget.trust.text().startswith("C2ST: UNTRUSTED (failed controls)")
+    assert outputs.FAST_METHOD in widget.c2st_plot.ax.get_title()
 
     # the reference: real cells against real cells (two halves of the stack, no training split given)
     result = run(qtbot, widget, widget.rvr_button, "real_vs_real")
@@ -245,6 +263,7 @@ def test_c2st_and_real_vs_real_tables_plots_and_exports(make_napari_viewer, qtbo
     (image,) = widget.matrix_plot.ax.images
     np.testing.assert_allclose(image.get_array(), result.mean)
     assert [t.get_text() for t in widget.matrix_plot.ax.get_yticklabels()] == names
+    assert widget.trust.text().startswith("real vs real: UNTRUSTED")
     back = export(widget, widget.export_matrix, tmp_path / "matrix.csv", monkeypatch)
     assert back[0] == ["A \\ B", *names] and [r[0] for r in back[1:]] == names
     np.testing.assert_array_equal([[float(v) for v in r[1:]] for r in back[1:]], result.mean)

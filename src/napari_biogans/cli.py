@@ -333,6 +333,28 @@ def _c2st_settings(args):
                         test_batches=args.test_batches, algorithm=args.algorithm, lr=args.lr)
 
 
+def _fast_settings(args):
+    from .evaluation.fast_test import FastTestSettings
+
+    return FastTestSettings(feature_iterations=args.fast_iterations, permutations=args.permutations)
+
+
+def cmd_calibrate(args, cells, device) -> int:
+    from .evaluation import calibrate
+
+    settings = calibrate.CalibrationSettings(
+        fast=_fast_settings(args), critic_steps=args.steps, critic_splits=args.splits, critic_width=args.width,
+        critic_batch_size=args.batch_size, critic_algorithm=args.algorithm, critic_lr=args.lr,
+        critic_test_batches=args.test_batches,
+        skip=("critic",) if args.no_critic else ("fast",) if args.critic_only else ())
+    proteins = args.proteins.split(",") if args.proteins else None
+    result = _run_job(calibrate.calibrate_job(cells, proteins, settings, device))
+    files = calibrate.write(result, args.out)
+    print(calibrate.markdown(result))
+    print(f"-> {', '.join(str(f) for f in files.values())}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     """C2ST, reconstruction, real vs real, FID or features through the evaluation pipeline (the
     Diagnostics widget's), written by its one writer."""
@@ -346,7 +368,13 @@ def cmd_evaluate(args) -> int:
     train = _load_cells(args.train, None) if args.train and args.what != "c2st" else None
     if args.what in ("c2st", "reconstruct", "fid"):
         generator, meta = _model(args.model, args.device)
-    if args.what == "c2st":
+    if args.what == "calibrate":
+        return cmd_calibrate(args, cells, device)
+    if args.what == "c2st" and pipeline.c2st_method(args.method, device) == "fast":
+        print("method: fast feature test (--method critic for the paper's critic C2ST)")
+        job = pipeline.fast_c2st_job(generator, meta, cells, _fast_settings(args), device)
+    elif args.what == "c2st":
+        print("method: the paper's critic C2ST" + ("" if args.method == "critic" else " (the default on a GPU)"))
         settings = _c2st_settings(args)
         pipeline.match_model(cells, generator, meta)  # a mismatch is reported before the estimate
         note = _c2st_budget_note(settings, settings.splits * generator.n_classes, cells.image_size, device)
@@ -588,9 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .tif (OME-TIFF), .ome.zarr or .h5")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("evaluate", help="C2ST, reconstruction, the real-vs-real table or the EM report; JSON, CSV "
-                                        "and PNG")
-    p.add_argument("what", choices=["c2st", "reconstruct", "real-vs-real", "em", "fid", "features"])
+    p = sub.add_parser("evaluate", help="C2ST, reconstruction, the real-vs-real table, FID, the EM report or the "
+                                        "calibration of the diagnostics; JSON, CSV and PNG")
+    p.add_argument("what", choices=["c2st", "reconstruct", "real-vs-real", "em", "fid", "features", "calibrate"])
     p.add_argument("--model", help="catalogue name or .safetensors (c2st, reconstruct, em)")
     p.add_argument("--data", required=True, help="held-out real cells: the LIN test split (folder, .h5, .tif); "
                                                  "em: the VNC stack folder with labels (stack1)")
@@ -599,15 +627,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "it: two halves of --data)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
-    p.add_argument("--splits", type=int, default=10, help="C2ST splits (10 as the paper)")
+    p.add_argument("--splits", type=int, default=None, help="C2ST splits (10 as the paper; calibrate: 3)")
     p.add_argument("--steps", type=int, default=None, help="critic steps (5000) or L-BFGS steps (50); on a CPU a "
                                                            "long C2ST prints its estimated time and a cheaper setting")
     p.add_argument("--algorithm", default="wgan-gp", choices=["wgan-gp", "wgan", "gan"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--test-batches", type=int, default=10, help="held-out batch pairs averaged per critic")
-    p.add_argument("--width", type=int, default=64, help="C2ST critic width (64 as the paper)")
+    p.add_argument("--width", type=int, default=None, help="C2ST critic width (64 as the paper; calibrate: 16)")
     p.add_argument("--lr", type=float, default=None, help="C2ST critic learning rate (default: the reference's)")
-    p.add_argument("--proteins", default=None, help="real-vs-real: comma-separated proteins")
+    p.add_argument("--proteins", default=None, help="real-vs-real, calibrate: comma-separated proteins")
+    p.add_argument("--method", default="auto", choices=["auto", "fast", "critic"],
+                   help="c2st: the fast feature test (a linear classifier on cached features, permutation p-value) "
+                        "or the paper's critic C2ST; auto: fast on a CPU, critic on a GPU")
+    p.add_argument("--fast-iterations", type=int, default=600, help="c2st, calibrate: training iterations of the "
+                                                                    "fast test's feature network (once per data set)")
+    p.add_argument("--permutations", type=int, default=1000, help="c2st, calibrate: the fast test's permutations")
+    p.add_argument("--no-critic", action="store_true", help="calibrate: leave out the paper's critic C2ST (its "
+                                                            "budget: --steps, --splits, --width, --algorithm)")
+    p.add_argument("--critic-only", action="store_true", help="calibrate: only the paper's critic C2ST (and the "
+                                                              "nearest-neighbour check)")
     p.add_argument("--mode", default="regular", choices=["regular", "separable"])
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--max-cells", type=int, default=None, help="reconstruct a random subset of this many cells")
@@ -715,7 +753,11 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     if getattr(args, "steps", 0) is None:
-        args.steps = 50 if args.what == "reconstruct" else 5000
+        args.steps = {"reconstruct": 50, "calibrate": 500}.get(args.what, 5000)
+    if getattr(args, "splits", 0) is None:
+        args.splits = 3 if args.what == "calibrate" else 10
+    if getattr(args, "width", 0) is None:
+        args.width = 16 if args.what == "calibrate" else 64
     if getattr(args, "generated", 0) is None:
         args.generated = 10 if args.what == "em" else 500
     if getattr(args, "what", None) in ("c2st", "reconstruct", "em") and not args.model:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from ..evaluation import outputs, pipeline
 from . import _common, model_picker
 from .diagnostics_cells import CELL_FILTER, CellSource, evaluation_job
-from .diagnostics_results import GROUP, draw, fill_c2st_table, reconstruction_layers
+from .diagnostics_results import GROUP, METHODS, draw, fill_c2st_table, reconstruction_layers
 from .workers import start_job
 
 
@@ -108,6 +108,18 @@ class DiagnosticsWidget(QWidget):
         self.algorithm.setToolTip("The critics' objective: wgan-gp is the one the paper reports (score ≈ 0 for "
                                   "indistinguishable sets, higher when they differ); gan scores lie in (−∞, 0], "
                                   "≈ −1.39 when the critic cannot tell the sets apart")
+        self.method = QComboBox()
+        self.method.addItems(list(METHODS))
+        self.method.setCurrentText(_common.get_setting("diagnostics/method", "auto"))
+        self.method.setToolTip("fast feature test: a linear classifier on features of a network trained once per "
+                               "data set, with a permutation p-value and its own controls (about a minute a protein "
+                               "on a CPU); paper's critic C2ST: the settings below (hours on a CPU); auto: fast on a "
+                               "CPU, the paper's on a GPU")
+        self.trust = QLabel("")
+        self.trust.setWordWrap(True)
+        self.trust.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.trust.setToolTip("Whether the last C2ST or real-vs-real result passed its controls (real vs real "
+                              "indistinguishable, blur σ=1 px and another protein detected) at its budget")
         self.c2st_button = _common.button("Run C2ST", "Train critics to tell generated from real cells, per protein and "
                                    "split, in the background", self.run_c2st)
         self.rvr_button = _common.button("Real vs real", "The reference: the same test with real cells on both sides, "
@@ -162,6 +174,7 @@ class DiagnosticsWidget(QWidget):
 
         c2st_page = QWidget()
         c2st_form = QFormLayout()
+        c2st_form.addRow("method", self.method)
         c2st_form.addRow("critic steps", self.c2st_steps)
         c2st_form.addRow("splits", self.splits)
         c2st_form.addRow("critic width", self.critic_width)
@@ -170,6 +183,7 @@ class DiagnosticsWidget(QWidget):
         c2st_layout = QVBoxLayout(c2st_page)
         c2st_layout.addLayout(c2st_form)
         c2st_layout.addWidget(_common.row(self.c2st_button, self.rvr_button))
+        c2st_layout.addWidget(self.trust)
         c2st_layout.addWidget(self.table)
         c2st_layout.addWidget(self.c2st_plot)
         c2st_layout.addWidget(self.matrix_plot)
@@ -227,8 +241,21 @@ class DiagnosticsWidget(QWidget):
         return self._launch("reconstruction", self.reconstruction_settings())
 
     def run_c2st(self):
-        """C2ST of the model against the cells in a worker; returns it (None when nothing could start)."""
-        return self._launch("c2st", self._remember_c2st())
+        """C2ST of the model against the cells in a worker (the fast feature test or the paper's critics, as
+        the method says); returns it (None when nothing could start)."""
+        from ..devices import resolve_device
+        from ..evaluation.fast_test import FastTestSettings
+
+        settings = self._remember_c2st()
+        _common.set_setting("diagnostics/method", self.method.currentText())
+        try:
+            device = resolve_device(self.device.device())
+        except (ValueError, RuntimeError) as err:
+            _common.report_error(err, "choose another device")
+            return None
+        if pipeline.c2st_method(METHODS[self.method.currentText()], device) == "critic":
+            return self._launch("c2st", settings)
+        return self._launch("fast-c2st", FastTestSettings())
 
     def run_real_vs_real(self):
         """The real-vs-real matrix of the cells in a worker; returns it (None when nothing could start)."""
@@ -317,13 +344,19 @@ class DiagnosticsWidget(QWidget):
             self.reconstruction = result
             self.summary.setText(outputs.describe(result))
             self.status.setText(f"reconstruction done on {device}")
-        elif isinstance(result, pipeline.C2STEvaluation):
+        elif isinstance(result, (pipeline.C2STEvaluation, pipeline.FastC2STEvaluation)):
             self.c2st = result
             fill_c2st_table(self.table, result)
-            s = result.settings
-            self.status.setText(f"C2ST done on {device} ({s.algorithm}, {s.steps} steps, {s.splits} splits)")
+            self.trust.setText(f"C2ST: {result.trust.line()}")
+            if isinstance(result, pipeline.FastC2STEvaluation):
+                self.status.setText(f"C2ST done on {device} ({outputs.FAST_METHOD})")
+            else:
+                s = result.settings
+                self.status.setText(f"C2ST done on {device} ({outputs.CRITIC_METHOD}: {s.algorithm}, {s.steps} "
+                                    f"steps, {s.splits} splits)")
         else:
             self.real_vs_real = result
+            self.trust.setText(f"real vs real: {result.trust.line()}")
             self.status.setText(f"real vs real done on {device}: rows {result.sets[0]}, columns {result.sets[1]}")
         self._redraw()
 

@@ -50,7 +50,7 @@ def evaluation_job(kind: str, spec, train_path: str, model_path, device: str, se
     from ..devices import resolve_device
 
     cells, scale = load_cells(spec)
-    train = read_cells(train_path) if train_path and kind != "c2st" else None
+    train = read_cells(train_path) if train_path and kind not in ("c2st", "fast-c2st") else None
     meta = {}
     if kind == "real-vs-real":
         torch_device = resolve_device(device)
@@ -58,7 +58,8 @@ def evaluation_job(kind: str, spec, train_path: str, model_path, device: str, se
         critics = settings.splits * len(cells.class_names) ** 2
     else:
         generator, meta, torch_device = model_picker.load_generator_cached(model_path, device)
-        job = (pipeline.c2st_job(generator, meta, cells, settings, torch_device) if kind == "c2st" else
+        job = {"c2st": pipeline.c2st_job, "fast-c2st": pipeline.fast_c2st_job}.get(kind)
+        job = (job(generator, meta, cells, settings, torch_device) if job else
                pipeline.reconstruction_job(generator, meta, cells, settings, torch_device, train=train))
         critics = settings.splits * generator.n_classes if kind == "c2st" else 0
     budget = pipeline.c2st_budget(settings, critics, cells.image_size, torch_device) if critics else None

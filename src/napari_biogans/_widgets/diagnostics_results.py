@@ -12,6 +12,7 @@ from ..evaluation import outputs
 
 GROUP = "reconstruction"  # layer group of the reconstruction layers (replaced on every run)
 GAP_PX = 4  # between a real cell and its reconstruction, side by side
+METHODS = {"auto": "auto", outputs.FAST_METHOD: "fast", outputs.CRITIC_METHOD: "critic"}  # C2ST methods offered
 
 
 def reconstruction_layers(result, scale, model_path) -> list[tuple]:
@@ -40,12 +41,24 @@ def reconstruction_layers(result, scale, model_path) -> list[tuple]:
     return layers
 
 
+def _row(name: str, r: dict, fast: bool) -> list[str]:
+    if fast:
+        controls = "passed" if r["controls_pass"] else "FAILED: " + ", ".join(r["failed"])
+        return [name, f"{r['accuracy']:.3f}", f"{r['p_value']:.3g}", str(r["n"]),
+                "different" if r["different"] else "indistinguishable", controls]
+    return [name, *(f"{r[k]:.3f}" for k in ("median", "mad", "mean", "std")), str(r["n"])]
+
+
 def fill_c2st_table(table, result) -> None:
-    """One row per protein (and "all"): median, MAD, mean, std over the splits, and their number."""
+    """One row per protein (and "all"): the paper's critics' median, MAD, mean, std over the splits and
+    their number; or the fast test's accuracy, p-value, cells a side, verdict and controls."""
     report = result.report
+    fast = "accuracy" in next(iter(report.values()))
+    table.setHorizontalHeaderLabels(["protein", "accuracy", "p", "cells", "verdict", "controls"] if fast else
+                                    ["protein", "median", "MAD", "mean", "std", "splits"])
     table.setRowCount(len(report))
     for i, (name, r) in enumerate(report.items()):
-        values = [name, *(f"{r[k]:.3f}" for k in ("median", "mad", "mean", "std")), str(r["n"])]
+        values = _row(name, r, fast)
         for j, value in enumerate(values):
             table.setItem(i, j, QTableWidgetItem(value))
     table.resizeColumnsToContents()

@@ -111,24 +111,30 @@ def classifier_features(classifier: TrainedClassifier, images: np.ndarray) -> np
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets ``a`` (N, d) and ``b`` (M, d)."""
-    import warnings
+    """Fréchet distance between Gaussians fitted to feature sets ``a`` (N, d) and ``b`` (M, d).
 
-    from scipy import linalg
-
+    Tr (C_a C_b)^½ is the nuclear norm (sum of singular values) of A_c B_cᵀ / √((N−1)(M−1)) with A_c,
+    B_c the centred features: exact, stable with singular covariances (fewer cells than features)
+    and, being an N × M matrix, fast enough for permutation tests. With more cells than features
+    the same norm comes from the d × d matrix C_a^½ C_b^½.
+    """
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FID needs at least two samples on each side")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():  # fewer cells than features make singular covariances; handled below
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        root = linalg.sqrtm(cov_a @ cov_b)
-        if not np.isfinite(root).all():  # nudge both covariances (the usual remedy)
-            eps = 1e-6 * np.eye(len(cov_a))
-            root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    root = root.real  # numerical noise leaves tiny imaginary parts
-    value = float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2 * root))
+    a_c, b_c = a - a.mean(0), b - b.mean(0)
+    scale = np.sqrt((len(a) - 1) * (len(b) - 1))
+    if min(len(a), len(b)) <= a.shape[1]:
+        cross = a_c @ b_c.T / scale
+    else:
+        cross = _psd_root(a_c.T @ a_c / (len(a) - 1)) @ _psd_root(b_c.T @ b_c / (len(b) - 1))
+    trace_root = np.linalg.svd(cross, compute_uv=False).sum()
+    traces = (np.sum(a_c**2) / (len(a) - 1)) + (np.sum(b_c**2) / (len(b) - 1))
+    value = float(np.sum((a.mean(0) - b.mean(0)) ** 2) + traces - 2 * trace_root)
     return max(value, 0.0)
+
+
+def _psd_root(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
 def class_fid_matrix(classifier: TrainedClassifier, a: CellStack, b: CellStack) -> np.ndarray:

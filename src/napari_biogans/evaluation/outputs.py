@@ -3,7 +3,9 @@
 
 Numbers keep full precision (reading a file back gives the same floats). A result made from
 simulated cells, or from a model trained on them, says so in its CSV's first line, its JSON
-(``simulated``) and its figure's title.
+(``simulated``) and its figure's title. A result whose diagnostic did not pass its controls at this
+budget (:class:`.trust.Trust`) says so the same way: a ``# UNTRUSTED ...`` CSV line, the JSON's
+``trust`` object, its figure's title and the first line of :func:`describe`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,18 +20,25 @@ import numpy as np
 
 from ..atomic import atomic_write
 from . import plots
+from .files import finite
+from .trust import FAILED, Trust
 from .pipeline import (
     SIMULATED_NOTE,
     C2STEvaluation,
+    FastC2STEvaluation,
     FeaturesEvaluation,
     FIDEvaluation,
     RealVsRealEvaluation,
     ReconstructionEvaluation,
 )
 
-STEMS = {C2STEvaluation: "c2st", ReconstructionEvaluation: "reconstruction", RealVsRealEvaluation: "real_vs_real",
+STEMS = {C2STEvaluation: "c2st", FastC2STEvaluation: "fast_c2st", ReconstructionEvaluation: "reconstruction",
+         RealVsRealEvaluation: "real_vs_real",
          FIDEvaluation: "fid", FeaturesEvaluation: "features"}
 MATRIX_TITLE = "real vs real C2ST (mean over splits)"
+FAST_METHOD = "fast feature test"  # vs the paper's critic C2ST: every output says which one made it
+CRITIC_METHOD = "paper's critic C2ST"
+FAST_CONTROLS = ("real vs real", "blur σ=1", "other protein")
 
 
 def stem(result) -> str:
@@ -38,19 +46,9 @@ def stem(result) -> str:
     return STEMS[type(result)]
 
 
-def _finite(value):
-    """NaN and infinities become None (empty in CSV, null in JSON); numpy numbers become Python ones."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+def untrusted_line(result) -> str | None:
+    """The line that marks a result that did not pass its controls (None for a trusted one)."""
+    return None if result.trust.trusted else result.trust.line()
 
 
 def simulated_line(result) -> str | None:
@@ -71,6 +69,12 @@ def table(result) -> tuple[list[str], list[list]]:
         splits = len(next(iter(report.values()))["scores"])
         header = ["protein", "median", "mad", "mean", "std", *[f"split{s}" for s in range(splits)]]
         return header, [[name, r["median"], r["mad"], r["mean"], r["std"], *r["scores"]] for name, r in report.items()]
+    if isinstance(result, FastC2STEvaluation):
+        header = ["protein", "accuracy", "p_value", "cells", "different", "controls_pass",
+                  *[f"{c} {k}" for c in FAST_CONTROLS for k in ("accuracy", "p_value")]]
+        return header, [[name, r["accuracy"], r["p_value"], r["n"], r["different"], r["controls_pass"],
+                         *[r["controls"].get(c, {}).get(k) for c in FAST_CONTROLS for k in ("accuracy", "p_value")]]
+                        for name, r in result.report.items()]
     if isinstance(result, ReconstructionEvaluation):
         cells, rec, nn = result.cells, result.reconstruction, result.nn_l2
         header = ["file", "protein", "l2", "nll", "nll_start", "nn_l2"]
@@ -87,15 +91,15 @@ def table(result) -> tuple[list[str], list[list]]:
 
 
 def table_text(result) -> str:
-    """The CSV file's text: the simulated-cells line (a ``#`` comment), the header, the rows."""
+    """The CSV file's text: the simulated-cells and untrusted lines (``#`` comments), the header, the rows."""
     buffer = io.StringIO()
-    note = simulated_line(result)
-    if note:
-        buffer.write(f"# {note}\n")
+    for note in (simulated_line(result), untrusted_line(result)):
+        if note:
+            buffer.write(f"# {note}\n")
     header, rows = table(result)
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(["" if v is None else v for v in _finite(row)] for row in rows)
+    writer.writerows(["" if v is None else v for v in finite(row)] for row in rows)
     return buffer.getvalue()
 
 
@@ -123,12 +127,14 @@ def summary(result) -> dict:
     from .c2st import summarize
     from .reconstruction import median_mad
 
-    head = {"simulated": result.provenance.simulated}
+    head = {"trust": result.trust.as_dict(), "simulated": result.provenance.simulated}
     if result.provenance.simulated:
         head["note"] = simulated_line(result)
     head["settings"] = settings_of(result)
     if isinstance(result, C2STEvaluation):
-        body = {"scores": result.report}
+        body = {"method": CRITIC_METHOD, "scores": result.report}
+    elif isinstance(result, FastC2STEvaluation):
+        body = {"method": FAST_METHOD, "scores": result.report}
     elif isinstance(result, ReconstructionEvaluation):
         rec, nn = result.reconstruction, result.nn_l2[np.isfinite(result.nn_l2)]
         body = {"l2": median_mad(rec.l2), "nll": median_mad(rec.nll), "nn_l2": median_mad(nn) if len(nn) else None,
@@ -145,7 +151,12 @@ def summary(result) -> dict:
     else:
         body = {"classifier_accuracy": result.classifier_accuracy, "accuracy": result.accuracy,
                 "dimensions": result.dimensions}
-    return _finite({**head, **body})
+    return finite({**head, **body})
+
+
+def read_trust(path) -> Trust:
+    """The trust status of a result's JSON file, as this module wrote it."""
+    return Trust.from_dict(json.loads(Path(path).read_text())["trust"])
 
 
 def summary_text(result) -> str:
@@ -157,19 +168,34 @@ def summary_text(result) -> str:
 
 
 def has_figure(result) -> bool:
-    return isinstance(result, (C2STEvaluation, ReconstructionEvaluation, RealVsRealEvaluation))
+    return isinstance(result, (C2STEvaluation, FastC2STEvaluation, ReconstructionEvaluation, RealVsRealEvaluation))
 
 
 def title(result, text: str = "") -> str:
-    """A figure's title, ``SIMULATED cells`` first when the result comes from simulated cells or models."""
-    return " — ".join(t for t in (SIMULATED_NOTE if result.provenance.simulated else "", text) if t)
+    """A figure's title, ``UNTRUSTED: ...`` first when the result did not pass its controls and
+    ``SIMULATED cells`` when it comes from simulated cells or models."""
+    marks = (SIMULATED_NOTE if result.provenance.simulated else "",
+             "" if result.trust.trusted else result.trust.short(), text)
+    return " — ".join(t for t in marks if t)
 
 
 def draw(result, ax, style=plots.LIGHT) -> None:
     """Draw a result's figure into ``ax`` (the CLI's PNG and the widget's themed canvas alike)."""
     if isinstance(result, C2STEvaluation):
         plots.c2st_scores(ax, result.report, style=style)
-        ax.set_title(title(result, f"C2ST, {result.provenance.model}"))
+        ax.set_title(title(result, f"{CRITIC_METHOD}, {result.provenance.model}"))
+    elif isinstance(result, FastC2STEvaluation):
+        names = list(result.report)
+        accuracy = [result.report[n]["accuracy"] for n in names]
+        ax.bar(range(len(names)), accuracy, color=style["foreground"], alpha=0.7)
+        ax.axhline(0.5, color=style["foreground"], linestyle="--", linewidth=1)
+        for i, n in enumerate(names):
+            ax.text(i, accuracy[i], f"p={result.report[n]['p_value']:.2g}", ha="center", va="bottom", fontsize=7,
+                    color=style["foreground"])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_ylim(0, 1.1)
+        ax.set_ylabel("leave-one-out accuracy (0.5: indistinguishable)")
+        ax.set_title(title(result, f"{FAST_METHOD}, {result.provenance.model}"))
     elif isinstance(result, ReconstructionEvaluation):
         rec, nn = result.reconstruction, result.nn_l2
         plots.reconstruction_scatter(ax, rec.l2, rec.nll, nn_l2=nn[np.isfinite(nn)], nz=result.nz, style=style,
@@ -228,7 +254,15 @@ def describe(result) -> str:
     from .reconstruction import median_mad
 
     lines = [f"[{simulated_line(result)}]"] if result.provenance.simulated else []
-    if isinstance(result, C2STEvaluation):
+    lines.append(result.trust.line())
+    if isinstance(result, FastC2STEvaluation):
+        lines.append(f"{FAST_METHOD} (not the paper's critic C2ST): leave-one-out accuracy of a linear classifier "
+                     "on cached features, 0.5 = indistinguishable, with a permutation p-value")
+        lines += [f"{name:>10}: accuracy {r['accuracy']:.2f}, p = {r['p_value']:.3g} over {r['n']} cells a side: "
+                  f"{'different from real' if r['different'] else 'indistinguishable from real'}"
+                  for name, r in result.report.items()]
+    elif isinstance(result, C2STEvaluation):
+        lines.append(f"{CRITIC_METHOD} (METHODS D.1), lower is closer to real")
         lines += [f"{name:>10}: median {r['median']:.2f} ± {r['mad']:.2f} (MAD), mean {r['mean']:.2f} ± {r['std']:.2f}"
                   for name, r in result.report.items()]
     elif isinstance(result, ReconstructionEvaluation):
@@ -250,6 +284,9 @@ def describe(result) -> str:
         lines += [f"{name:>7} " + " ".join(f"{v:6.1f}" for v in result.mean[i]) for i, name in enumerate(result.names)]
     elif isinstance(result, FIDEvaluation):
         lines.append(f"LIN classifier: {result.classifier_accuracy:.1%} protein accuracy on the held-out cells")
+        if result.trust.status == FAILED:
+            lines.append("FID not shown: it failed its controls (the numbers are in the files, marked UNTRUSTED)")
+            return "\n".join(lines)
         lines += [f"{name:>10}: FID real {result.real[i]:.3f}, generated {result.generated[i]:.3f}"
                   for i, name in enumerate(result.names)]
     else:

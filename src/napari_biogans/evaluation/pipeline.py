@@ -1,8 +1,10 @@
 """One evaluation pipeline for ``biogans evaluate`` and the Diagnostics widget.
 
 Each evaluation is a job (``napari_biogans.jobs``: a generator of ``Update`` s that returns its
-result) over cells and a model the caller has loaded: :func:`c2st_job`, :func:`reconstruction_job`,
-:func:`real_vs_real_job`, :func:`fid_job` and :func:`features_job`. The checks of the inputs
+result) over cells and a model the caller has loaded: :func:`c2st_job` (the paper's critics),
+:func:`fast_c2st_job` (the fast feature test, the CPU default), :func:`reconstruction_job`,
+:func:`real_vs_real_job`, :func:`fid_job` and :func:`features_job`. Every result carries its
+:class:`.trust.Trust`, decided here from its own controls or the calibration of its diagnostic. The checks of the inputs
 (image size against the model, the model's proteins present, the training cells' proteins) and the
 choices that make a number (which cells, which baseline, which seeds) live here, so the CLI and the
 widget get the same numbers from the same inputs; :mod:`.outputs` turns a result into the same
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..jobs import Job
+from .trust import CALIBRATED, Trust, uncalibrated, untrusted
 
 SIMULATED_NOTE = "SIMULATED cells"  # in every title, JSON and CSV header made from simulated cells or models
 
@@ -76,11 +79,26 @@ class Provenance:
     extra: dict = field(default_factory=dict)  # the training cells, the critic file, ...
 
 
+def _no_controls() -> Trust:
+    return uncalibrated("no controls were run for this result", "biogans evaluate calibrate at this budget")
+
+
 @dataclass
 class C2STEvaluation:
     report: dict  # protein (and "all") -> {"scores": [per split], median, mad, mean, std, n}
     settings: C2STSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
+
+
+@dataclass
+class FastC2STEvaluation:
+    """The fast feature test (:mod:`.fast_test`) of generated against held-out real cells."""
+
+    report: dict  # protein -> {accuracy, p_value, n, different, controls, controls_pass, failed}
+    settings: object  # fast_test.FastTestSettings
+    provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 @dataclass
@@ -93,6 +111,7 @@ class ReconstructionEvaluation:
     nz: int
     settings: ReconstructionSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 @dataclass
@@ -102,6 +121,7 @@ class RealVsRealEvaluation:
     sets: tuple[str, str]  # what A and B are
     settings: C2STSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
     @property
     def mean(self) -> np.ndarray:
@@ -116,6 +136,7 @@ class FIDEvaluation:
     classifier_accuracy: float
     settings: ClassifierSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 @dataclass
@@ -125,6 +146,7 @@ class FeaturesEvaluation:
     classifier_accuracy: float
     settings: ClassifierSettings
     provenance: Provenance
+    trust: Trust = field(default_factory=_no_controls)
 
 
 def is_simulated(stack, meta: dict | None = None) -> bool:
@@ -215,13 +237,51 @@ def c2st_job(generator, meta: dict, cells, settings: C2STSettings, device) -> Jo
     """C2ST of the generator against held-out real cells; returns a :class:`C2STEvaluation`."""
     from .c2st import generator_c2st
 
-    cells = match_model(cells, generator, meta)
+    given, cells = cells, match_model(cells, generator, meta)
     names = list(meta["class_names"])
     report = yield from generator_c2st(generator, cells, names, n_splits=settings.splits, device=device,
                                        seed=settings.seed, steps=settings.steps, batch_size=settings.batch_size,
                                        test_batches=settings.test_batches, width=settings.width,
                                        algorithm=settings.algorithm, lr=settings.lr)
-    return C2STEvaluation(report, settings, _provenance(cells, device, meta))
+    trust = critic_trust(given, settings)  # calibrations are remembered for the cells as given
+    return C2STEvaluation(report, settings, _provenance(cells, device, meta), trust)
+
+
+def c2st_method(method: str, device) -> str:
+    """``fast`` or ``critic``; ``auto`` is the fast feature test on a CPU, the paper's critic C2ST on a GPU."""
+    if method != "auto":
+        return method
+    return "fast" if getattr(device, "type", str(device)) == "cpu" else "critic"
+
+
+def critic_trust(cells, settings: C2STSettings) -> Trust:
+    """A paper's-critic C2ST is trusted at a budget where it passed its controls on these cells."""
+    from .calibrate import critic_trust as remembered
+
+    return remembered(cells, settings.steps, settings.splits, settings.width, settings.algorithm)
+
+
+def fast_c2st_job(generator, meta: dict, cells, settings, device) -> Job:
+    """The fast feature test of the generator against held-out real cells, each protein with its own
+    controls (the feature network is trained once per data set and cached); returns a
+    :class:`FastC2STEvaluation`."""
+    from ..data.lin import to_uint8
+    from ..jobs import within
+    from ..sampling import latent_codes, render
+    from .calibrate import fast_trust
+    from .fast_test import fast_c2st, feature_net_job
+
+    given, cells = cells, match_model(cells, generator, meta)
+    names = list(meta["class_names"]) if generator.n_classes > 1 else ["all"]
+    net = yield from within(feature_net_job(given, settings, device), 0, 2, "feature network (once per data set)")
+    n = min(settings.max_cells, max(cells.counts().values()))
+    pairs = to_uint8(render(generator.to(device).eval(), latent_codes(n, generator.nz, generator.nz_red,
+                                                                       settings.seed)))
+    generated = {name: pairs[:, c if generator.n_classes > 1 else 0] for c, name in enumerate(names)}
+    report = yield from within(fast_c2st(net, cells, generated, settings), 1, 2, "fast feature test")
+    extra = {"method": "fast feature test", "feature_net_trained": net.trained,
+             "feature_net_accuracy": net.accuracy}
+    return FastC2STEvaluation(report, settings, _provenance(cells, device, meta, **extra), fast_trust(report))
 
 
 def reconstruction_job(generator, meta: dict, cells, settings: ReconstructionSettings, device,
@@ -243,8 +303,12 @@ def reconstruction_job(generator, meta: dict, cells, settings: ReconstructionSet
     nn = nn_baseline(stack, rows, train)
     source = "training cells" if train is not None else "other cells of the stack"
     extra = {"nn_baseline": source} | ({"train": train.description} if train is not None else {})
+    trust = Trust(CALIBRATED, "compared with each cell's nearest training cell (the paper's control)") \
+        if train is not None else uncalibrated("the nearest-neighbour baseline is other held-out cells, which is "
+                                               "easier to beat than the training cells", "--train (the training cells)")
     return ReconstructionEvaluation(chosen, rows, result, nn, source, generator.nz, settings,
-                                    _provenance(stack, device, meta, [train] if train is not None else [], **extra))
+                                    _provenance(stack, device, meta, [train] if train is not None else [], **extra),
+                                    trust)
 
 
 def real_vs_real_job(cells, settings: C2STSettings, device, train=None, proteins=None) -> Job:
@@ -282,7 +346,8 @@ def real_vs_real_job(cells, settings: C2STSettings, device, train=None, proteins
                                      algorithm=settings.algorithm, lr=settings.lr)
     extra = {"sets": list(sets)} | ({"train": train.description} if train is not None else {})
     return RealVsRealEvaluation(names, scores, sets, settings,
-                                _provenance(cells, device, others=[train] if train is not None else [], **extra))
+                                _provenance(cells, device, others=[train] if train is not None else [], **extra),
+                                real_vs_real_trust(scores, cells, settings))
 
 
 def _classifier(train, test, settings: ClassifierSettings, device) -> Job:
@@ -308,10 +373,58 @@ def fid_job(generator, meta: dict, test, train, settings: ClassifierSettings, de
     check_training_cells(train, test)
     train = train.select_classes(names)
     classifier = yield from _classifier(train, test, settings, device)
-    real = np.diagonal(fid.class_fid_matrix(classifier, train, test))
+    matrix = fid.class_fid_matrix(classifier, train, test)
+    real = np.diagonal(matrix)
     fake = fid.generator_fid(classifier, generator, test, n=settings.generated, seed=settings.seed)
+    trust = fid_trust(classifier, train, test, matrix)
     return FIDEvaluation(names, [float(v) for v in real], [float(fake[n]) for n in names], classifier.accuracy,
-                         settings, _provenance(test, device, meta, [train], train=train.description))
+                         settings, _provenance(test, device, meta, [train], train=train.description), trust)
+
+
+MIN_ACCURACY_OVER_CHANCE = 2.0  # a LIN classifier below twice chance gives features that say nothing
+MIN_ACCURACY = 0.8  # ... capped here for few proteins (twice chance of two proteins would be 100 %)
+
+
+def classifier_trust(accuracy: float, n_classes: int) -> Trust | None:
+    """Untrusted when the classifier's held-out accuracy is below twice chance (at most 80 %); None when
+    it is enough."""
+    floor = min(MIN_ACCURACY_OVER_CHANCE / max(n_classes, 1), MIN_ACCURACY)
+    if n_classes < 2 or not np.isfinite(accuracy):
+        return uncalibrated("the LIN classifier needs at least two proteins with held-out cells to be checked",
+                            "cells of two or more proteins")
+    if accuracy < floor:
+        return untrusted(f"the LIN classifier is {accuracy:.1%} accurate on held-out cells, below {floor:.1%} "
+                         f"(twice chance, at most {MIN_ACCURACY:.0%}): its features cannot tell proteins apart",
+                         "more classifier iterations (--classifier-iterations) or a wider classifier")
+    return None
+
+
+def fid_trust(classifier, train, test, matrix: np.ndarray) -> Trust:
+    """FID's own controls: the classifier above twice chance, and for every protein the real
+    training cells closer to its held-out cells than (a) the held-out cells blurred by σ = 1 px and
+    (b) another protein's training cells (the next one of the list)."""
+    from . import fid
+    from .fast_test import blur, other_protein
+
+    weak = classifier_trust(classifier.accuracy, len(test.class_names))
+    if weak is not None:
+        return weak
+    blurred = test.subset(np.arange(len(test)))
+    blurred.images = blur(test.images, 1.0)
+    blur_fid = np.diagonal(fid.class_fid_matrix(classifier, blurred, test))
+    names, failed, controls = list(test.class_names), [], {}
+    for i, name in enumerate(names):
+        other = names.index(other_protein(names, name))
+        controls[name] = {"real": matrix[i, i], "blur σ=1": blur_fid[i], "other protein": matrix[other, i]}
+        if not blur_fid[i] > matrix[i, i]:
+            failed.append(f"{name}: blur σ=1 not farther than real")
+        if not matrix[other, i] > matrix[i, i]:
+            failed.append(f"{name}: {names[other]} not farther than real")
+    if failed:
+        return untrusted("its controls failed (" + "; ".join(failed) + ")",
+                         "more classifier iterations or more cells per protein", controls)
+    return Trust(CALIBRATED, f"classifier {classifier.accuracy:.1%} accurate; blur σ=1 and the other protein "
+                             "farther than real for every protein", controls=controls)
 
 
 def features_job(test, train, settings: ClassifierSettings, device, critic=None, critic_file=None) -> Job:
@@ -329,8 +442,25 @@ def features_job(test, train, settings: ClassifierSettings, device, critic=None,
         embeddings["critic"] = profiling.critic_features(critic, test.images)
     accuracy = {name: float(profiling.loo_1nn_accuracy(x, test.class_index)) for name, x in embeddings.items()}
     extra = {"train": train.description} | ({"critic": str(critic_file)} if critic_file else {})
+    trust = classifier_trust(classifier.accuracy, len(test.class_names)) or Trust(
+        CALIBRATED, f"LIN classifier {classifier.accuracy:.1%} accurate on held-out cells (over twice chance)")
     return FeaturesEvaluation(accuracy, {k: int(v.shape[1]) for k, v in embeddings.items()}, classifier.accuracy,
-                              settings, _provenance(test, device, others=[train], **extra))
+                              settings, _provenance(test, device, others=[train], **extra), trust)
+
+
+def real_vs_real_trust(scores: np.ndarray, cells, settings: C2STSettings) -> Trust:
+    """The matrix's diagonal is its own real-vs-real control: it must sit near the critic's null
+    score (an untrained WGAN-GP critic reads ≈ −10 everywhere); then the critic's calibration on
+    these cells decides."""
+    from .calibrate import NULL_SCORE, NULL_TOLERANCE
+
+    diagonal = float(np.nanmedian(np.diagonal(scores, axis1=1, axis2=2)))
+    null = NULL_SCORE[settings.algorithm]
+    if not abs(diagonal - null) < NULL_TOLERANCE:
+        return untrusted(f"the diagonal (same protein) reads {diagonal:.2f}, not near {null:.2f}: the critics did "
+                         f"not learn at {settings.splits} splits × {settings.steps} steps, width {settings.width}",
+                         "more critic steps (biogans evaluate calibrate finds how many)")
+    return critic_trust(cells, settings)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""Calibration and the fast two-sample test: the controls come out as expected at tiny sizes, the
+verdicts decide later results' trust, and the feature network is cached once per data set."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_biogans import cli, jobs
+from napari_biogans.data import lin
+from napari_biogans.data.simulator import simulate_stack
+from napari_biogans.evaluation import calibrate, fast_test, trust
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PROTEINS = ["Sid2", "Tea1", "Cki2"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIOGANS_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return simulate_stack(24, PROTEINS, seed=1)
+
+
+def test_the_permutation_p_value_separates_same_from_shifted_features():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 10)), rng.normal(size=(60, 10))
+    same_accuracy, same_p = fast_test.ridge_loo_accuracy(a, b, permutations=199)
+    shifted_accuracy, shifted_p = fast_test.ridge_loo_accuracy(a, b + 0.8, permutations=199)
+    assert same_p > 0.05 and same_accuracy < 0.65
+    assert shifted_p == 1 / 200 and shifted_accuracy > 0.8
+
+
+def test_calibrate_writes_the_table_and_remembers_each_verdict(cells, tmp_path, capsys):
+    data = lin.write_lin_folder(cells.select_classes(["Sid2", "Tea1"]), tmp_path / "cells")
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", "calibrate", "--data", str(data), "--out", str(out), "--device", "cpu",
+                     "--fast-iterations", "5", "--permutations", "199", "--steps", "2", "--splits", "2", "--width",
+                     "4", "--batch-size", "8", "--test-batches", "1", "--proteins", "Tea1"]) == 0
+    assert "| fast feature test | Tea1 | blur σ=1 |" in capsys.readouterr().out
+    assert (out / "calibration.csv").read_text().startswith("# SIMULATED cells")
+    assert "| paper's critic C2ST |" in (out / "calibration.md").read_text()
+    body = json.loads((out / "calibration.json").read_text())
+    found = {(r["diagnostic"], r["protein"], r["control"]): r for r in body["rows"]}
+    # the fast test, even at this size, reads real vs real as indistinguishable and sees blur and the wrong protein
+    for protein in ("Tea1",):  # Sid2 is its "other protein"
+        for control in calibrate.REQUIRED:
+            assert found[(calibrate.FAST, protein, control)]["pass"], (protein, control)
+        assert found[(calibrate.NN, protein, "training copies")]["answer"] == "flagged"
+        assert found[(calibrate.NN, protein, "real vs real")]["answer"] == "not flagged"
+        assert (calibrate.FAST, protein, "training copies") not in found  # a two-sample test cannot see copies
+    assert body["verdicts"][calibrate.FAST]["pass"] and body["verdicts"][calibrate.NN]["pass"]
+    # a 2-step critic of width 4 cannot pass: remembered as failed for these cells at this budget
+    assert not body["verdicts"][calibrate.CRITIC]["pass"]
+    read = lin.read_cells(data)
+    failed = calibrate.critic_trust(read, steps=2, splits=2, width=4, algorithm="wgan-gp")
+    assert failed.status == trust.FAILED and "biogans evaluate calibrate" in failed.needed
+    assert calibrate.critic_trust(read, steps=50, splits=2, width=4, algorithm="wgan-gp").status == \
+        trust.NOT_CALIBRATED
+
+
+def test_a_passing_calibration_trusts_that_budget_and_above(cells, tmp_path):
+    from napari_biogans.training.data import stack_hash
+
+    record = calibrate.Calibration([], {calibrate.CRITIC: {"pass": True, "failed": [], "budget": "b",
+                                                           "settings": {"steps": 100, "splits": 3, "width": 16,
+                                                                        "algorithm": "wgan-gp", "batch_size": 64}}},
+                                   "cells", stack_hash(cells), "cpu", True, {})
+    calibrate.remember(record)
+    assert calibrate.critic_trust(cells, 200, 3, 16, "wgan-gp").trusted
+    below = calibrate.critic_trust(cells, 50, 3, 16, "wgan-gp")
+    assert below.status == trust.NOT_CALIBRATED and "at least b" in below.needed
+
+
+def test_the_feature_network_is_cached_per_data_set_and_a_stale_file_is_retrained(cells):
+    tiny = fast_test.FastTestSettings(feature_iterations=2)
+    first = jobs.run(fast_test.feature_net_job(cells, tiny))
+    path, key = fast_test._cache_path(cells, tiny)
+    assert path.is_file() and first.trained
+    updates = []
+    again = jobs.run(fast_test.feature_net_job(cells, tiny), updates.append)
+    assert updates == []  # loaded, not trained
+    x = cells.images[:3]
+    assert np.allclose(again.features(x), first.features(x))
+    from napari_biogans import checkpoints
+
+    tensors, meta = checkpoints.load(path)
+    checkpoints.save(path, tensors, {**{k: v for k, v in meta.items() if k != "format"},
+                                     "key": {**key, "data_sha256": "0" * 64}})
+    updates = []
+    jobs.run(fast_test.feature_net_job(cells, tiny), updates.append)
+    assert updates  # the stale file was not used
