@@ -1,0 +1,166 @@
+"""Train, evaluate and ship the VNC segmenter (``pretrained/vnc-segmenter``).
+
+    # train (resumable: run it again with the same --run to continue), time-limited
+    nice -n 10 env OMP_NUM_THREADS=2 nohup python scripts/train_segmenter.py train \\
+        --data /work/shared/data/vnc/stack1 --run /work/runs/segmenter/unet16 --time-limit 3300 &
+    # mean IU on the validation sections 10-19 at full size, then write the shipped file and card
+    python scripts/train_segmenter.py ship --data /work/shared/data/vnc/stack1 --run /work/runs/segmenter/unet16 \\
+        --out pretrained/vnc-segmenter
+
+The run folder holds ``state.pt`` (model, optimiser and RNG state, read with ``weights_only=True``),
+``run.json`` (the arguments and the CPU/wall seconds spent so far) and ``log.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def train(args) -> None:
+    import torch
+
+    from napari_biogans import jobs
+    from napari_biogans.data.em import read_sections
+    from napari_biogans.evaluation.em_metrics import train_segmenter
+
+    torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    info_path, state_path = run / "run.json", run / "state.pt"
+    settings = {k: getattr(args, k) for k in ("iterations", "crop", "batch_size", "width", "levels", "lr", "seed",
+                                              "sections")}
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {"settings": settings, "cpu_s": 0.0,
+                                                                            "wall_s": 0.0, "sessions": []}
+    if info["settings"] != settings:
+        sys.exit(f"{run}: was started with {info['settings']}, not {settings}; use another --run")
+    state = torch.load(state_path, weights_only=True, map_location=args.device) if state_path.is_file() else None
+    images, labels = read_sections(args.data, args.sections)
+    stop, started, cpu0, wall0 = jobs.StopFlag(), time.time(), _cpu_seconds(), (info["wall_s"], info["cpu_s"])
+    device = args.device
+
+    def save(snapshot):
+        tmp = state_path.with_name(".state.pt.partial")
+        torch.save(snapshot, tmp)
+        os.replace(tmp, state_path)
+        info["wall_s"] = wall0[0] + time.time() - started
+        info["cpu_s"] = wall0[1] + _cpu_seconds() - cpu0
+        info["step"] = snapshot["step"]
+        info["device"] = str(device)
+        info_path.write_text(json.dumps(info, indent=1))
+
+    log = open(run / "log.csv", "a")
+
+    def on_update(update):
+        log.write(f"{update.done},{update.payload['loss']:.4f},{time.time() - started:.2f}\n")
+        log.flush()
+        if args.time_limit and time.time() - started > args.time_limit:
+            stop.set()
+
+    info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(device),
+                             "threads": args.threads})
+    job = train_segmenter(images, labels, args.iterations, args.crop, args.batch_size, args.width, args.levels,
+                          args.lr, device, args.seed, state=state, save=save, save_every=args.save_every, stop=stop)
+    jobs.run(job, on_update)
+    print(f"{run}: step {info.get('step')} of {args.iterations}, {info['cpu_s']:.0f} CPU s, {info['wall_s']:.0f} s")
+
+
+def _load_run(run: Path):
+    import torch
+
+    from napari_biogans.models.segmenter import SegmenterUNet
+
+    info = json.loads((run / "run.json").read_text())
+    s = info["settings"]
+    model = SegmenterUNet(width=s["width"], levels=s["levels"])
+    model.load_state_dict(torch.load(run / "state.pt", weights_only=True, map_location="cpu")["model"])
+    return model.eval(), info
+
+
+def evaluate(model, data, sections, device="cpu") -> dict:
+    from napari_biogans.data.em import read_sections
+    from napari_biogans.evaluation.em_metrics import segmentation_scores
+
+    images, labels = read_sections(data, sections)
+    return segmentation_scores(model, images, labels, device)
+
+
+def ship(args) -> None:
+    import torch
+
+    from napari_biogans import checkpoints
+    from napari_biogans.data.em import LABEL_NAMES
+    from napari_biogans.models.segmenter import load_segmenter, save_segmenter
+
+    torch.set_num_threads(args.threads)
+    model, info = _load_run(Path(args.run))
+    out = Path(args.out)
+    path = save_segmenter(out.with_suffix(".safetensors"), model, {
+        "label_codes": {str(k): v for k, v in LABEL_NAMES.items()},
+        "data": {"description": "VNC stack1 sections 00-09 (Gerhard et al.; CC BY-NC-SA 3.0)",
+                 "sections": info["settings"]["sections"]},
+        "train_config": info["settings"], "training": {k: info.get(k) for k in ("step", "cpu_s", "wall_s", "device",
+                                                                              "sessions")},
+    })
+    shipped, _ = load_segmenter(path, args.device)  # the float16 weights, as users get them
+    t0 = time.time()
+    scores = evaluate(shipped, args.data, args.val_sections, args.device)
+    scores["seconds"] = round(time.time() - t0, 1)
+    scores["device"] = args.device
+    scores["sections"] = list(args.val_sections)
+    meta = checkpoints.read_card(path)
+    meta["validation"] = scores
+    tensors, _ = checkpoints.load(path)
+    checkpoints.save(path, tensors, meta)
+    card = {**meta, "sha256": checkpoints.file_sha256(path), "bytes": path.stat().st_size}
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(scores, indent=1))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "evaluate", "ship"])
+    parser.add_argument("--data", required=True, help="VNC stack1 folder (raw/, membranes/, mitochondria/)")
+    parser.add_argument("--run", required=True, help="run folder (state, log)")
+    parser.add_argument("--sections", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--val-sections", type=int, nargs="+", default=list(range(10, 20)))
+    parser.add_argument("--iterations", type=int, default=6000)
+    parser.add_argument("--crop", type=int, default=192)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--levels", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--time-limit", type=float, default=0, help="seconds; saves and stops after it (0: none)")
+    parser.add_argument("--out", default="pretrained/vnc-segmenter", help="ship: file stem to write")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        train(args)
+    elif args.command == "evaluate":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        model, _ = _load_run(Path(args.run))
+        print(json.dumps(evaluate(model, args.data, args.val_sections, args.device), indent=1))
+    else:
+        ship(args)
+
+
+if __name__ == "__main__":
+    main()
