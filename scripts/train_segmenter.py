@@ -65,7 +65,7 @@ def train(args) -> None:
     log = open(run / "log.csv", "a")
 
     def on_update(update):
-        log.write(f"{update.done},{update.payload['loss']:.4f},{time.time() - started:.2f}\n")
+        log.write(f"{update.done},{update.payload['loss']:.4f},{update.payload['lr']:.2e},{time.time() - started:.2f}\n")
         log.flush()
         if args.time_limit and time.time() - started > args.time_limit:
             stop.set()
@@ -73,7 +73,8 @@ def train(args) -> None:
     info["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(device),
                              "threads": args.threads})
     job = train_segmenter(images, labels, args.iterations, args.crop, args.batch_size, args.width, args.levels,
-                          args.lr, device, args.seed, state=state, save=save, save_every=args.save_every, stop=stop)
+                          args.lr, device, args.seed, state=state, save=save, save_every=args.save_every, stop=stop,
+                          time_budget=args.time_budget or None)
     jobs.run(job, on_update)
     print(f"{run}: step {info.get('step')} of {args.iterations}, {info['cpu_s']:.0f} CPU s, {info['wall_s']:.0f} s")
 
@@ -147,7 +148,10 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save-every", type=int, default=100)
-    parser.add_argument("--time-limit", type=float, default=0, help="seconds; saves and stops after it (0: none)")
+    parser.add_argument("--time-limit", type=float, default=0,
+                        help="seconds of this session; saves and stops after it, to resume later (0: none)")
+    parser.add_argument("--time-budget", type=float, default=0,
+                        help="seconds of training in all: the learning-rate schedule ends with it (0: steps only)")
     parser.add_argument("--out", default="pretrained/vnc-segmenter", help="ship: file stem to write")
     args = parser.parse_args(argv)
     if args.command == "train":

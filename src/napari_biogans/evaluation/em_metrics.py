@@ -86,15 +86,18 @@ def _jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def train_segmenter(images: np.ndarray, labels: np.ndarray, iterations: int = 6000, crop: int = 192,
                     batch_size: int = 8, width: int = 16, levels: int = 4, lr: float = 2e-3, device="cpu",
                     seed: int = 0, state: dict | None = None, save: Callable[[dict], None] | None = None,
-                    save_every: int = 200, stop=None) -> Job:
+                    save_every: int = 200, stop=None, time_budget: float | None = None) -> Job:
     """Train the shipped segmenter's U-Net (:class:`~napari_biogans.models.segmenter.SegmenterUNet`) on
     sections (S, H, W) uint8 / codes: random crops with flips, 90° turns and contrast jitter, class-weighted
     cross-entropy + Dice, Adam with a cosine learning rate over ``iterations``. A job that returns the model.
 
-    ``state`` (from a previous ``save``) resumes exactly where it stopped; ``save(state)`` is called every
+    ``state`` (from a previous ``save``) resumes where it stopped; ``save(state)`` is called every
     ``save_every`` steps, at the end and when ``stop`` (a :class:`~napari_biogans.jobs.StopFlag`) is set.
+    ``time_budget`` (seconds, resumed sessions counted): the schedule runs on whichever of steps and time
+    is further along and training ends when either is spent, so a shared CPU still completes it.
     """
     import math
+    import time
 
     import torch
 
@@ -105,24 +108,34 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, iterations: int = 60
     model = SegmenterUNet(1, N_CLASSES, width, levels).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
-    start = 0
+    start, spent = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
-        start = int(state["step"])
+        start, spent = int(state["step"]), float(state.get("seconds", 0.0))
     weights = torch.from_numpy(class_weights(labels)).to(device)
     autocast = torch.autocast("cuda", torch.bfloat16) if torch.device(device).type == "cuda" else None
 
+    started = time.monotonic()
+
+    def seconds():
+        return spent + time.monotonic() - started
+
     def snapshot(step):
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
-                "step": step}
+                "step": step, "seconds": seconds()}
+
+    def progress(step):
+        return max(step / iterations, seconds() / time_budget if time_budget else 0.0)
 
     model.train()
     report_every = max(1, iterations // 200)
     for step in range(start, iterations):
+        if progress(step) >= 1:
+            break
         for group in opt.param_groups:  # cosine from lr down to lr / 20
-            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / iterations)))
+            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress(step)))))
         x, y = random_crops(images, labels, crop, batch_size, rng)
         x = torch.from_numpy(_jitter(to_input(x), rng))[:, None].to(device)
         y = torch.from_numpy(y.astype(np.int64)).to(device)
@@ -135,10 +148,11 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, iterations: int = 60
         loss.backward()
         opt.step()
         done = step + 1
-        if save is not None and (done % save_every == 0 or done == iterations or stop):
+        last = done == iterations or progress(done) >= 1 or bool(stop)
+        if save is not None and (done % save_every == 0 or last):
             save(snapshot(done))
-        if done % report_every == 0 or done == iterations or stop:
-            yield Update(done, iterations, "segmenter", {"loss": float(loss.detach())})
+        if done % report_every == 0 or last:
+            yield Update(done, iterations, "segmenter", {"loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]})
         if stop:
             break
     return model.eval()

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 MODEL_KIND = "em-segmenter"
 N_CLASSES = 3
 
-__all__ = ["MODEL_KIND", "N_CLASSES", "SegmenterUNet", "build_segmenter", "segment", "load_segmenter", "save_segmenter"]
+__all__ = ["MODEL_KIND", "N_CLASSES", "SegmenterUNet", "segment", "load_segmenter", "save_segmenter"]
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -97,27 +97,16 @@ def segment(model: nn.Module, images: np.ndarray, device="cpu", tile: int = 512)
     return out
 
 
-def build_segmenter(config: dict) -> SegmenterUNet:
-    """The segmenter a ``config`` (``model.config``) describes; a ValueError for anything else."""
-    kwargs = dict(config)
-    if kwargs.pop("arch", None) != SegmenterUNet.arch:
-        raise ValueError(f"segmenter config has no arch '{SegmenterUNet.arch}'")
-    try:
-        return SegmenterUNet(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"bad segmenter config: {err}") from None
-
-
 def load_segmenter(path, device="cpu") -> tuple[SegmenterUNet, dict]:
     """``(model in eval mode on device, metadata)`` of a segmenter file; one clear
     :class:`~napari_biogans.checkpoints.CheckpointError` naming the file when it is not one."""
     from .. import checkpoints
+    from ..model_checks import check_model_file
+    from .architectures import build_em_module
 
     tensors, meta = checkpoints.load(path, kind=MODEL_KIND)
-    try:
-        model = build_segmenter(meta.get("segmenter") or {})
-    except ValueError as err:
-        raise checkpoints.CheckpointError(f"{path}: {err}") from None
+    check_model_file(path, meta, tensors)  # bounds, shapes and finite weights before anything is built
+    model = build_em_module(meta["segmenter"])
     checkpoints.load_module_state(model, tensors, path)
     return model.to(device).eval(), meta
 
