@@ -42,7 +42,7 @@ def train(args) -> None:
     run.mkdir(parents=True, exist_ok=True)
     info_path, state_path = run / "run.json", run / "state.pt"
     settings = {k: getattr(args, k) for k in ("iterations", "crop", "batch_size", "width", "levels", "lr", "seed",
-                                              "sections")}
+                                              "sections", "time_budget")}
     info = json.loads(info_path.read_text()) if info_path.is_file() else {"settings": settings, "cpu_s": 0.0,
                                                                             "wall_s": 0.0, "sessions": []}
     if info["settings"] != settings:
@@ -99,35 +99,83 @@ def evaluate(model, data, sections, device="cpu") -> dict:
     return segmentation_scores(model, images, labels, device)
 
 
+def training_command(info: dict, data: str, run: str) -> str:
+    s = info["settings"]
+    return (f"nice -n 10 env OMP_NUM_THREADS=2 python scripts/train_segmenter.py train --data {data} --run {run} "
+            f"--iterations {s['iterations']} --batch-size {s['batch_size']} --crop {s['crop']} --width {s['width']} "
+            f"--levels {s['levels']} --lr {s['lr']} --seed {s['seed']} --threads 2 --time-budget {s.get('time_budget', 0):g}")
+
+
+def markdown_card(card: dict) -> str:
+    v = card["diagnostics"]["validation"]
+    names = [card["label_codes"][str(i)] for i in range(3)]
+    t = card["training"]
+    lines = [f"# {card['name']}", "", card["summary"], "", "## Training", "",
+             f"- data: {card['data']['description']}, sections {card['data']['sections'][0]:02d}-"
+             f"{card['data']['sections'][-1]:02d}",
+             f"- architecture: `{json.dumps(card['segmenter'])}` ({card['parameters']:,} parameters)",
+             f"- objective: class-weighted cross-entropy + soft Dice; random {card['train_config']['crop']}² crops, "
+             "flips, 90° turns, contrast jitter; Adam, cosine learning rate",
+             f"- iterations: {card['iterations']} (batch {card['train_config']['batch_size']})",
+             f"- device: {card['device']}; {t['cpu_s'] / 3600:.2f} CPU hours over {t['wall_s'] / 3600:.2f} h wall "
+             "(a 2-core CPU shared with other jobs)",
+             f"- weights: float16, {card['bytes'] / 1e6:.1f} MB, SHA-256 `{card['sha256']}`",
+             "", "```", card["training_command"], "```", "", "## Diagnostics (measured)", "",
+             f"Segmentation of the real validation sections {v['sections'][0]}-{v['sections'][-1]} at full size "
+             f"({v['seconds']} s on {v['device']}):", "",
+             "| measure | this model | paper's segmenter |", "|---|---:|---:|",
+             f"| mean IU | {v['mean_iu']:.3f} | 0.883 |"]
+    lines += [f"| IU {name} | {iu:.3f} | — |" for name, iu in zip(names, v["iu"])]
+    lines += [f"| NLL (nats per pixel) | {v['nll']:.3f} | 0.112 |", "", "Commands:", "", "```",
+              *card["diagnostics_commands"], "```", "", "## Known limits", ""]
+    lines += [f"- {limit}" for limit in card["known_limits"]]
+    return "\n".join(lines) + "\n"
+
+
 def ship(args) -> None:
+    """The shipped file (float16), its JSON card (with the validation scores of the float16 weights) and
+    its Markdown card, and the reference sample the tests compare with."""
     import torch
 
-    from napari_biogans import checkpoints
+    from napari_biogans import checkpoints, reference_samples
     from napari_biogans.data.em import LABEL_NAMES
-    from napari_biogans.models.segmenter import load_segmenter, save_segmenter
+    from napari_biogans.models.segmenter import MODEL_KIND, load_segmenter, save_segmenter
 
     torch.set_num_threads(args.threads)
     model, info = _load_run(Path(args.run))
     out = Path(args.out)
+    name = out.name
     path = save_segmenter(out.with_suffix(".safetensors"), model, {
-        "label_codes": {str(k): v for k, v in LABEL_NAMES.items()},
-        "data": {"description": "VNC stack1 sections 00-09 (Gerhard et al.; CC BY-NC-SA 3.0)",
-                 "sections": info["settings"]["sections"]},
-        "train_config": info["settings"], "training": {k: info.get(k) for k in ("step", "cpu_s", "wall_s", "device",
-                                                                              "sessions")},
+        "name": name, "label_codes": {str(k): v for k, v in LABEL_NAMES.items()},
+        "data": {"description": "VNC stack1 (Gerhard et al., CC BY-NC-SA 3.0)", "sections": info["settings"]["sections"]},
+        "train_config": info["settings"],
     })
     shipped, _ = load_segmenter(path, args.device)  # the float16 weights, as users get them
     t0 = time.time()
     scores = evaluate(shipped, args.data, args.val_sections, args.device)
-    scores["seconds"] = round(time.time() - t0, 1)
-    scores["device"] = args.device
-    scores["sections"] = list(args.val_sections)
+    scores.update(seconds=round(time.time() - t0, 1), device=args.device, sections=list(args.val_sections))
+    arrays = reference_samples.reference(path, MODEL_KIND)
+    np.savez_compressed(out.with_name(f"{name}.reference.npz"), **arrays)
     meta = checkpoints.read_card(path)
-    meta["validation"] = scores
-    tensors, _ = checkpoints.load(path)
-    checkpoints.save(path, tensors, meta)
-    card = {**meta, "sha256": checkpoints.file_sha256(path), "bytes": path.stat().st_size}
+    card = {**{k: v for k, v in meta.items() if k != "format"},
+            "summary": "A small U-Net that labels VNC ssTEM sections as cytoplasm, membrane and mitochondria: the "
+                       "segmenter of `biogans evaluate em` (Table 2 of the SGAN paper), trained once and shipped "
+                       "instead of a weak one trained per evaluation.",
+            "sha256": checkpoints.file_sha256(path), "bytes": path.stat().st_size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "iterations": info.get("step"), "device": info.get("device"),
+            "training": {k: info.get(k) for k in ("cpu_s", "wall_s", "sessions")},
+            "training_seconds": round(info.get("wall_s", 0), 1),
+            "training_command": training_command(info, "../shared/data/vnc/stack1", "/work/runs/segmenter/RUN"),
+            "diagnostics": {"validation": scores},
+            "diagnostics_commands": [f"python scripts/train_segmenter.py ship --data ../shared/data/vnc/stack1 --run RUN "
+                                     f"--out pretrained/{name} --threads {args.threads}"],
+            "reference_sample": {"file": f"{name}.reference.npz", "sha256": reference_samples.checksum(arrays),
+                                 "made_by": "napari_biogans.reference_samples.reference"},
+            "known_limits": args.limit or ["trained on the 10 labelled training sections of one stack: other tissue, "
+                                           "contrast or resolution needs retraining"]}
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown_card(card))
     print(json.dumps(scores, indent=1))
 
 
@@ -153,6 +201,7 @@ def main(argv=None) -> None:
     parser.add_argument("--time-budget", type=float, default=0,
                         help="seconds of training in all: the learning-rate schedule ends with it (0: steps only)")
     parser.add_argument("--out", default="pretrained/vnc-segmenter", help="ship: file stem to write")
+    parser.add_argument("--limit", action="append", default=[], help="ship: a known limit for the card (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "train":
         train(args)

@@ -113,9 +113,9 @@ def test_label_generator_sampler():
 
 def test_segmenter_learns_real_membranes(sections):
     images, labels = sections
-    untrained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=0, width=4, depth=4))
+    untrained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=0, width=4, levels=2))
     trained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=40, crop=64, batch_size=4, width=8,
-                                               depth=4, lr=2e-3))
+                                               levels=2, lr=2e-3))
     before = metrics.segmentation_scores(untrained, images[2:], labels[2:])
     after = metrics.segmentation_scores(trained, images[2:], labels[2:])
     assert after["nll"] < 0.7 * before["nll"] and after["mean_iu"] > before["mean_iu"]

@@ -27,7 +27,7 @@ N_CLASSES = 3
 
 __all__ = [
     "class_iu", "mean_iu", "train_segmenter", "segment", "segmentation_scores", "label_statistics",
-    "global_statistics", "chi2_distance", "compare_statistics", "binarise", "pairwise_iu", "find_duplicates",
+    "global_statistics", "chi2_distance", "histogram_edges", "compare_statistics", "compare_pooled", "binarise", "pairwise_iu", "find_duplicates",
     "BirthdayResult", "birthday_test", "label_generator_sampler", "c2st_realism",
 ]
 
@@ -235,22 +235,37 @@ def chi2_distance(h1: np.ndarray, h2: np.ndarray) -> float:
     return float(0.5 * np.sum((p[nz] - q[nz]) ** 2 / total[nz]))
 
 
-def compare_statistics(real_maps, fake_maps, bins: int = 20, exclude_border: bool = True) -> dict:
-    """Table 1: per statistic, real and generated means and the χ² distance of their
-    histograms on ``bins`` equal bins spanning both samples."""
-    real = global_statistics(real_maps, exclude_border)
-    fake = global_statistics(fake_maps, exclude_border)
+def histogram_edges(a: np.ndarray, b: np.ndarray, bins: int = 10, counts: bool = False) -> np.ndarray:
+    """Bin edges for comparing two samples: ``bins`` equal-count bins of both samples pooled (quantiles,
+    so a long tail such as cell areas does not leave every value in one bin), or one bin per integer for
+    ``counts``."""
+    both = np.concatenate([a, b])
+    if counts:
+        return np.arange(both.min(), both.max() + 2) - 0.5
+    edges = np.unique(np.quantile(both, np.linspace(0, 1, bins + 1)))
+    return edges if edges.size >= 2 else np.array([both[0] - 0.5, both[0] + 0.5])
+
+
+def compare_statistics(real_maps, fake_maps, bins: int = 10, exclude_border: bool = True) -> dict:
+    """Table 1: per statistic, real and generated means and the χ² distance of their histograms
+    (:func:`histogram_edges`: ``bins`` equal-count bins of both samples, integer bins for counts)."""
+    return compare_pooled(global_statistics(real_maps, exclude_border), global_statistics(fake_maps, exclude_border),
+                          bins)
+
+
+def compare_pooled(real: dict, fake: dict, bins: int = 10) -> dict:
+    """:func:`compare_statistics` on statistics already pooled by :func:`global_statistics`."""
     out = {}
     for key in real:
         a, b = real[key], fake[key]
-        both = np.concatenate([a, b])
-        if both.size == 0:
-            out[key] = {"real_mean": float("nan"), "fake_mean": float("nan"), "chi2": float("nan")}
+        if a.size == 0 or b.size == 0:  # nothing to compare: no χ² (not a perfect 1 or 0)
+            out[key] = {"real_mean": float(a.mean()) if a.size else float("nan"),
+                        "fake_mean": float(b.mean()) if b.size else float("nan"), "chi2": float("nan")}
             continue
-        edges = np.histogram_bin_edges(both, bins=bins)
+        edges = histogram_edges(a, b, bins, counts=key == "mito_per_cell")
         out[key] = {
-            "real_mean": float(a.mean()) if a.size else float("nan"),
-            "fake_mean": float(b.mean()) if b.size else float("nan"),
+            "real_mean": float(a.mean()),
+            "fake_mean": float(b.mean()),
             "chi2": chi2_distance(np.histogram(a, edges)[0], np.histogram(b, edges)[0]),
         }
     return out
