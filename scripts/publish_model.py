@@ -3,6 +3,8 @@
     python scripts/publish_model.py --run RUN_DIR --name star-6 --test SIM_TEST --train SIM_TRAIN \\
         --training-command "biogans train ..." [--c2st-steps 300 --c2st-splits 3 --reconstruct-cells 60]
     python scripts/publish_model.py --run EM_RUN --name vnc-dsgan --vnc VNC_STACK --training-command "..."
+    python scripts/publish_model.py --remeasure --run - --name vnc-dsgan --vnc VNC_STACK --training-command - \
+        --em-options "..."   # new EM diagnostics for a published model
 
 Fluorescence models: the diagnostics are run through the CLI (``biogans evaluate c2st``,
 ``biogans evaluate reconstruct`` with the nearest-neighbour baseline, and the growth
@@ -123,7 +125,10 @@ def em_diagnostics(model_file: Path, args, work: Path, montage: Path) -> tuple[d
     shutil.copy(out / "em_pairs.png", montage)
     with open(out / "em_report.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    return {"report": json.loads((out / "em_report.json").read_text()), "table": table}, [command]
+    with open(out / "em_calibration.csv", newline="") as f:
+        calibration = list(csv.DictReader(f))
+    return {"report": json.loads((out / "em_report.json").read_text()), "table": table,
+            "calibration": calibration}, [command]
 
 
 def markdown_card(card: dict) -> str:
@@ -152,16 +157,43 @@ def markdown_card(card: dict) -> str:
                   f"{diag['interpolation']['median_rho']:.2f} over {diag['interpolation']['pairs']} pairs."]
     elif diag:
         lines += ["Measured on the real validation sections against generated label/image pairs (`biogans "
-                  "evaluate em`; the paper's numbers where it gives one):", "",
-                  "| measure | real | generated | paper (real) | paper (generated) |", "|---|---:|---:|---:|---:|"]
+                  "evaluate em`; the paper's numbers where it gives one). *trusted*: the measure passed its "
+                  "controls at this budget (see the calibration table below).", "",
+                  "| measure | real | generated | paper (real) | paper (generated) | trusted |",
+                  "|---|---:|---:|---:|---:|---|"]
         for row in diag["table"]:
             cells = [row[k] and f"{float(row[k]):.4g}" or "—" for k in ("real", "generated", "paper_real",
                                                                           "paper_generated")]
-            lines.append(f"| {row['measure']} | " + " | ".join(cells) + " |")
+            trusted = {"True": "yes", "False": "**no**"}.get(row.get("trusted", ""), "—")
+            lines.append(f"| {row['measure']} | " + " | ".join(cells) + f" | {trusted} |")
+        if diag.get("calibration"):
+            lines += ["", "Calibration (each diagnostic on controls with a known answer, at this run's budget):", "",
+                      "| diagnostic | control | value | pass |", "|---|---|---:|---|"]
+            lines += [f"| {r['diagnostic']} | {r['control']} | {float(r['value']):.4g} | "
+                      f"{'pass' if r['passed'] == 'True' else '**FAIL**'} |" for r in diag["calibration"]]
     lines += ["", "Commands:", "", "```", *card["diagnostics_commands"], "```", "", "## Known limits", ""]
     lines += [f"- {limit}" for limit in card["known_limits"]]
     lines += ["", f"![samples]({card['montage']})", ""]
     return "\n".join(lines)
+
+
+def remeasure(args) -> int:
+    """New diagnostics for a published EM model: its card's ``diagnostics`` and commands, its Markdown card
+    and its montage are rewritten; the weights, the reference sample and the training record stay."""
+    out = Path(args.out)
+    target, card_path = out / f"{args.name}.safetensors", out / f"{args.name}.json"
+    card = json.loads(card_path.read_text())
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        diag, commands = em_diagnostics(target, args, Path(tmp), out / f"{args.name}.png")
+        commands = [c.replace(str(target), args.name).replace(tmp, "DIR") for c in commands]
+        diag = json.loads(json.dumps(diag, default=str).replace(str(target), args.name))
+    card.update(diagnostics=diag, diagnostics_commands=commands,
+                diagnostics_seconds=round(time.perf_counter() - started, 1))
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (out / f"{args.name}.md").write_text(markdown_card(card))
+    print(f"re-measured {args.name}: cards {card_path.name} / {args.name}.md")
+    return 0
 
 
 def main() -> int:
@@ -184,7 +216,11 @@ def main() -> int:
     parser.add_argument("--interpolation-pairs", type=int, default=20)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(PRETRAINED))
+    parser.add_argument("--remeasure", action="store_true", help="EM: re-run the diagnostics of the published model "
+                        "--name in --out and rewrite its cards and montage (weights and training record untouched)")
     args = parser.parse_args()
+    if args.remeasure:
+        return remeasure(args)
 
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,15 @@
 """Train, evaluate and ship the VNC segmenter (``pretrained/vnc-segmenter``).
 
-    # train (resumable: run it again with the same --run to continue), time-limited
-    nice -n 10 env OMP_NUM_THREADS=2 nohup python scripts/train_segmenter.py train \\
-        --data /work/shared/data/vnc/stack1 --run /work/runs/segmenter/unet16 --time-limit 3300 &
-    # mean IU on the validation sections 10-19 at full size, then write the shipped file and card
-    python scripts/train_segmenter.py ship --data /work/shared/data/vnc/stack1 --run /work/runs/segmenter/unet16 \\
+    # train in the background; the learning-rate schedule ends with --time-budget (seconds, all sessions)
+    nice -n 10 env OMP_NUM_THREADS=1 nohup python scripts/train_segmenter.py train --threads 1 \\
+        --data ../shared/data/vnc/stack1 --run /work/runs/segmenter/seg8 --width 8 --time-budget 3000 &
+    # run it again with the same --run to resume; --time-limit stops a session early (saved)
+    # mean IU on the validation sections 10-19 at full size, then the shipped file and its cards
+    python scripts/train_segmenter.py ship --data ../shared/data/vnc/stack1 --run /work/runs/segmenter/seg8 \\
         --out pretrained/vnc-segmenter
+
+On a 2-core CPU shared with other jobs use one thread: with two, each waits for the other at every
+layer whenever the scheduler parks one of them (measured: a third of the steps per CPU second).
 
 The run folder holds ``state.pt`` (model, optimiser and RNG state, read with ``weights_only=True``),
 ``run.json`` (the arguments and the CPU/wall seconds spent so far) and ``log.csv``.
@@ -101,9 +105,9 @@ def evaluate(model, data, sections, device="cpu") -> dict:
 
 def training_command(info: dict, data: str, run: str) -> str:
     s = info["settings"]
-    return (f"nice -n 10 env OMP_NUM_THREADS=2 python scripts/train_segmenter.py train --data {data} --run {run} "
+    return (f"nice -n 10 env OMP_NUM_THREADS=1 python scripts/train_segmenter.py train --data {data} --run {run} "
             f"--iterations {s['iterations']} --batch-size {s['batch_size']} --crop {s['crop']} --width {s['width']} "
-            f"--levels {s['levels']} --lr {s['lr']} --seed {s['seed']} --threads 2 --time-budget {s.get('time_budget', 0):g}")
+            f"--levels {s['levels']} --lr {s['lr']} --seed {s['seed']} --threads 1 --time-budget {s.get('time_budget', 0):g}")
 
 
 def markdown_card(card: dict) -> str:
