@@ -17,8 +17,9 @@ set against the real validation sections (10-19) with the measures of
 A conditional model (mitochondria given membranes) draws mitochondria on the validation
 membranes: only its statistics apply (no images, no noise-only labels). Any part can be
 skipped for a quick run. Each part carries a ``trust`` verdict from its controls
-(:mod:`~napari_biogans.evaluation.em_calibration`), at the budget of this run. :func:`write_report` writes the JSON, a CSV table beside the paper's
-numbers and a PNG of generated pairs beside real ones.
+(:mod:`~napari_biogans.evaluation.em_calibration`) at the budget of this run. :func:`write_report`
+writes the JSON, a CSV table beside the paper's numbers (with a ``trusted`` column), the
+calibration table and a PNG of generated pairs beside real ones.
 """
 
 from __future__ import annotations
