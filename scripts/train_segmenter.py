@@ -144,7 +144,8 @@ def ship(args) -> None:
 
     from napari_biogans import checkpoints, reference_samples
     from napari_biogans.data.em import LABEL_NAMES
-    from napari_biogans.models.segmenter import MODEL_KIND, load_segmenter, save_segmenter
+    from napari_biogans.models.segmenter import MODEL_KIND
+    from napari_biogans.models.segmenter_file import load_segmenter, save_segmenter
 
     torch.set_num_threads(args.threads)
     model, info = _load_run(Path(args.run))

@@ -141,7 +141,8 @@ SHIPPED_SEGMENTER = Path(__file__).parents[1] / "pretrained" / "vnc-segmenter.sa
 def test_segmenter_file_loads_by_kind_and_damage_is_one_clear_line(tmp_path):
     from napari_biogans import checkpoints
     from napari_biogans.models import loader
-    from napari_biogans.models.segmenter import SegmenterUNet, save_segmenter
+    from napari_biogans.models.segmenter import SegmenterUNet
+    from napari_biogans.models.segmenter_file import save_segmenter
 
     path = save_segmenter(tmp_path / "seg.safetensors", SegmenterUNet(width=2, levels=1), {"name": "seg"})
     loaded = loader.load(path, "cpu", kind=loader.SEGMENTER_KIND)
@@ -163,7 +164,7 @@ def test_segmenter_file_loads_by_kind_and_damage_is_one_clear_line(tmp_path):
 
 @pytest.mark.skipif(not SHIPPED_SEGMENTER.is_file(), reason="no shipped segmenter in this checkout")
 def test_shipped_segmenter_segments_a_real_validation_crop(sections):
-    from napari_biogans.models.segmenter import load_segmenter
+    from napari_biogans.models.segmenter_file import load_segmenter
 
     images, labels = sections
     model, card = load_segmenter(SHIPPED_SEGMENTER)

@@ -39,7 +39,8 @@ def segmenter_reference(path) -> dict[str, np.ndarray]:
     """The EM segmenter's classes (argmax) on a seeded, smoothed noise image of SIDE²."""
     from scipy import ndimage as ndi
 
-    from .models.segmenter import load_segmenter, segment
+    from .models.segmenter import segment
+    from .models.segmenter_file import load_segmenter
 
     model, _ = load_segmenter(path)
     noise = ndi.gaussian_filter(np.random.default_rng(0).random((SIDE, SIDE)), 2)

@@ -19,7 +19,7 @@ from ..devices import resolve_device
 from .em_inference import MODEL_KIND as EM_KIND
 from .em_inference import load_em_model
 from .segmenter import MODEL_KIND as SEGMENTER_KIND
-from .segmenter import load_segmenter
+from .segmenter_file import load_segmenter
 
 GENERATOR_KIND = "generator"
 KIND_NAMES = {GENERATOR_KIND: "a fluorescence generator", EM_KIND: "an EM model", SEGMENTER_KIND: "an EM segmenter"}

@@ -4,6 +4,7 @@ mitochondria (codes 0/1/2 of :mod:`napari_biogans.data.em`), for ``biogans evalu
 Classic U-Net (two 3x3 conv + batch-norm + ReLU per level, max-pool down, bilinear up + skip
 concatenation), kept small so a 2-core CPU trains it in about an hour and segments a 1024² section
 in seconds. Inputs are uint8 sections mapped to [-1, 1] (``x / 127.5 - 1``), as every EM model here.
+Its files are read and written by :mod:`.segmenter_file`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch.nn import functional as F
 MODEL_KIND = "em-segmenter"
 N_CLASSES = 3
 
-__all__ = ["MODEL_KIND", "N_CLASSES", "SegmenterUNet", "segment", "load_segmenter", "save_segmenter"]
+__all__ = ["MODEL_KIND", "N_CLASSES", "SegmenterUNet", "to_input", "segment"]
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -95,28 +96,3 @@ def segment(model: nn.Module, images: np.ndarray, device="cpu", tile: int = 512)
                     probs = torch.softmax(logits.float(), 1)[0].cpu().numpy()
                     out[k, :, y0:y1, x0:x1] = probs[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
     return out
-
-
-def load_segmenter(path, device="cpu") -> tuple[SegmenterUNet, dict]:
-    """``(model in eval mode on device, metadata)`` of a segmenter file; one clear
-    :class:`~napari_biogans.checkpoints.CheckpointError` naming the file when it is not one."""
-    from .. import checkpoints
-    from ..model_checks import check_model_file
-    from .architectures import build_em_module
-
-    tensors, meta = checkpoints.load(path, kind=MODEL_KIND)
-    check_model_file(path, meta, tensors)  # bounds, shapes and finite weights before anything is built
-    model = build_em_module(meta["segmenter"])
-    checkpoints.load_module_state(model, tensors, path)
-    return model.to(device).eval(), meta
-
-
-def save_segmenter(path, model: SegmenterUNet, meta: dict, half: bool = True):
-    """A shipped segmenter file: weights (float16 when ``half``; batch-norm counters stay integers)
-    and ``meta`` with the kind and the config."""
-    from .. import checkpoints
-
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    meta = {"kind": MODEL_KIND, "segmenter": model.config, "normalisation": "uint8 / 127.5 - 1 ([-1, 1])",
-            "dtype": "float16" if half else "float32", "versions": checkpoints.library_versions(), **meta}
-    return checkpoints.save(path, state, meta)
