@@ -50,8 +50,11 @@ def train(args) -> None:
                                               "sections", "time_budget")}
     info = json.loads(info_path.read_text()) if info_path.is_file() else {"settings": settings, "cpu_s": 0.0,
                                                                             "wall_s": 0.0, "sessions": []}
-    if info["settings"] != settings:
+    # a resumed run may get a longer (or shorter) time budget; anything else would be another run
+    fixed = {k: v for k, v in settings.items() if k != "time_budget"}
+    if {k: v for k, v in info["settings"].items() if k != "time_budget"} != fixed:
         sys.exit(f"{run}: was started with {info['settings']}, not {settings}; use another --run")
+    info["settings"]["time_budget"] = settings["time_budget"]
     state = torch.load(state_path, weights_only=True, map_location=args.device) if state_path.is_file() else None
     images, labels = read_sections(args.data, args.sections)
     stop, started, cpu0, wall0 = jobs.StopFlag(), time.time(), _cpu_seconds(), (info["wall_s"], info["cpu_s"])
