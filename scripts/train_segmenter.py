@@ -100,6 +100,7 @@ def _load_run(run: Path):
 
 
 def evaluate(model, data, sections, device="cpu") -> dict:
+    """Mean IU, per-class IU and NLL of ``model`` on ``sections`` at full size."""
     from napari_biogans.data.em import read_sections
     from napari_biogans.evaluation.em_metrics import segmentation_scores
 
@@ -146,12 +147,15 @@ def ship(args) -> None:
     import torch
 
     from napari_biogans import checkpoints, reference_samples
-    from napari_biogans.data.em import LABEL_NAMES
+    from napari_biogans.data.em import LABEL_NAMES, read_sections
+    from napari_biogans.evaluation.em_metrics import recalibrate_batchnorm
     from napari_biogans.models.segmenter import MODEL_KIND
     from napari_biogans.models.segmenter_file import load_segmenter, save_segmenter
 
     torch.set_num_threads(args.threads)
     model, info = _load_run(Path(args.run))
+    images, _ = read_sections(args.data, info["settings"]["sections"])
+    recalibrate_batchnorm(model, images, device=args.device, seed=info["settings"]["seed"])
     out = Path(args.out)
     name = out.name
     path = save_segmenter(out.with_suffix(".safetensors"), model, {
@@ -220,7 +224,11 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        model, _ = _load_run(Path(args.run))
+        from napari_biogans.data.em import read_sections
+        from napari_biogans.evaluation.em_metrics import recalibrate_batchnorm
+
+        model, info = _load_run(Path(args.run))
+        recalibrate_batchnorm(model, read_sections(args.data, info["settings"]["sections"])[0], device=args.device)
         print(json.dumps(evaluate(model, args.data, args.val_sections, args.device), indent=1))
     else:
         ship(args)
