@@ -83,7 +83,7 @@ def _jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x * rng.uniform(0.8, 1.2, (n, 1, 1)) + rng.uniform(-0.1, 0.1, (n, 1, 1)), -1, 1).astype(np.float32)
 
 
-def recalibrate_batchnorm(model, images: np.ndarray, batches: int = 50, crop: int = 256, batch_size: int = 8,
+def recalibrate_batchnorm(model, images: np.ndarray, batches: int = 20, crop: int = 160, batch_size: int = 8,
                           device="cpu", seed: int = 0):
     """Batch-norm statistics of the final weights: the running means and variances, averaged over
     ``batches`` random crops (flips, turns, no contrast jitter) instead of trailing the training's moving
@@ -182,7 +182,8 @@ def train_segmenter(images: np.ndarray, labels: np.ndarray, iterations: int = 60
             yield Update(done, iterations, "segmenter", {"loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]})
         if stop:
             break
-    return recalibrate_batchnorm(model, images, device=device, seed=seed)
+    # as many batches as it trained on, up to 20: a tiny test run stays tiny
+    return recalibrate_batchnorm(model, images, min(20, max(1, iterations)), crop, batch_size, device, seed)
 
 
 def segment(model, images: np.ndarray, device="cpu") -> np.ndarray:
