@@ -121,7 +121,8 @@ def calibrate_statistics(reference, real: np.ndarray, bins: int = 10, seed: int 
             value = chi2[control][key]["chi2"]
             table[control] = {"chi2": value, "passed": bool(value >= floor)}
         failed = [name for name, row in table.items() if not row["passed"]]
-        summary = {name: f"χ² {row['chi2']:.3g} ({'pass' if row['passed'] else 'FAIL'})" for name, row in table.items()}
+        summary = {name: f"χ² {row['chi2']:.3g} ({'pass' if row['passed'] else 'FAIL'})"
+                   for name, row in table.items()}
         if not failed:
             reason = f"real vs real χ² {base:.3g} ≤ {REAL_CHI2_MAX}; {', '.join(wanted)} read ≥ {floor:.3g}"
         elif "real vs real" in failed:
@@ -139,7 +140,7 @@ def calibrate_statistics(reference, real: np.ndarray, bins: int = 10, seed: int 
 
 def blurred(images: np.ndarray, sigma: float) -> np.ndarray:
     """uint8 sections (N, H, W) blurred by a Gaussian of ``sigma`` px (a known defect)."""
-    out = ndi.gaussian_filter(np.asarray(images, np.float32), (0, sigma, sigma), mode="reflect")
+    out = ndi.gaussian_filter(np.asarray(images, np.float64), (0, sigma, sigma), mode="nearest")  # skimage's gaussian
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

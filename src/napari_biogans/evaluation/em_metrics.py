@@ -27,7 +27,8 @@ N_CLASSES = 3
 
 __all__ = [
     "class_iu", "mean_iu", "train_segmenter", "segment", "segmentation_scores", "label_statistics",
-    "global_statistics", "chi2_distance", "histogram_edges", "compare_statistics", "compare_pooled", "binarise", "pairwise_iu", "find_duplicates",
+    "global_statistics", "chi2_distance", "histogram_edges", "compare_statistics", "compare_pooled", "binarise",
+    "pairwise_iu", "find_duplicates", "recalibrate_batchnorm",
     "BirthdayResult", "birthday_test", "label_generator_sampler", "c2st_realism",
 ]
 

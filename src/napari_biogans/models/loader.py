@@ -32,7 +32,8 @@ KIND_USES = {GENERATOR_KIND: "sample, interpolate, evaluate c2st/reconstruct/fid
 @dataclass(frozen=True)
 class LoadedModel:
     """``model``: the generator (``kind`` "generator"), the :class:`~.em_inference.EMModel`
-    ("em-generator") or the :class:`~.segmenter.SegmenterUNet` ("em-segmenter"), in eval mode on ``device``; ``meta``: its card plus ``name``, ``sha256``, ``path``."""
+    ("em-generator") or the :class:`~.segmenter.SegmenterUNet` ("em-segmenter"), in eval mode on
+    ``device``; ``meta``: its card plus ``name``, ``sha256``, ``path``."""
 
     model: object
     meta: dict
