@@ -3,6 +3,8 @@
     python scripts/publish_model.py --run RUN_DIR --name star-6 --test SIM_TEST --train SIM_TRAIN \\
         --training-command "biogans train ..." [--c2st-steps 300 --c2st-splits 3 --reconstruct-cells 60]
     python scripts/publish_model.py --run EM_RUN --name vnc-dsgan --vnc VNC_STACK --training-command "..."
+    python scripts/publish_model.py --remeasure --run - --name vnc-dsgan --vnc VNC_STACK --training-command - \\
+        --em-options "..."   # new EM diagnostics for a published model (or --from-reports DIR ... to merge runs)
 
 Fluorescence models: the diagnostics are run through the CLI (``biogans evaluate c2st``,
 ``biogans evaluate reconstruct`` with the nearest-neighbour baseline, and the growth
@@ -136,7 +138,10 @@ def em_diagnostics(model_file: Path, args, work: Path, montage: Path) -> tuple[d
     shutil.copy(out / "em_pairs.png", montage)
     with open(out / "em_report.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    return {"report": json.loads((out / "em_report.json").read_text()), "table": table}, [command]
+    with open(out / "em_calibration.csv", newline="") as f:
+        calibration = list(csv.DictReader(f))
+    return {"report": json.loads((out / "em_report.json").read_text()), "table": table,
+            "calibration": calibration}, [command]
 
 
 def c2st_lines(diag: dict) -> list[str]:
@@ -192,16 +197,74 @@ def markdown_card(card: dict) -> str:
                   f"{diag['interpolation']['median_rho']:.2f} over {diag['interpolation']['pairs']} pairs."]
     elif diag:
         lines += ["Measured on the real validation sections against generated label/image pairs (`biogans "
-                  "evaluate em`; the paper's numbers where it gives one):", "",
-                  "| measure | real | generated | paper (real) | paper (generated) |", "|---|---:|---:|---:|---:|"]
+                  "evaluate em`; the paper's numbers where it gives one). *trusted*: the measure passed its "
+                  "controls at this budget (see the calibration table below).", "",
+                  "| measure | real | generated | paper (real) | paper (generated) | trusted |",
+                  "|---|---:|---:|---:|---:|---|"]
         for row in diag["table"]:
             cells = [row[k] and f"{float(row[k]):.4g}" or "—" for k in ("real", "generated", "paper_real",
                                                                           "paper_generated")]
-            lines.append(f"| {row['measure']} | " + " | ".join(cells) + " |")
+            trusted = {"True": "yes", "False": "**no**"}.get(row.get("trusted", ""), "—")
+            lines.append(f"| {row['measure']} | " + " | ".join(cells) + f" | {trusted} |")
+        if diag.get("calibration"):
+            lines += ["", "Calibration (each diagnostic on controls with a known answer, at this run's budget):", "",
+                      "| diagnostic | control | value | pass |", "|---|---|---:|---|"]
+            lines += [f"| {r['diagnostic']} | {r['control']} | {float(r['value']):.4g} | "
+                      f"{'pass' if r['passed'] == 'True' else '**FAIL**'} |" for r in diag["calibration"]]
     lines += ["", "Commands:", "", "```", *card["diagnostics_commands"], "```", "", "## Known limits", ""]
     lines += [f"- {limit}" for limit in card["known_limits"]]
     lines += ["", f"![samples]({card['montage']})", ""]
     return "\n".join(lines)
+
+
+def merged_reports(folders: list[Path]) -> tuple[dict, list[str]]:
+    """EM reports of several ``biogans evaluate em`` runs of one model, each with the parts the others
+    skipped (a long C2ST beside a quick segmentation), as one diagnostics record; each folder holds
+    ``em_report.json`` and the ``command.txt`` that made it."""
+    from napari_biogans.evaluation.em_report import PARTS, calibration_rows, report_rows
+
+    merged, commands = {}, []
+    for folder in folders:
+        report = json.loads((folder / "em_report.json").read_text())
+        commands.append((folder / "command.txt").read_text().strip().replace(str(folder), "DIR"))
+        if not merged:
+            merged = report
+            continue
+        merged.update({part: report[part] for part in PARTS if part in report})
+        merged["skipped"] = {k: v for k, v in merged["skipped"].items() if k in report["skipped"]}
+        merged.setdefault("settings_of_parts", []).append(report["settings"])
+
+    def as_csv(rows):  # the cells as em_report.csv holds them
+        return [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
+
+    return {"report": merged, "table": as_csv(report_rows(merged)),
+            "calibration": as_csv(calibration_rows(merged))}, commands
+
+
+def remeasure(args) -> int:
+    """New diagnostics for a published EM model: its card's ``diagnostics`` and commands and its Markdown card
+    are rewritten (and its montage, when the diagnostics run here); the weights, the reference sample and the
+    training record stay. ``--from-reports``: merge finished runs instead of running one."""
+    out = Path(args.out)
+    target, card_path = out / f"{args.name}.safetensors", out / f"{args.name}.json"
+    card = json.loads(card_path.read_text())
+    started = time.perf_counter()
+    if args.from_reports:
+        diag, commands = merged_reports([Path(f) for f in args.from_reports])
+        seconds = None
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            diag, commands = em_diagnostics(target, args, Path(tmp), out / f"{args.name}.png")
+            commands = [c.replace(tmp, "DIR") for c in commands]
+        seconds = round(time.perf_counter() - started, 1)
+    model_file = diag["report"].get("model", {}).get("file", str(target))
+    commands = [c.replace(model_file, args.name).replace(str(target), args.name) for c in commands]
+    diag = json.loads(json.dumps(diag, default=str).replace(model_file, args.name).replace(str(target), args.name))
+    card.update(diagnostics=diag, diagnostics_commands=commands, diagnostics_seconds=seconds)
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (out / f"{args.name}.md").write_text(markdown_card(card))
+    print(f"re-measured {args.name}: cards {card_path.name} / {args.name}.md")
+    return 0
 
 
 def main() -> int:
@@ -224,7 +287,13 @@ def main() -> int:
     parser.add_argument("--interpolation-pairs", type=int, default=20)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(PRETRAINED))
+    parser.add_argument("--remeasure", action="store_true", help="EM: re-run the diagnostics of the published model "
+                        "--name in --out and rewrite its cards and montage (weights and training record untouched)")
+    parser.add_argument("--from-reports", nargs="+", default=[], help="with --remeasure: folders of finished "
+                        "'biogans evaluate em' runs (em_report.json, command.txt) to merge instead of running one")
     args = parser.parse_args()
+    if args.remeasure:
+        return remeasure(args)
 
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

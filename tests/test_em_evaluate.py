@@ -24,11 +24,11 @@ from napari_biogans.models.em_inference import load_em_model
 from napari_biogans.training.em_trainer import EMTrainConfig, EMTrainer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vnc" / "stack1"  # 256² crops of sections 00, 01 and 10
-QUICK = EMEvalSettings(train_sections=(0, 1), validation_sections=(10,), n_generated=2, size=128,
+QUICK = EMEvalSettings(train_sections=(0, 1), validation_sections=(10,), n_generated=2, size=128, segmenter=None,
                        segmenter_iterations=2, segmenter_width=4, c2st_steps=2, c2st_width=4, c2st_batch_size=4,
                        birthday_batch_sizes=(4, 8), birthday_repeats=2)
 QUICK_ARGS = ["--data", str(FIXTURE), "--sections-train", "0-1", "--sections-val", "10", "--generated", "2",
-              "--size", "128", "--segmenter-iterations", "2", "--segmenter-width", "4", "--c2st-steps", "2",
+              "--size", "128", "--train-segmenter", "--segmenter-iterations", "2", "--segmenter-width", "4", "--c2st-steps", "2",
               "--width", "4", "--batch-size", "4", "--birthday-batch-sizes", "4", "8", "--birthday-repeats", "2",
               "--device", "cpu"]
 STATISTICS = {"cell_area", "mito_area", "mito_roundness", "mito_per_cell"}
@@ -69,6 +69,13 @@ def test_report_has_every_part_in_range(model_file):
     assert birthday["batch_sizes"] == [4, 8] and unit_or_nan(birthday["duplicate_rate"])
     assert birthday["support_estimate"] in (None, 16, 64)
     assert all(math.isfinite(results["c2st"][k]) for k in ("generated", "train_vs_validation"))
+    # every part carries its controls' verdict; a 2-iteration segmenter and 2-step critics cannot pass them
+    assert results["segmentation"]["segmenter"]["source"] == "trained"
+    assert results["segmentation"]["trust"]["trusted"] is False
+    assert set(results["c2st"]["calibration"]) == {"real vs real", "blur σ=1", "blur σ=2"}
+    assert set(results["statistics"]["trust"]) == STATISTICS
+    assert all(set(t) >= {"trusted", "status", "reason", "needed", "controls"}
+               for t in (results["c2st"]["trust"], *results["statistics"]["trust"].values()))
 
     # the pairs: G_y's labels with seed i, the image G_x renders from them; the real side is section 10
     assert evaluation.generated_labels.shape == evaluation.generated_images.shape == (2, 128, 128)
@@ -76,14 +83,14 @@ def test_report_has_every_part_in_range(model_file):
     np.testing.assert_array_equal(evaluation.generated_labels[1], model.sample_labels(128, 128, seed=1))
     np.testing.assert_array_equal(evaluation.real_labels, em.read_sections(FIXTURE, [10])[1])
     done = [d for d, _ in calls]
-    assert done == sorted(done) and calls[-1][0] == calls[-1][1] == 2 + 2 + 1 + 1 + 2 * 2
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1] == 2 + 2 + 1 + 1 + 4 * 2  # C2ST: 2 runs + 2 controls
 
 
 def test_real_against_real_scores_equal_and_chi2_vanishes():
     """The reporting path with the validation pairs as the "generated" ones: every score must equal
     the real one (same segmenter, same pairs) and every χ² must be 0."""
     train, validation = em.read_sections(FIXTURE, [0, 1]), em.read_sections(FIXTURE, [10])
-    settings = replace(QUICK, skip=("c2st",))
+    settings = replace(QUICK, skip=("c2st",), calibrate=False)
     results = jobs.run(score_pairs(validation, train, validation, settings))
     assert results["skipped"] == {"c2st": "skipped", "birthday": "no label generator to sample from noise"}
     rows = {row["measure"]: row for row in report_rows({**results, "model": {"mode": "dsgan"}})}
@@ -113,7 +120,14 @@ def test_cli_writes_json_csv_and_png(model_file, tmp_path, capsys):
     assert report["settings"]["train_sections"] == [0, 1] and report["settings"]["validation_sections"] == [10]
     with open(out / "em_report.csv", newline="") as f:
         rows = {row["measure"]: row for row in csv.DictReader(f)}
-    assert list(next(iter(rows.values()))) == ["measure", "real", "generated", "paper_real", "paper_generated", "note"]
+    assert list(next(iter(rows.values()))) == ["measure", "real", "generated", "paper_real", "paper_generated", "trusted",
+                                               "note"]
+    assert rows["c2st.score"]["trusted"] == "False" and rows["c2st.score"]["note"].startswith("UNTRUSTED")
+    assert "segmenter: trained for this run (trained)" in printed and "UNTRUSTED" in printed
+    with open(out / "em_calibration.csv", newline="") as f:
+        controls = {(row["diagnostic"], row["control"]) for row in csv.DictReader(f)}
+    assert {("c2st.score", "blur σ=1"), ("statistics.cell_area.chi2", "shuffled"),
+            ("segmentation", "real validation mean IU")} <= controls
     assert {"segmentation.mean_iu", "statistics.cell_area.chi2", "birthday.support_estimate", "c2st.score"} <= set(rows)
     assert rows["segmentation.mean_iu"]["paper_generated"] == "0.872"  # the sgan row of Table 2
     assert 0 <= float(rows["segmentation.mean_iu"]["generated"]) <= 1

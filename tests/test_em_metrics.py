@@ -113,9 +113,9 @@ def test_label_generator_sampler():
 
 def test_segmenter_learns_real_membranes(sections):
     images, labels = sections
-    untrained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=0, width=4, depth=4))
+    untrained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=0, width=4, levels=2))
     trained = jobs.run(metrics.train_segmenter(images[:2], labels[:2], iterations=40, crop=64, batch_size=4, width=8,
-                                               depth=4, lr=2e-3))
+                                               levels=2, lr=2e-3))
     before = metrics.segmentation_scores(untrained, images[2:], labels[2:])
     after = metrics.segmentation_scores(trained, images[2:], labels[2:])
     assert after["nll"] < 0.7 * before["nll"] and after["mean_iu"] > before["mean_iu"]
@@ -130,3 +130,79 @@ def test_c2st_tells_blurred_from_real(sections):
     real = jobs.run(metrics.c2st_realism(images[[0, 2]], images[[1]], **kwargs))["score"]
     fake = jobs.run(metrics.c2st_realism(images[[0, 2]], blurred[[1]], **kwargs))["score"]
     assert fake > real + 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# The shipped segmenter's file kind, and the calibration of the EM diagnostics
+
+SHIPPED_SEGMENTER = Path(__file__).parents[1] / "pretrained" / "vnc-segmenter.safetensors"
+
+
+def test_segmenter_file_loads_by_kind_and_damage_is_one_clear_line(tmp_path):
+    from napari_biogans import checkpoints
+    from napari_biogans.models import loader
+    from napari_biogans.models.segmenter import SegmenterUNet
+    from napari_biogans.models.segmenter_file import save_segmenter
+
+    path = save_segmenter(tmp_path / "seg.safetensors", SegmenterUNet(width=2, levels=1), {"name": "seg"})
+    loaded = loader.load(path, "cpu", kind=loader.SEGMENTER_KIND)
+    assert loaded.kind == "em-segmenter" and loaded.meta["segmenter"]["width"] == 2
+    assert metrics.segment(loaded.model, np.zeros((1, 10, 13), np.uint8)).shape == (1, 3, 10, 13)
+    with pytest.raises(checkpoints.CheckpointError, match="an EM segmenter .* needs an EM model"):
+        loader.load(path, "cpu", kind=loader.EM_KIND)
+
+    tensors, meta = checkpoints.load(path)
+    for damage, says in (({"segmenter": {**meta["segmenter"], "width": 10**6}}, "'width' is 1000000"),
+                         ({"segmenter": {"arch": "unet"}}, "must describe a 'segmenter-unet'")):
+        bad = checkpoints.save(tmp_path / "bad.safetensors", tensors, {**meta, **damage})
+        with pytest.raises(checkpoints.CheckpointError, match=says):
+            loader.load(bad, "cpu", kind=loader.SEGMENTER_KIND)
+    nan = {**tensors, "head.bias": torch.full_like(tensors["head.bias"], float("nan"))}
+    with pytest.raises(checkpoints.CheckpointError, match="NaN"):
+        loader.load(checkpoints.save(tmp_path / "nan.safetensors", nan, meta), "cpu", kind=loader.SEGMENTER_KIND)
+
+
+def test_shipped_segmenter_segments_a_real_validation_crop(sections):
+    from napari_biogans.models.segmenter_file import load_segmenter
+
+    images, labels = sections
+    model, card = load_segmenter(SHIPPED_SEGMENTER)
+    scores = metrics.segmentation_scores(model, images[2:], labels[2:])  # a 256² crop of section 10
+    assert scores["mean_iu"] > 0.7 and card["validation"]["mean_iu"] >= 0.80
+
+
+def test_spoiled_labels_are_what_they_say(sections):
+    from napari_biogans.evaluation import em_calibration as calibration
+
+    _, labels = sections
+    membrane = (labels == em.MEMBRANE).sum()
+    shuffled = calibration.spoil_labels(labels, "shuffled")
+    assert np.array_equal(np.sort(shuffled, axis=None), np.sort(labels, axis=None))  # same pixels, moved
+    assert (calibration.spoil_labels(labels, "eroded") == em.MEMBRANE).sum() < membrane
+    assert (calibration.spoil_labels(labels, "dilated") == em.MEMBRANE).sum() > membrane
+    crops = calibration.budget_sample(labels, 3, 100)
+    assert crops.shape == (3, 100, 100) and set(np.unique(crops)) <= {0, 1, 2}
+
+
+def test_statistics_calibration_sees_shuffled_labels_and_passes_real_against_itself(sections):
+    from napari_biogans.evaluation import em_calibration as calibration
+
+    _, labels = sections
+    found = calibration.calibrate_statistics(labels, labels)  # real vs real: the same maps, χ² 0
+    assert set(found) == {"cell_area", "mito_area", "mito_roundness", "mito_per_cell"}
+    cell = found["cell_area"]
+    assert cell["controls"]["real vs real"] == {"chi2": 0.0, "passed": True}
+    assert cell["controls"]["shuffled"]["passed"] and cell["controls"]["shuffled"]["chi2"] > 0.5
+    assert cell["trust"]["trusted"] == all(row["passed"] for row in cell["controls"].values())
+
+
+def test_c2st_and_segmentation_verdicts():
+    from napari_biogans.evaluation import em_calibration as calibration
+
+    sees = calibration.c2st_trust(0.01, {1.0: 0.3, 2.0: 0.9})
+    assert sees["trust"]["trusted"] and sees["trust"]["status"] == "calibrated" and sees["trust"]["needed"] == ""
+    blind = calibration.c2st_trust(0.01, {1.0: 0.02, 2.0: 0.9})
+    assert not blind["trust"]["trusted"] and "blur σ=1" in blind["trust"]["reason"] and blind["trust"]["needed"]
+    assert not calibration.c2st_trust(0.3, {1.0: 0.9, 2.0: 0.9})["trust"]["trusted"]  # real vs real must read 0
+    assert calibration.segmentation_trust(0.85, "shipped")["trusted"]
+    assert not calibration.segmentation_trust(0.54, "trained")["trusted"]

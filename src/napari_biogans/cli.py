@@ -307,19 +307,29 @@ def cmd_evaluate_em(args) -> int:
     model = loaded.model
     settings = EMEvalSettings(
         train_sections=args.sections_train, validation_sections=args.sections_val, n_generated=args.generated,
-        size=args.size, segmenter_iterations=args.segmenter_iterations, segmenter_width=args.segmenter_width,
+        size=args.size, segmenter=None if args.train_segmenter else args.segmenter,
+        segmenter_iterations=args.segmenter_iterations, segmenter_width=args.segmenter_width,
         c2st_steps=args.c2st_steps, c2st_width=args.width, c2st_batch_size=args.batch_size,
         c2st_algorithm=args.algorithm, c2st_lr=args.lr, birthday_batch_sizes=tuple(args.birthday_batch_sizes),
-        birthday_repeats=args.birthday_repeats, skip=tuple(args.skip), seed=args.seed,
+        birthday_repeats=args.birthday_repeats, skip=tuple(args.skip), calibrate=not args.no_calibration,
+        seed=args.seed,
     )
     # the job reads every input before its first update, so a bad input shows its error alone
     evaluation = _run_job(evaluate_em(model, args.data, settings, extra_real=args.extra_real))
     evaluation.results["model"].update(file=loaded.meta["path"], sha256=loaded.meta["sha256"])
     files = write_report(evaluation, args.out)
+    segmentation = evaluation.results.get("segmentation")
+    if segmentation:
+        used = segmentation["segmenter"]
+        print(f"segmenter: {used.get('name') or 'trained for this run'} ({used['source']})")
     for row in report_rows(evaluation.results):
         paper = "" if row["paper_generated"] is None else f"   (paper {row['paper_generated']:.3g})"
         cells = ["—" if v is None else f"{v:.4g}" for v in (row["real"], row["generated"])]
-        print(f"{row['measure']:>32}: real {cells[0]:>9}, generated {cells[1]:>9}{paper}")
+        mark = "   UNTRUSTED" if row["trusted"] is False else ""
+        print(f"{row['measure']:>32}: real {cells[0]:>9}, generated {cells[1]:>9}{paper}{mark}")
+    for row in report_rows(evaluation.results):
+        if row["trusted"] is False and not row["measure"].startswith("segmentation.iu"):
+            print(f"{row['measure']}: {row['note'].split(';')[0]}")
     for part, reason in evaluation.results["skipped"].items():
         print(f"{part}: {reason}")
     print(f"report -> {', '.join(str(f) for f in files.values())}")
@@ -666,8 +676,14 @@ def build_parser() -> argparse.ArgumentParser:
                             help="real validation sections (10-19)")
     em_options.add_argument("--size", type=int, default=None, help="side of the generated pairs (default: the "
                                                                    "validation sections')")
-    em_options.add_argument("--segmenter-iterations", type=int, default=2000)
-    em_options.add_argument("--segmenter-width", type=int, default=32, help="the U-Net's base width (F.5: 32)")
+    em_options.add_argument("--segmenter", default="vnc-segmenter", help="the segmenter model (catalogue name or "
+                                                                         ".safetensors; default: the shipped one)")
+    em_options.add_argument("--train-segmenter", action="store_true",
+                            help="train a segmenter on the training sections for this run instead")
+    em_options.add_argument("--segmenter-iterations", type=int, default=2000, help="with --train-segmenter")
+    em_options.add_argument("--segmenter-width", type=int, default=16, help="with --train-segmenter: base width")
+    em_options.add_argument("--no-calibration", action="store_true",
+                            help="skip the controls (real vs real, blurred, spoiled labels): no trust verdicts")
     em_options.add_argument("--c2st-steps", type=int, default=2000, help="critic steps of each C2ST")
     em_options.add_argument("--birthday-batch-sizes", type=int, nargs="+", default=[100, 200, 500, 1000])
     em_options.add_argument("--birthday-repeats", type=int, default=10)

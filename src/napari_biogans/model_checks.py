@@ -24,6 +24,8 @@ from .data import guards
 
 GENERATOR_KIND = "generator"
 EM_KIND = "em-generator"  # training/em_trainer.MODEL_KIND; not imported to keep this module light
+SEGMENTER_KIND = "em-segmenter"  # models/segmenter.MODEL_KIND
+SEGMENTER_ARCH = "segmenter-unet"
 # the label generator's and image generator's architecture for each EM mode (None: no image generator)
 EM_MODES = {
     "sgan": ("label-generator", "image-generator"),
@@ -43,6 +45,7 @@ BOUNDS = {
     "depth": (1, 12),
     "out_channels": (1, 16),
     "in_channels": (1, 16),
+    "levels": (1, 8),
     "label_channels": (1, 16),
 }
 MAX_IMAGE_SIDE = 2048  # fluorescence cells (LIN cells are 48 x 80 or 96 x 160)
@@ -59,8 +62,8 @@ def _fail(path, problem: str):
 def check_model_file(path, meta, tensors) -> None:
     """Refuse a model file whose metadata or tensors are not a usable, sane generator.
 
-    ``meta`` and ``tensors`` are what ``checkpoints.load(path)`` returns for a ``generator`` or
-    ``em-generator`` file. Raises :class:`CheckpointError` naming ``path`` and the problem.
+    ``meta`` and ``tensors`` are what ``checkpoints.load(path)`` returns for a ``generator``,
+    ``em-generator`` or ``em-segmenter`` file. Raises :class:`CheckpointError` naming ``path`` and the problem.
     """
     if not isinstance(meta, dict):
         _fail(path, f"the metadata must be a JSON object, got {type(meta).__name__}")
@@ -72,8 +75,11 @@ def check_model_file(path, meta, tensors) -> None:
         modules = {"": _generator(path, meta)}
     elif kind == EM_KIND:
         modules = _em_modules(path, meta)
+    elif kind == SEGMENTER_KIND:
+        modules = {"": _segmenter(path, meta)}
     else:
-        _fail(path, f"'kind' is {kind!r}; expected a model file ('{GENERATOR_KIND}' or '{EM_KIND}')")
+        _fail(path, f"'kind' is {kind!r}; expected a model file ('{GENERATOR_KIND}', '{EM_KIND}' or "
+                    f"'{SEGMENTER_KIND}')")
     _check_size(path, modules)
     _check_tensors(path, tensors, modules)
 
@@ -186,6 +192,17 @@ def _em_modules(path, meta: dict) -> dict:
         _check_config_values(path, config, f"'{prefix}'")
         modules[f"{prefix}."] = _build(path, f"the {prefix.replace('_', ' ')}", lambda c=config: build_em_module(c))
     return modules
+
+
+def _segmenter(path, meta: dict):
+    """The EM segmenter's U-Net, built on the meta device."""
+    from .models.architectures import build_em_module
+
+    config = meta.get("segmenter")
+    if not isinstance(config, dict) or config.get("arch") != SEGMENTER_ARCH:
+        _fail(path, f"'segmenter' must describe a '{SEGMENTER_ARCH}', got {_short(config)}")
+    _check_config_values(path, config, "'segmenter'")
+    return _build(path, "the segmenter", lambda: build_em_module(config))
 
 
 def _build(path, what: str, build):

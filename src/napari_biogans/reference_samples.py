@@ -35,7 +35,22 @@ def em_reference(path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def segmenter_reference(path) -> dict[str, np.ndarray]:
+    """The EM segmenter's classes (argmax) on a seeded, smoothed noise image of SIDE²."""
+    from scipy import ndimage as ndi
+
+    from .models.segmenter import segment
+    from .models.segmenter_file import load_segmenter
+
+    model, _ = load_segmenter(path)
+    noise = ndi.gaussian_filter(np.random.default_rng(0).random((SIDE, SIDE)), 2)
+    image = np.rint(255 * (noise - noise.min()) / np.ptp(noise)).astype(np.uint8)
+    return {"labels": segment(model, image[None]).argmax(1)[0].astype(np.uint8)}
+
+
 def reference(path, kind: str) -> dict[str, np.ndarray]:
+    if kind == "em-segmenter":
+        return segmenter_reference(path)
     return em_reference(path) if kind == "em-generator" else fluorescence_reference(path)
 
 

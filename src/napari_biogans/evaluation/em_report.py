@@ -6,7 +6,8 @@ set against the real validation sections (10-19) with the measures of
 
 * ``segmentation`` (Table 2): a U-Net trained on the real training sections (00-09) segments the
   real validation images and the generated images (their labels as ground truth): mean IU,
-  per-class IU, NLL.
+  per-class IU, NLL. The shipped segmenter (``vnc-segmenter``) by default; one trained for this
+  evaluation on request (``segmenter=None``).
 * ``statistics`` (Table 1): means and χ² distances of the global label statistics, validation
   against generated; the same for training against validation as the real-vs-real yardstick.
 * ``birthday`` (supplement D): G_y's support size from 2x2 noise "atoms" (128² labels).
@@ -15,8 +16,10 @@ set against the real validation sections (10-19) with the measures of
 
 A conditional model (mitochondria given membranes) draws mitochondria on the validation
 membranes: only its statistics apply (no images, no noise-only labels). Any part can be
-skipped for a quick run. :func:`write_report` writes the JSON, a CSV table beside the paper's
-numbers and a PNG of generated pairs beside real ones.
+skipped for a quick run. Each part carries a ``trust`` verdict from its controls
+(:mod:`~napari_biogans.evaluation.em_calibration`) at the budget of this run. :func:`write_report`
+writes the JSON, a CSV table beside the paper's numbers (with a ``trusted`` column), the
+calibration table and a PNG of generated pairs beside real ones.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ import numpy as np
 from ..atomic import atomic_open, atomic_write, write_text
 from ..data import em
 from ..jobs import Job, Update, within
-from . import em_metrics
+from . import em_calibration, em_metrics
 
 PARTS = ("segmentation", "statistics", "birthday", "c2st")
 IU_CLASSES = ("cytoplasm", "membrane", "mitochondria")
-SEGMENTER_DEPTH = 7  # F.5's U-Net
-SEGMENTER_CROP = 256
+SHIPPED_SEGMENTER = "vnc-segmenter"
+SEGMENTER_CROP = 160
 BIRTHDAY_NOISE_SIDE = 2  # supplement D's "atom": 2x2 noise -> 128² labels
 
 # The paper's EM numbers: Han, Murphy & Ramanan (WACV 2018), ../shared/papers/004_a71b84a955e8dd49.txt,
@@ -55,7 +58,7 @@ PAPER_NUMBERS = {
 }
 
 __all__ = ["PARTS", "PAPER_NUMBERS", "EMEvalSettings", "EMEvaluation", "generate_pairs", "score_pairs", "evaluate_em",
-           "report_rows", "write_report"]
+           "report_rows", "calibration_rows", "write_report"]
 
 
 @dataclass
@@ -64,8 +67,9 @@ class EMEvalSettings:
     validation_sections: tuple = em.VALIDATION_SECTIONS
     n_generated: int = 10
     size: int | None = None  # side of the generated maps; None: the validation sections' side
-    segmenter_iterations: int = 2000
-    segmenter_width: int = 32
+    segmenter: str | None = SHIPPED_SEGMENTER  # a segmenter model's name or file; None: train one for this run
+    segmenter_iterations: int = 2000  # when one is trained
+    segmenter_width: int = 16
     c2st_steps: int = 2000
     c2st_width: int = 64  # D.1's ndf
     c2st_batch_size: int = 64
@@ -75,6 +79,7 @@ class EMEvalSettings:
     birthday_batch_sizes: tuple = (100, 200, 500, 1000)
     birthday_repeats: int = 10
     skip: tuple = ()
+    calibrate: bool = True  # run each diagnostic's controls at this run's budget (trust verdicts)
     seed: int = 0  # generated pair i uses seed + i for its labels and its image noise
 
     def __post_init__(self):
@@ -107,9 +112,11 @@ def _skipped(settings: EMEvalSettings, images: bool, sampler: bool) -> dict[str,
 
 
 def _work(settings: EMEvalSettings, skipped) -> int:
-    """Progress steps of the measures: segmenter iterations, C2ST critic steps, one per other part."""
-    steps = {"segmentation": settings.segmenter_iterations, "statistics": 1, "birthday": 1,
-             "c2st": 2 * settings.c2st_steps}
+    """Progress steps of the measures: segmenter iterations (when one is trained), C2ST critic steps (of the
+    calibration's blurred controls too), one per other part."""
+    c2st_runs = 2 + (len(em_calibration.BLUR_SIGMAS) if settings.calibrate else 0)
+    steps = {"segmentation": 1 if settings.segmenter else settings.segmenter_iterations, "statistics": 1,
+             "birthday": 1, "c2st": c2st_runs * settings.c2st_steps}
     return sum(n for part, n in steps.items() if part not in skipped)
 
 
@@ -141,12 +148,28 @@ def generate_pairs(model, n: int, size: int, seed: int = 0, membranes: np.ndarra
     return None if mode == "conditional" else np.stack(images), np.stack(labels)
 
 
+def _segmenter(settings: EMEvalSettings, train_images, train_labels, segmenter, device, done, total) -> Job:
+    """``(model, description)``: the given segmenter (``(model, meta)``), or one trained on the training sections."""
+    if segmenter is not None:
+        model, meta = segmenter
+        validation = meta.get("validation", {})
+        return model, {"source": "shipped", "name": meta.get("name"), "sha256": meta.get("sha256"),
+                       "card_mean_iu": validation.get("mean_iu")}
+    crop = min(SEGMENTER_CROP, *train_images.shape[1:])
+    model = yield from within(em_metrics.train_segmenter(
+        train_images, train_labels, settings.segmenter_iterations, crop=crop, width=settings.segmenter_width,
+        device=device, seed=settings.seed), done, total)
+    return model, {"source": "trained", "iterations": settings.segmenter_iterations,
+                   "width": settings.segmenter_width, "crop": crop}
+
+
 def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EMEvalSettings | None = None, *,
-                c2st_real: np.ndarray | None = None, label_sampler=None, device="cpu") -> Job:
+                c2st_real: np.ndarray | None = None, label_sampler=None, segmenter=None, device="cpu") -> Job:
     """A job returning the measures of every part not skipped for generated (images or None, labels) against the
     real (images, labels) of the ``train`` and ``validation`` sections. ``c2st_real``: the real
     images of the C2ST (None: the validation images); ``label_sampler``: ``sample(n, rng)`` for the
-    birthday test (None: no birthday test)."""
+    birthday test (None: no birthday test); ``segmenter``: ``(model, meta)`` of a trained segmenter (None: one
+    is trained here, ``settings.segmenter_iterations``)."""
     settings = settings or EMEvalSettings()
     skipped = _skipped(settings, generated[0] is not None, label_sampler is not None)
     total, done = _work(settings, skipped), 0
@@ -154,21 +177,29 @@ def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EME
     results: dict = {"skipped": skipped}
 
     if "segmentation" not in skipped:
-        crop = min(SEGMENTER_CROP, *train_images.shape[1:])
-        segmenter = yield from within(em_metrics.train_segmenter(
-            train_images, train_labels, settings.segmenter_iterations, crop=crop, width=settings.segmenter_width,
-            depth=SEGMENTER_DEPTH, device=device, seed=settings.seed), done, total)
-        done += settings.segmenter_iterations
+        model, described = yield from _segmenter(settings, train_images, train_labels, segmenter, device, done, total)
+        done += 1 if segmenter is not None else settings.segmenter_iterations
+        real = em_metrics.segmentation_scores(model, val_images, val_labels, device)
         results["segmentation"] = {
-            "real": em_metrics.segmentation_scores(segmenter, val_images, val_labels, device),
-            "generated": em_metrics.segmentation_scores(segmenter, gen_images, gen_labels, device),
-            "segmenter": {"iterations": settings.segmenter_iterations, "width": settings.segmenter_width,
-                          "depth": SEGMENTER_DEPTH, "crop": crop},
+            "real": real, "generated": em_metrics.segmentation_scores(model, gen_images, gen_labels, device),
+            "segmenter": described, "trust": em_calibration.segmentation_trust(real["mean_iu"], described["source"]),
         }
+        yield Update(done, total, "segmentation")
 
     if "statistics" not in skipped:
-        results["statistics"] = {"generated": em_metrics.compare_statistics(val_labels, gen_labels),
-                                 "train_vs_validation": em_metrics.compare_statistics(train_labels, val_labels)}
+        val_stats = em_metrics.global_statistics(val_labels)
+        results["statistics"] = {
+            "generated": em_metrics.compare_pooled(val_stats, em_metrics.global_statistics(gen_labels)),
+            "train_vs_validation": em_metrics.compare_pooled(em_metrics.global_statistics(train_labels), val_stats)}
+        if settings.calibrate:  # real training maps at the generated set's count and side, and spoiled copies
+            n, side = gen_labels.shape[0], min(gen_labels.shape[1:])
+            found = em_calibration.calibrate_statistics(
+                val_stats, em_calibration.budget_sample(train_labels, n, side, settings.seed), seed=settings.seed)
+            results["statistics"]["calibration"] = {key: row["controls"] for key, row in found.items()}
+            results["statistics"]["trust"] = {key: row["trust"] for key, row in found.items()}
+        else:
+            results["statistics"]["trust"] = {key: em_calibration.uncalibrated("controls skipped")
+                                              for key in results["statistics"]["generated"]}
         done += 1
         yield Update(done, total, "statistics")
 
@@ -191,6 +222,14 @@ def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EME
             scores[name] = found["score"]
             done += settings.c2st_steps
         results["c2st"] = {**scores, "real_sections": len(real), "algorithm": settings.c2st_algorithm}
+        if settings.calibrate:  # the same critic must see blurred real sections
+            n_blur = len(em_calibration.BLUR_SIGMAS)
+            found = yield from within(em_calibration.calibrate_c2st(
+                real, train_images, scores["train_vs_validation"], **kwargs), done, total)
+            done += n_blur * settings.c2st_steps
+            results["c2st"].update(calibration=found["controls"], trust=found["trust"])
+        else:
+            results["c2st"]["trust"] = em_calibration.uncalibrated("controls skipped")
     return results
 
 
@@ -202,11 +241,13 @@ def _read_real(vnc_dir, sections, role: str):
     return images, labels
 
 
-def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra_real=None, device=None) -> Job:
+def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra_real=None, segmenter=None,
+                device=None) -> Job:
     """A job that evaluates an :class:`~napari_biogans.models.em_inference.EMModel` on a VNC stack folder
     (``settings``' training and validation sections); ``extra_real``: a stack folder of more real
-    sections (raw only is enough) for the C2ST. Reads every input before the long work; returns an
-    :class:`EMEvaluation`."""
+    sections (raw only is enough) for the C2ST; ``segmenter``: ``(model, meta)`` of the segmenter to use (None:
+    ``settings.segmenter`` is loaded through the core loader, or one is trained when that is None). Reads every
+    input before the long work; returns an :class:`EMEvaluation`."""
     settings = settings or EMEvalSettings()
     device = model.device if device is None else device
     mode = model.meta["mode"]
@@ -222,6 +263,11 @@ def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra
                              f"sections {val_images.shape[1]}x{val_images.shape[2]}; the C2ST pools them, so they "
                              "must match")
         c2st_real = np.concatenate([val_images, extra])
+    if segmenter is None and settings.segmenter and "segmentation" not in skipped:
+        from ..models import loader
+
+        loaded = loader.load(settings.segmenter, device, kind=loader.SEGMENTER_KIND)
+        segmenter = (loaded.model, loaded.meta)
     size = settings.size or min(val_images.shape[1:])
     total = settings.n_generated + _work(settings, skipped)
     gen_images, gen_labels = yield from within(generate_pairs(
@@ -231,7 +277,8 @@ def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra
     if "birthday" not in skipped:
         sampler = em_metrics.label_generator_sampler(model.label_generator, BIRTHDAY_NOISE_SIDE, device)
     results = yield from within(score_pairs((gen_images, gen_labels), train, (val_images, val_labels), settings,
-                                            c2st_real=c2st_real, label_sampler=sampler, device=device),
+                                            c2st_real=c2st_real, label_sampler=sampler, segmenter=segmenter,
+                                            device=device),
                                 settings.n_generated, total)
     results["model"] = {"mode": mode, "iterations": model.meta.get("iterations"),
                         "data": model.meta.get("data", {}).get("description")}
@@ -244,32 +291,43 @@ def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra
 # The report
 
 
+def _trusted(trust: dict | None):
+    """A row's ``trusted`` cell: True / False from a calibration verdict, None when none was run."""
+    return None if trust is None else bool(trust["trusted"])
+
+
 def report_rows(results: dict) -> list[dict]:
     """One row per measure: ours on real data (the real-vs-real yardstick where the measure compares
-    two sets), ours on generated data, and the paper's numbers for real data and for this mode."""
+    two sets), ours on generated data, the paper's numbers for real data and for this mode, and whether
+    the measure passed its controls (``trusted``; an untrusted row's note starts with the reason)."""
     mode = results.get("model", {}).get("mode")
     rows = []
 
-    def row(measure, real, generated, note=""):
+    def row(measure, real, generated, note="", trust=None):
         paper = PAPER_NUMBERS.get(measure, {})
+        if trust is not None and not trust["trusted"]:
+            note = f"UNTRUSTED: {trust['reason']}" + (f"; {note}" if note else "")
         rows.append({"measure": measure, "real": real, "generated": generated, "paper_real": paper.get("real"),
-                     "paper_generated": paper.get(mode), "note": note})
+                     "paper_generated": paper.get(mode), "trusted": _trusted(trust), "note": note})
 
     seg = results.get("segmentation")
     if seg:
+        trust = seg.get("trust")
         row("segmentation.mean_iu", seg["real"]["mean_iu"], seg["generated"]["mean_iu"],
-            "real: validation sections; generated: their own labels as truth")
+            f"{seg['segmenter']['source']} segmenter; real: validation sections; generated: their own labels as truth",
+            trust)
         for i, name in enumerate(IU_CLASSES):
-            row(f"segmentation.iu.{name}", seg["real"]["iu"][i], seg["generated"]["iu"][i])
-        row("segmentation.nll", seg["real"]["nll"], seg["generated"]["nll"], "nats per pixel")
+            row(f"segmentation.iu.{name}", seg["real"]["iu"][i], seg["generated"]["iu"][i], trust=trust)
+        row("segmentation.nll", seg["real"]["nll"], seg["generated"]["nll"], "nats per pixel", trust)
     stats = results.get("statistics")
     if stats:
         for key, value in stats["generated"].items():
             unit = ", pixels" if key.endswith("area") else ""
+            trust = stats.get("trust", {}).get(key)
             row(f"statistics.{key}.mean", value["real_mean"], value["fake_mean"],
                 f"real: validation sections{unit}")
             row(f"statistics.{key}.chi2", stats["train_vs_validation"][key]["chi2"], value["chi2"],
-                "real: training vs validation; generated: validation vs generated")
+                "real: training vs validation; generated: validation vs generated", trust)
     birthday = results.get("birthday")
     if birthday:
         row("birthday.support_estimate", None, birthday["support_estimate"],
@@ -278,7 +336,22 @@ def report_rows(results: dict) -> list[dict]:
     c2st = results.get("c2st")
     if c2st:
         row("c2st.score", c2st["train_vs_validation"], c2st["generated"],
-            "real: training vs validation sections; near 0 = indistinguishable")
+            "real: training vs validation sections; near 0 = indistinguishable", c2st.get("trust"))
+    return rows
+
+
+def calibration_rows(results: dict) -> list[dict]:
+    """The calibration table: one row per diagnostic and control, with its value and pass / fail."""
+    rows = []
+    seg = results.get("segmentation")
+    if seg and "trust" in seg:
+        rows.append({"diagnostic": "segmentation", "control": "real validation mean IU",
+                     "value": seg["real"]["mean_iu"], "passed": seg["trust"]["trusted"]})
+    for key, controls in results.get("statistics", {}).get("calibration", {}).items():
+        rows += [{"diagnostic": f"statistics.{key}.chi2", "control": name, "value": row["chi2"],
+                  "passed": row["passed"]} for name, row in controls.items()]
+    for name, row in results.get("c2st", {}).get("calibration", {}).items():
+        rows.append({"diagnostic": "c2st.score", "control": name, "value": row["score"], "passed": row["passed"]})
     return rows
 
 
@@ -322,17 +395,18 @@ def _pairs_figure(path: Path, evaluation: EMEvaluation, examples: int) -> None:
 
 
 def write_report(evaluation: EMEvaluation, out_dir, examples: int = 4) -> dict[str, Path]:
-    """``em_report.json`` (everything), ``em_report.csv`` (:func:`report_rows`) and
-    ``em_pairs.png`` (``examples`` generated pairs beside real ones) in ``out_dir``."""
+    """``em_report.json`` (everything), ``em_report.csv`` (:func:`report_rows`), ``em_calibration.csv``
+    (:func:`calibration_rows`) and ``em_pairs.png`` (``examples`` generated pairs beside real ones) in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "em_report.json", "csv": out / "em_report.csv", "png": out / "em_pairs.png"}
+    files = {"json": out / "em_report.json", "csv": out / "em_report.csv",
+             "calibration": out / "em_calibration.csv", "png": out / "em_pairs.png"}
     write_text(files["json"], json.dumps(_finite(evaluation.results), indent=2, allow_nan=False))
-    rows = report_rows(evaluation.results)
-    with atomic_open(files["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["measure", "real", "generated", "paper_real", "paper_generated",
-                                               "note"])
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in _finite(row).items()} for row in rows)
+    for key, rows in (("csv", report_rows(evaluation.results)), ("calibration", calibration_rows(evaluation.results))):
+        fields = list(rows[0]) if rows else ["diagnostic", "control", "value", "passed"]
+        with atomic_open(files[key], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows({k: "" if v is None else v for k, v in _finite(row).items()} for row in rows)
     _pairs_figure(files["png"], evaluation, examples)
     return files

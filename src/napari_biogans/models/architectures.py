@@ -33,6 +33,7 @@ from .fluorescence import (
     _size,
     multichannel_size,
 )
+from .segmenter import SegmenterUNet
 
 __all__ = ["GENERATOR_ARCHS", "CRITIC_ARCHS", "EM_ARCHS", "canonical_arch", "build_generator", "build_critic",
            "build_em_module", "make_models"]
@@ -54,7 +55,7 @@ CRITIC_ARCHS = {
     "projection": ProjectionCritic,
 }
 EM_ARCHS = {cls.arch: cls for cls in (LabelGenerator, JointGenerator, MultiScaleDiscriminator, CascadeGenerator,
-                                      ConditionalLabelGenerator, UNet)}
+                                      ConditionalLabelGenerator, UNet, SegmenterUNet)}
 
 # the names make_models takes (METHODS C.3 / the reference scripts' spellings) -> (arch, separable)
 _ALIASES = {

@@ -18,18 +18,22 @@ from .. import checkpoints
 from ..devices import resolve_device
 from .em_inference import MODEL_KIND as EM_KIND
 from .em_inference import load_em_model
+from .segmenter import MODEL_KIND as SEGMENTER_KIND
+from .segmenter_file import load_segmenter
 
 GENERATOR_KIND = "generator"
-KIND_NAMES = {GENERATOR_KIND: "a fluorescence generator", EM_KIND: "an EM model"}
+KIND_NAMES = {GENERATOR_KIND: "a fluorescence generator", EM_KIND: "an EM model", SEGMENTER_KIND: "an EM segmenter"}
 # where a model of each kind is used, for the error that meets a model of the other kind
 KIND_USES = {GENERATOR_KIND: "sample, interpolate, evaluate c2st/reconstruct/fid, Generate cells, Cell cycle, "
-                             "Diagnostics", EM_KIND: "render-em, evaluate em, Paint EM"}
+                             "Diagnostics", EM_KIND: "render-em, evaluate em, Paint EM",
+             SEGMENTER_KIND: "evaluate em --segmenter"}
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """``model``: the generator (``kind`` "generator") or the :class:`~.em_inference.EMModel`
-    ("em-generator"), in eval mode on ``device``; ``meta``: its card plus ``name``, ``sha256``, ``path``."""
+    """``model``: the generator (``kind`` "generator"), the :class:`~.em_inference.EMModel`
+    ("em-generator") or the :class:`~.segmenter.SegmenterUNet` ("em-segmenter"), in eval mode on
+    ``device``; ``meta``: its card plus ``name``, ``sha256``, ``path``."""
 
     model: object
     meta: dict
@@ -73,6 +77,8 @@ def load(name_or_path, device="auto", kind: str | None = None) -> LoadedModel:
         if found == EM_KIND:
             model = load_em_model(path, torch_device)
             meta = model.meta
+        elif found == SEGMENTER_KIND:
+            model, meta = load_segmenter(path, torch_device)
         else:
             model, meta = checkpoints.load_generator(path, torch_device)
         meta.setdefault("name", checkpoints.model_name(path))
