@@ -26,8 +26,8 @@ from scipy import ndimage as ndi
 from ..data.em import CYTOPLASM, MEMBRANE, MITOCHONDRIA
 from ..jobs import Job
 from . import em_metrics
+from .trust import CALIBRATED, FAILED, NOT_CALIBRATED, Trust  # noqa: F401  (the statuses: public here too)
 
-CALIBRATED, NOT_CALIBRATED, FAILED = "calibrated", "not calibrated", "failed controls"  # evaluation.trust's
 SEGMENTER_MIN_IU = 0.80
 # label statistics: real vs real must stay under REAL_CHI2_MAX, and a spoiled control must read at
 # least DETECT_FACTOR times the real-vs-real χ² and DETECT_MIN above it
@@ -54,15 +54,13 @@ __all__ = ["SEGMENTER_MIN_IU", "spoil_labels", "budget_sample", "calibrate_stati
 
 
 def trust(passed: bool, reason: str, needed: str = "", controls: dict | None = None) -> dict:
-    """The trust record (``Trust.as_dict()``'s fields)."""
-    return {"trusted": bool(passed), "status": CALIBRATED if passed else FAILED, "reason": reason,
-            "needed": "" if passed else needed, "controls": controls or {}}
+    """The JSON trust record (:class:`~napari_biogans.evaluation.trust.Trust`) of a diagnostic whose controls ran."""
+    return Trust(CALIBRATED if passed else FAILED, reason, "" if passed else needed, controls or {}).as_dict()
 
 
 def uncalibrated(reason: str) -> dict:
-    """The trust record of a diagnostic whose controls were not run."""
-    return {"trusted": False, "status": NOT_CALIBRATED, "reason": reason, "needed": "its controls (leave out "
-            "--no-calibration)", "controls": {}}
+    """The JSON trust record of a diagnostic whose controls were not run."""
+    return Trust(NOT_CALIBRATED, reason, "its controls (leave out --no-calibration)", {}).as_dict()
 
 
 # ------------------------------------------------------------------------------------------------
