@@ -23,7 +23,7 @@ def toy_draw(shift: float, critics: int):
     return draw
 
 
-def run(shift, critics=3, steps=150, group_size=None, path="loop", algorithm="wgan-gp", seed=0):
+def run(shift, critics=3, steps=80, group_size=None, path="loop", algorithm="wgan-gp", seed=0):
     plan = c2st.CriticPlan(critics, group_size or critics, 0, 0, 0, path)
     return jobs.run(c2st.train_and_score(
         toy_draw(shift, critics), toy_draw(shift, critics), critics, image_size=SIZE, steps=steps, batch_size=16,
