@@ -56,11 +56,12 @@ def plans(args) -> None:
     cells_bytes = 2 * 48 * 80 * 200  # 200 uint8 cells per protein
     print("| proteins | settings | critics | plan for 24 GB |")
     print("|---:|---|---:|---|")
-    for label, settings in (("CPU defaults", cpu_real_vs_real(C2STSettings())), ("paper (GPU)", C2STSettings())):
+    for label, settings, path in (("CPU defaults", cpu_real_vs_real(C2STSettings()), "loop"),
+                                  ("paper (GPU)", C2STSettings(), "grouped")):
         for n in (8, LIN_PROTEINS):
             plan = c2st.plan_critics(settings.splits * n * n, (48, 80), settings.width, settings.batch_size,
-                                     settings.algorithm, "cpu", memory_gb=24, data_bytes=n * cells_bytes)
-            print(f"| {n} | {label}: {settings.splits} splits, width {settings.width}, batch {settings.batch_size} "
+                                     settings.algorithm, memory_gb=24, data_bytes=n * cells_bytes, path=path)
+            print(f"| {n} | {label}: {settings.splits} split(s), width {settings.width}, batch {settings.batch_size} "
                   f"| {plan.critics:,} | {plan.describe()} |")
 
 
@@ -90,7 +91,7 @@ def memory(args) -> None:
     print("| width | batch | path | estimated MB per critic | measured MB per critic |")
     print("|---:|---:|---|---:|---:|")
     for width in (16, 64):
-        k = 8 if width == 16 else 4
+        k = 8 if width == 16 else 2
         rss = {}
         for group in (1, 1 + k):
             out = subprocess.run([sys.executable, __file__, "--group", str(group), "--width", str(width),

@@ -102,3 +102,19 @@ def test_real_vs_real_reports_every_step_so_cancel_is_prompt():
     # two groups of 4 critic pairs, 3 steps each, counted as one job
     assert [(u.done, u.total) for u in finished] == [(d, 6) for d in range(1, 7)]
     assert {u.stage for u in finished} == {"critic pairs"}
+
+
+def test_plan_only_prints_the_critic_groups_and_trains_nothing(tmp_path, capsys):
+    from napari_biogans import cli
+    from napari_biogans.data import lin
+    from napari_biogans.data.simulator import simulate_stack
+
+    folder = lin.write_lin_folder(simulate_stack(4, ["Sid2", "Tea1"], seed=0), tmp_path / "cells")
+    per_critic = c2st.critic_bytes((48, 80), 8, 32)  # the CPU defaults' critic
+    budget = (2 * per_critic + 10**5) / 1e9  # two critics and the cells
+    assert cli.main(["evaluate", "real-vs-real", "--data", str(folder), "--out", str(tmp_path / "out"), "--device",
+                     "cpu", "--plan-only", "--memory-gb", str(budget)]) == 0
+    out = capsys.readouterr().out
+    assert "CPU defaults for real vs real: 1 split(s), 200 steps, width 8, batch 32" in out
+    assert "critics: 4 critics in 2 groups of 2" in out
+    assert not (tmp_path / "out").exists()
