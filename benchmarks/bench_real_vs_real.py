@@ -119,7 +119,15 @@ def run(args) -> None:
     plan = pipeline.real_vs_real_plan(cells, settings, device)
     load = os.getloadavg()[0]
     start_wall, start_cpu = time.perf_counter(), cpu_seconds()
-    result = jobs.run(pipeline.real_vs_real_job(cells, settings, device, plan=plan))
+    logged = {"done": 0}
+
+    def progress(update):  # to stderr, so a run stopped early still tells its pace
+        if update.total and update.done * 20 // update.total > logged["done"] * 20 // update.total:
+            logged["done"] = update.done
+            print(f"{update.done}/{update.total} group steps, {time.perf_counter() - start_wall:.0f} s wall, "
+                  f"{cpu_seconds() - start_cpu:.0f} s CPU", file=sys.stderr, flush=True)
+
+    result = jobs.run(pipeline.real_vs_real_job(cells, settings, device, plan=plan), progress)
     wall, cpu = time.perf_counter() - start_wall, cpu_seconds() - start_cpu
     mean = result.mean
     worst_similar, best_dissimilar = separation(result.names, mean)

@@ -401,6 +401,8 @@ def c2st_budget(settings: C2STSettings, critics: int, image_size, device):
     if seconds < CPU_BUDGET_S:
         return None
     cheap = cheaper_c2st(settings)
+    if cheap == settings:
+        return None  # already as cheap as the suggestion (real vs real's CPU defaults): nothing better to say
     cheap_critics = max(1, critics * cheap.splits // settings.splits)
     return seconds, cheap, c2st_seconds(cheap, cheap_critics, image_size, device)
 
