@@ -15,6 +15,7 @@ report cells per second.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -66,6 +67,7 @@ def critic_rows(args, device, images) -> list[str]:
                             f"{threads} thread(s) | {seconds[path]:.2f} | {per_step * 1000:.0f} ms/step |")
             rows.append(f"| loop vs grouped | width {width}, {threads} thread(s) | | "
                         f"{seconds['grouped'] / seconds['loop']:.2f}x (> 1: the loop is faster) |")
+            print("\n".join(rows[-3:]), file=sys.stderr, flush=True)  # a run stopped early keeps its rows
     return rows
 
 
