@@ -21,7 +21,6 @@ takes its own columns. Grouped 1 or 64 at a time, the same seed gives the same s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
