@@ -340,6 +340,6 @@ def c2st_realism(real_images: np.ndarray, fake_images: np.ndarray, patch: int = 
         return lambda b, _rng, _ids: (drawers["real", role](b).to(device), drawers["fake", role](b).to(device))
 
     result = yield from train_and_score(pairs("train"), pairs("test"), 1, image_size=(patch, patch),
-                                        algorithm=algorithm, steps=steps, batch_size=batch_size, width=width, device=device, seed=seed,
-                                        lr=lr, channels=1)
+                                        algorithm=algorithm, steps=steps, batch_size=batch_size, width=width,
+                                        device=device, seed=seed, lr=lr, channels=1)
     return {"score": float(result.scores[0]), "losses": result.losses[:, 0].tolist()}
