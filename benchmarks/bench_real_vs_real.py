@@ -113,7 +113,7 @@ def run(args) -> None:
     names = args.proteins.split(",") if args.proteins else list(PROTEINS)
     cells = simulate_stack(n_per_class=args.cells, proteins=names, seed=0)
     settings = pipeline.cpu_real_vs_real(pipeline.C2STSettings(memory_gb=args.memory_gb))
-    given = {k: getattr(args, k) for k in ("steps", "splits", "width", "batch_size")}
+    given = {k: getattr(args, k) for k in ("steps", "splits", "width", "batch_size", "lr")}
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     device = torch.device("cpu")
     plan = pipeline.real_vs_real_plan(cells, settings, device)
@@ -152,6 +152,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cells", type=int, default=200, help="simulated cells per protein")
     for flag in ("--steps", "--splits", "--width", "--batch-size"):
         parser.add_argument(flag, type=int, default=None, help="default: the CPU default")
+    parser.add_argument("--lr", type=float, default=None, help="critic learning rate (default: the CPU default)")
     parser.add_argument("--memory-gb", type=float, default=None)
     parser.add_argument("--plans", action="store_true", help="print the memory plans only")
     parser.add_argument("--memory", action="store_true", help="estimated vs measured memory per critic")

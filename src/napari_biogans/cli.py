@@ -333,13 +333,14 @@ def _real_vs_real_settings(args, device):
     from .evaluation.pipeline import C2STSettings, cpu_real_vs_real
 
     base = cpu_real_vs_real(C2STSettings()) if device.type == "cpu" else C2STSettings()
-    given = {"steps": args.steps, "splits": args.splits, "width": args.width, "batch_size": args.batch_size}
-    settings = replace(base, algorithm=args.algorithm, lr=args.lr, memory_gb=args.memory_gb,
-                       test_batches=args.test_batches, **{k: v for k, v in given.items() if v is not None})
+    given = {"steps": args.steps, "splits": args.splits, "width": args.width, "batch_size": args.batch_size,
+             "lr": args.lr}
+    settings = replace(base, algorithm=args.algorithm, memory_gb=args.memory_gb, test_batches=args.test_batches,
+                       **{k: v for k, v in given.items() if v is not None})
     if device.type == "cpu":
         print(f"CPU defaults for real vs real: {settings.splits} split(s), {settings.steps} steps, width "
-              f"{settings.width}, batch {settings.batch_size} (the paper's: 10 splits, 5000 steps, width 64, batch "
-              f"64, on a GPU)")
+              f"{settings.width}, batch {settings.batch_size}, learning rate {settings.lr or 'the reference'} (the "
+              f"paper's: 10 splits, 5000 steps, width 64, batch 64, on a GPU)")
     return settings
 
 
