@@ -333,6 +333,8 @@ def _real_vs_real_settings(args, device):
     from .evaluation.pipeline import C2STSettings, cpu_real_vs_real
 
     base = cpu_real_vs_real(C2STSettings()) if device.type == "cpu" else C2STSettings()
+    if args.steps is not None:  # the CPU learning rate belongs to its short training, not to any --steps
+        base = replace(base, lr=None)
     given = {"steps": args.steps, "splits": args.splits, "width": args.width, "batch_size": args.batch_size,
              "lr": args.lr}
     settings = replace(base, algorithm=args.algorithm, memory_gb=args.memory_gb, test_batches=args.test_batches,
