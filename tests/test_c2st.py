@@ -115,6 +115,6 @@ def test_plan_only_prints_the_critic_groups_and_trains_nothing(tmp_path, capsys)
     assert cli.main(["evaluate", "real-vs-real", "--data", str(folder), "--out", str(tmp_path / "out"), "--device",
                      "cpu", "--plan-only", "--memory-gb", str(budget)]) == 0
     out = capsys.readouterr().out
-    assert "CPU defaults for real vs real: 1 split(s), 200 steps, width 8, batch 32, learning rate 0.001" in out
+    assert "real vs real on a CPU: 1 split(s), 200 steps, width 8, batch 32, learning rate 0.001" in out
     assert "critics: 4 critics in 2 groups of 2" in out
     assert not (tmp_path / "out").exists()

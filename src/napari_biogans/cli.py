@@ -340,7 +340,7 @@ def _real_vs_real_settings(args, device):
     settings = replace(base, algorithm=args.algorithm, memory_gb=args.memory_gb, test_batches=args.test_batches,
                        **{k: v for k, v in given.items() if v is not None})
     if device.type == "cpu":
-        print(f"CPU defaults for real vs real: {settings.splits} split(s), {settings.steps} steps, width "
+        print(f"real vs real on a CPU: {settings.splits} split(s), {settings.steps} steps, width "
               f"{settings.width}, batch {settings.batch_size}, learning rate {settings.lr or 'the reference'} (the "
               f"paper's: 10 splits, 5000 steps, width 64, batch 64, on a GPU)")
     return settings
