@@ -67,9 +67,12 @@ def test_the_device_chooses_the_path():
 
 def test_plan_groups_evenly_within_the_budget():
     per = c2st.critic_bytes((48, 80), 64, 64)
-    plan = c2st.plan_critics(100, (48, 80), 64, 64, memory_gb=(64 * per + 10**6) / 1e9, data_bytes=10**6)
+    plan = c2st.plan_critics(100, (48, 80), 64, 64, memory_gb=(64 * per + 10**6) / 1e9, data_bytes=10**6,
+                             path="grouped")
     assert (plan.groups, plan.group_size) == (2, 50) and plan.fits
     assert "100 critics in 2 groups of 50" in plan.describe()
+    loop = c2st.plan_critics(100, (48, 80), 64, 64, memory_gb=1000, path="loop")  # faster in small groups
+    assert (loop.groups, loop.group_size) == (13, 8)
     small = c2st.plan_critics(100, (48, 80), 64, 64, memory_gb=per / 2 / 1e9)
     assert plan.group_size > 1 and (small.group_size, small.fits) == (1, False)
     # more steps of memory per critic at a wider critic and a bigger batch
