@@ -340,7 +340,28 @@ def _c2st_settings(args):
     from .evaluation.pipeline import C2STSettings
 
     return C2STSettings(steps=args.steps, splits=args.splits, width=args.width, batch_size=args.batch_size,
-                        test_batches=args.test_batches, algorithm=args.algorithm, lr=args.lr)
+                        test_batches=args.test_batches, algorithm=args.algorithm, lr=args.lr,
+                        memory_gb=args.memory_gb)
+
+
+def _real_vs_real_settings(args, device):
+    """The paper's settings on a GPU; on a CPU, ``pipeline.cpu_real_vs_real``'s for every option not given."""
+    from dataclasses import replace
+
+    from .evaluation.pipeline import C2STSettings, cpu_real_vs_real
+
+    base = cpu_real_vs_real(C2STSettings()) if device.type == "cpu" else C2STSettings()
+    if args.steps is not None:  # the CPU learning rate belongs to its short training, not to any --steps
+        base = replace(base, lr=None)
+    given = {"steps": args.steps, "splits": args.splits, "width": args.width, "batch_size": args.batch_size,
+             "lr": args.lr}
+    settings = replace(base, algorithm=args.algorithm, memory_gb=args.memory_gb, test_batches=args.test_batches,
+                       **{k: v for k, v in given.items() if v is not None})
+    if device.type == "cpu":
+        print(f"real vs real on a CPU: {settings.splits} split(s), {settings.steps} steps, width "
+              f"{settings.width}, batch {settings.batch_size}, learning rate {settings.lr or 'the reference'} (the "
+              f"paper's: 10 splits, 5000 steps, width 64, batch 64, on a GPU)")
+    return settings
 
 
 def _fast_settings(args):
@@ -387,6 +408,9 @@ def cmd_evaluate(args) -> int:
         print("method: the paper's critic C2ST" + ("" if args.method == "critic" else " (the default on a GPU)"))
         settings = _c2st_settings(args)
         pipeline.match_model(cells, generator, meta)  # a mismatch is reported before the estimate
+        print("critics:", pipeline.c2st_plan(settings, generator.n_classes, cells, device).describe())
+        if args.plan_only:
+            return 0
         note = _c2st_budget_note(settings, settings.splits * generator.n_classes, cells.image_size, device)
         if note:
             print(note)
@@ -396,13 +420,16 @@ def cmd_evaluate(args) -> int:
                                                    max_cells=args.max_cells)
         job = pipeline.reconstruction_job(generator, meta, cells, settings, device, train=train)
     elif args.what == "real-vs-real":
-        settings = _c2st_settings(args)
+        settings = _real_vs_real_settings(args, device)
         proteins = args.proteins.split(",") if args.proteins else None
-        n = len(proteins or cells.class_names)
-        note = _c2st_budget_note(settings, settings.splits * n * n, cells.image_size, device)
+        plan = pipeline.real_vs_real_plan(cells, settings, device, train=train, proteins=proteins)
+        print("critics:", plan.describe())
+        if args.plan_only:
+            return 0
+        note = _c2st_budget_note(settings, plan.critics, cells.image_size, device)
         if note:
             print(note)
-        job = pipeline.real_vs_real_job(cells, settings, device, train=train, proteins=proteins)
+        job = pipeline.real_vs_real_job(cells, settings, device, train=train, proteins=proteins, plan=plan)
     else:
         settings = pipeline.ClassifierSettings(iterations=args.classifier_iterations, width=args.classifier_width,
                                                generated=args.generated)
@@ -637,13 +664,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "it: two halves of --data)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto")
-    p.add_argument("--splits", type=int, default=None, help="C2ST splits (10 as the paper; calibrate: 3)")
+    p.add_argument("--splits", type=int, default=None, help="C2ST splits (10 as the paper; calibrate: 3; real-vs-real "
+                                                            "on a CPU: 1)")
     p.add_argument("--steps", type=int, default=None, help="critic steps (5000) or L-BFGS steps (50); on a CPU a "
                                                            "long C2ST prints its estimated time and a cheaper setting")
     p.add_argument("--algorithm", default="wgan-gp", choices=["wgan-gp", "wgan", "gan"])
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None, help="C2ST batch (64; real-vs-real on a CPU: 32)")
     p.add_argument("--test-batches", type=int, default=10, help="held-out batch pairs averaged per critic")
-    p.add_argument("--width", type=int, default=None, help="C2ST critic width (64 as the paper; calibrate: 16)")
+    p.add_argument("--width", type=int, default=None, help="C2ST critic width (64 as the paper; calibrate: 16; "
+                                                           "real-vs-real on a CPU: 8)")
+    p.add_argument("--memory-gb", type=float, default=None, help="c2st, real-vs-real: memory for the critics, which "
+                                                                 "train in groups that fit it (default: half the free "
+                                                                 "memory on a CPU, 80%% on a GPU)")
+    p.add_argument("--plan-only", action="store_true", help="c2st, real-vs-real: print how the critics would be "
+                                                            "grouped and their peak memory, and stop")
     p.add_argument("--lr", type=float, default=None, help="C2ST critic learning rate (default: the reference's)")
     p.add_argument("--proteins", default=None, help="real-vs-real, calibrate: comma-separated proteins")
     p.add_argument("--method", default="auto", choices=["auto", "fast", "critic"],
@@ -768,12 +802,14 @@ def main(argv=None) -> int:
     from .data.lin import LinFormatError
 
     args = build_parser().parse_args(argv)
-    if getattr(args, "steps", 0) is None:
-        args.steps = {"reconstruct": 50, "calibrate": 500}.get(args.what, 5000)
-    if getattr(args, "splits", 0) is None:
-        args.splits = 3 if args.what == "calibrate" else 10
-    if getattr(args, "width", 0) is None:
-        args.width = 16 if args.what == "calibrate" else 64
+    if args.command == "evaluate" and args.what != "real-vs-real":  # real vs real's defaults depend on the device
+        calibrate = args.what == "calibrate"
+        for option, default in (("splits", 3 if calibrate else 10), ("width", 16 if calibrate else 64),
+                                ("batch_size", 64)):
+            if getattr(args, option, 0) is None:
+                setattr(args, option, default)
+        if getattr(args, "steps", 0) is None:
+            args.steps = {"reconstruct": 50, "calibrate": 500}.get(args.what, 5000)
     if getattr(args, "generated", 0) is None:
         args.generated = 10 if args.what == "em" else 500
     if getattr(args, "what", None) in ("c2st", "reconstruct", "em") and not args.model:

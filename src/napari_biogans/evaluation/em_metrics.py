@@ -429,7 +429,7 @@ def c2st_realism(real_images: np.ndarray, fake_images: np.ndarray, patch: int = 
     """
     import torch
 
-    from .c2st import ALGORITHMS, GroupedCritic, train_and_score
+    from .c2st import train_and_score
 
     gen = torch.Generator().manual_seed(seed)
     drawers = {}
@@ -439,10 +439,10 @@ def c2st_realism(real_images: np.ndarray, fake_images: np.ndarray, patch: int = 
         drawers[name, "test"] = _patch_drawer(images[..., middle:], patch, gen)
 
     def pairs(role):
-        return lambda b: (drawers["real", role](b).to(device), drawers["fake", role](b).to(device))
+        # one critic: its patches come from ``gen``, not from the per-step generator of a group
+        return lambda b, _rng, _ids: (drawers["real", role](b).to(device), drawers["fake", role](b).to(device))
 
-    critic = GroupedCritic(1, (patch, patch), width, bn=ALGORITHMS[algorithm][0], channels=1)
-    result = yield from train_and_score(pairs("train"), pairs("test"), groups=1, image_size=(patch, patch), algorithm=algorithm,
-                             steps=steps, batch_size=batch_size, width=width, device=device, seed=seed,
-                             critic=critic, lr=lr)
+    result = yield from train_and_score(pairs("train"), pairs("test"), 1, image_size=(patch, patch),
+                                        algorithm=algorithm, steps=steps, batch_size=batch_size, width=width,
+                                        device=device, seed=seed, lr=lr, channels=1)
     return {"score": float(result.scores[0]), "losses": result.losses[:, 0].tolist()}

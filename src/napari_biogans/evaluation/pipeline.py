@@ -44,6 +44,7 @@ class C2STSettings:
     algorithm: str = "wgan-gp"
     lr: float | None = None  # None: the algorithm's reference learning rate
     seed: int = 0
+    memory_gb: float | None = None  # the critics' memory budget (None: a share of the free memory)
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ def c2st_job(generator, meta: dict, cells, settings: C2STSettings, device) -> Jo
     report = yield from generator_c2st(generator, cells, names, n_splits=settings.splits, device=device,
                                        seed=settings.seed, steps=settings.steps, batch_size=settings.batch_size,
                                        test_batches=settings.test_batches, width=settings.width,
-                                       algorithm=settings.algorithm, lr=settings.lr)
+                                       algorithm=settings.algorithm, lr=settings.lr, memory_gb=settings.memory_gb)
     trust = critic_trust(given, settings)  # calibrations are remembered for the cells as given
     return C2STEvaluation(report, settings, _provenance(cells, device, meta), trust)
 
@@ -311,8 +312,8 @@ def reconstruction_job(generator, meta: dict, cells, settings: ReconstructionSet
                                     trust)
 
 
-def real_vs_real_job(cells, settings: C2STSettings, device, train=None, proteins=None) -> Job:
-    """The real-vs-real C2ST matrix (the paper's Table 1); returns a :class:`RealVsRealEvaluation`.
+def real_vs_real_sets(cells, train=None, proteins=None):
+    """``(names, set A, set B, what A and B are)`` of the real-vs-real table, checked.
 
     With ``train``, set A is the training cells and set B the held-out ``cells``, as in the paper;
     without it, two disjoint halves of ``cells``, so the diagonal compares different cells of one
@@ -320,30 +321,49 @@ def real_vs_real_job(cells, settings: C2STSettings, device, train=None, proteins
     training cells when given).
     """
     from ..data.lin import c2st_splits
-    from .c2st import real_vs_real
 
     names = list(proteins) if proteins else list(cells.class_names)
     missing = [n for n in names if n not in cells.class_names]
     if missing:
         raise MismatchError(f"{cells.description}: no cells of {missing}")
-    if train is not None:
-        if tuple(train.image_size) != tuple(cells.image_size):
-            raise MismatchError("the training cells ({}) are {}×{} px, the cells {}×{} px".format(
-                train.description, *train.image_size, *cells.image_size))
-        if proteins:
-            check_training_cells(train, cells.select_classes(names))
-        names = [n for n in names if n in train.class_names]
-        if not names:
-            raise MismatchError(f"the training cells ({train.description}) share no protein with the cells")
-        a, b, sets = train, cells, ("A (training cells)", "B (held-out cells)")
-    else:
+    if train is None:
         halves = c2st_splits(cells, 1)[0]
-        a, b, sets = cells.subset(halves["train"]), cells.subset(halves["test"]), ("A (half of the cells)",
-                                                                                    "B (the other half)")
+        return names, cells.subset(halves["train"]), cells.subset(halves["test"]), ("A (half of the cells)",
+                                                                                      "B (the other half)")
+    if tuple(train.image_size) != tuple(cells.image_size):
+        raise MismatchError("the training cells ({}) are {}×{} px, the cells {}×{} px".format(
+            train.description, *train.image_size, *cells.image_size))
+    if proteins:
+        check_training_cells(train, cells.select_classes(names))
+    names = [n for n in names if n in train.class_names]
+    if not names:
+        raise MismatchError(f"the training cells ({train.description}) share no protein with the cells")
+    return names, train, cells, ("A (training cells)", "B (held-out cells)")
+
+
+def real_vs_real_plan(cells, settings: C2STSettings, device, train=None, proteins=None):
+    """The groups the real-vs-real critics will train in (a ``c2st.CriticPlan``), before any training."""
+    from .c2st import real_vs_real_plan as plan
+
+    names, a, b, _ = real_vs_real_sets(cells, train, proteins)
+    return plan(a, b, len(names), settings.splits, device, settings.memory_gb, settings.width, settings.batch_size,
+                settings.algorithm)
+
+
+def real_vs_real_job(cells, settings: C2STSettings, device, train=None, proteins=None, plan=None) -> Job:
+    """The real-vs-real C2ST matrix (the paper's Table 1); returns a :class:`RealVsRealEvaluation`.
+
+    The sets are :func:`real_vs_real_sets`'; the critics train in the groups of ``plan``
+    (default: :func:`real_vs_real_plan`).
+    """
+    from .c2st import real_vs_real
+
+    names, a, b, sets = real_vs_real_sets(cells, train, proteins)
+    plan = plan or real_vs_real_plan(cells, settings, device, train, proteins)
     scores = yield from real_vs_real(a, b, names, n_splits=settings.splits, device=device, seed=settings.seed,
                                      steps=settings.steps, batch_size=settings.batch_size,
                                      test_batches=settings.test_batches, width=settings.width,
-                                     algorithm=settings.algorithm, lr=settings.lr)
+                                     algorithm=settings.algorithm, lr=settings.lr, plan=plan)
     extra = {"sets": list(sets)} | ({"train": train.description} if train is not None else {})
     return RealVsRealEvaluation(names, scores, sets, settings,
                                 _provenance(cells, device, others=[train] if train is not None else [], **extra),
@@ -474,13 +494,13 @@ def c2st_seconds(settings: C2STSettings, critics: int, image_size, device) -> fl
 
     from .c2st import train_and_score
 
-    def draw(b):
-        x = torch.zeros(b, 1, 2, *image_size, device=device)
+    def draw(b, _rng, ids):
+        x = torch.zeros(b, len(ids), 2, *image_size, device=device)
         return x, x
 
     def timed(steps: int) -> float:
         start = time.perf_counter()
-        for _ in train_and_score(draw, draw, groups=1, image_size=image_size, steps=steps,
+        for _ in train_and_score(draw, draw, 1, image_size=image_size, steps=steps,
                                  batch_size=settings.batch_size, test_batches=1, width=settings.width, device=device,
                                  algorithm=settings.algorithm):
             pass
@@ -489,6 +509,14 @@ def c2st_seconds(settings: C2STSettings, critics: int, image_size, device) -> fl
     timed(1)  # warm-up: first-call allocations
     per_step = max((timed(3) - timed(1)) / 2, 1e-4)
     return per_step * settings.steps * critics
+
+
+def c2st_plan(settings: C2STSettings, n_classes: int, cells, device):
+    """The groups a generator's C2ST critics (splits x proteins) will train in: a ``c2st.CriticPlan``."""
+    from .c2st import plan_critics
+
+    return plan_critics(settings.splits * n_classes, cells.image_size, settings.width, settings.batch_size,
+                        settings.algorithm, device, settings.memory_gb, data_bytes=cells.images.nbytes)
 
 
 CPU_BUDGET_S = 600  # a C2ST estimated to take longer than this on a CPU says so, with a cheaper setting
@@ -503,6 +531,8 @@ def c2st_budget(settings: C2STSettings, critics: int, image_size, device):
     if seconds < CPU_BUDGET_S:
         return None
     cheap = cheaper_c2st(settings)
+    if cheap == settings:
+        return None  # already as cheap as the suggestion (real vs real's CPU defaults): nothing better to say
     cheap_critics = max(1, critics * cheap.splits // settings.splits)
     return seconds, cheap, c2st_seconds(cheap, cheap_critics, image_size, device)
 
@@ -520,3 +550,13 @@ def cheaper_c2st(settings: C2STSettings) -> C2STSettings:
     return replace(settings, splits=min(settings.splits, 3), steps=min(settings.steps, 500),
                    width=min(settings.width, 16))
 
+
+
+def cpu_real_vs_real(settings: C2STSettings) -> C2STSettings:
+    """Real vs real's defaults on a CPU: 8 proteins x 200 cells in about 10 minutes on 2 cores,
+    still separating the similar pairs from the others (benchmarks/bench_real_vs_real.py). At 200
+    steps the reference learning rate (1e-4) leaves the critics untrained (every pair near 0 or
+    wildly negative, measured); 1e-3 separates them."""
+    from dataclasses import replace
+
+    return replace(settings, splits=1, steps=200, width=8, batch_size=32, lr=1e-3)
