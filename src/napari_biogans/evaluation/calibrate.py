@@ -172,7 +172,7 @@ def critic_scores(controls: dict[str, dict[str, tuple]], settings: CalibrationSe
     together. A job returning ``(protein, control) -> scores (splits,)``."""
     import torch
 
-    from .c2st import Pools, train_and_score
+    from .c2st import Pools, plan_critics, train_and_score
 
     keys = [(p, c) for p, sets in controls.items() for c in sets if _applies(CRITIC, c)]
     images, pools = [], {"train": ([], []), "test": ([], [])}
@@ -187,14 +187,16 @@ def critic_scores(controls: dict[str, dict[str, tuple]], settings: CalibrationSe
                 pools["test"][side].append(test + start)
         offset += len(a) + len(b)
     stacked = np.concatenate(images)
-    gen = torch.Generator(device).manual_seed(settings.seed)
-    draw = {role: [Pools(stacked, side, device, gen) for side in sides] for role, sides in pools.items()}
+    draw = {role: [Pools(stacked, side, device) for side in sides] for role, sides in pools.items()}
+    critics = len(keys) * settings.critic_splits
+    plan = plan_critics(critics, stacked.shape[-2:], settings.critic_width, settings.critic_batch_size,
+                        settings.critic_algorithm, torch.device(device), None, data_bytes=stacked.nbytes)
     result = yield from train_and_score(
-        lambda n: (draw["train"][0](n), draw["train"][1](n)), lambda n: (draw["test"][0](n), draw["test"][1](n)),
-        groups=len(keys) * settings.critic_splits, image_size=stacked.shape[-2:], algorithm=settings.critic_algorithm,
-        steps=settings.critic_steps, batch_size=settings.critic_batch_size,
-        test_batches=settings.critic_test_batches, width=settings.critic_width, device=device, seed=settings.seed,
-        lr=settings.critic_lr)
+        lambda n, rng, ids: (draw["train"][0](n, rng, ids), draw["train"][1](n, rng, ids)),
+        lambda n, rng, ids: (draw["test"][0](n, rng, ids), draw["test"][1](n, rng, ids)),
+        critics, image_size=stacked.shape[-2:], algorithm=settings.critic_algorithm, steps=settings.critic_steps,
+        batch_size=settings.critic_batch_size, test_batches=settings.critic_test_batches,
+        width=settings.critic_width, device=device, seed=settings.seed, lr=settings.critic_lr, plan=plan)
     scores = result.scores.reshape(len(keys), settings.critic_splits)
     return {key: scores[i] for i, key in enumerate(keys)}
 
