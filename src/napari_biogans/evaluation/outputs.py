@@ -234,14 +234,14 @@ def write_outputs(result, out_dir) -> dict[str, Path]:
         size = (6, 5) if isinstance(result, RealVsRealEvaluation) else (5, 4)
         files["png"] = out / f"{name}.png"
         plots.save_figure(lambda ax: draw(result, ax), files["png"], size=size)
-    if isinstance(result, ReconstructionEvaluation):
-        import tifffile
-
+    if isinstance(result, ReconstructionEvaluation):  # an OME-TIFF, cells along T in the CSV's row order
+        from .. import ome
         from ..data.lin import to_uint8
 
-        images = to_uint8(result.reconstruction.images)
-        files["tif"] = atomic_write(out / "reconstructions.tif",
-                               lambda p: tifffile.imwrite(p, images, metadata={"axes": "QCYX"}))
+        metadata = {"stack_axis": "cell", "content": "latent reconstructions, one per CSV row",
+                    "provenance": finite(asdict(result.provenance)), "trust": result.trust.as_dict()}
+        files["tif"] = ome.write(out / "reconstructions.tif", to_uint8(result.reconstruction.images), "TCYX",
+                                 list(result.cells.channel_names), result.cells.pixel_size_um, metadata)
     return files
 
 
