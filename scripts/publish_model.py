@@ -209,7 +209,7 @@ def markdown_card(card: dict) -> str:
         if diag.get("calibration"):
             lines += ["", "Calibration (each diagnostic on controls with a known answer, at this run's budget):", "",
                       "| diagnostic | control | value | pass |", "|---|---|---:|---|"]
-            lines += [f"| {r['diagnostic']} | {r['control']} | {float(r['value']):.4g} | "
+            lines += [f"| {r['diagnostic']} | {r['control']} | {format(float(r['value']), '.4g') if r['value'] else '—'} | "
                       f"{'pass' if r['passed'] == 'True' else '**FAIL**'} |" for r in diag["calibration"]]
     lines += ["", "Commands:", "", "```", *card["diagnostics_commands"], "```", "", "## Known limits", ""]
     lines += [f"- {limit}" for limit in card["known_limits"]]
