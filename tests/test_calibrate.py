@@ -93,3 +93,13 @@ def test_the_feature_network_is_cached_per_data_set_and_a_stale_file_is_retraine
     updates = []
     jobs.run(fast_test.feature_net_job(cells, tiny), updates.append)
     assert updates  # the stale file was not used
+
+
+def test_three_critic_splits_all_above_real_vs_real_read_as_detected():
+    """With 3 splits a side the exact Mann–Whitney p cannot fall below 0.05: detection is p ≤ 0.05."""
+    settings = calibrate.CalibrationSettings()
+    scores = {("Tea1", "real vs real"): np.array([0.07, -0.9, -0.06]),
+              ("Tea1", "blur σ=2"): np.array([5.4, 5.5, 5.3]),
+              ("Tea1", "blur σ=1"): np.array([0.4, -0.1, 2.3])}
+    answers = {r["control"]: r["answer"] for r in calibrate._critic_rows(scores, settings, "budget")}
+    assert answers == {"real vs real": "indistinguishable", "blur σ=2": "different", "blur σ=1": "indistinguishable"}

@@ -112,9 +112,9 @@ def _embedded(net, sets: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _answer(control: str, p: float, n_proteins: int) -> str:
     """Real vs real is a false alarm only below the Bonferroni level over the proteins calibrated
-    together; a defect is detected at p < 0.05."""
+    together; a defect is detected at p ≤ 0.05."""
     level = false_alarm_level(ALPHA, n_proteins) if control == "real vs real" else ALPHA
-    return "different" if p < level else "indistinguishable"
+    return "different" if p <= level else "indistinguishable"
 
 
 def _fast_rows(features, protein, n_proteins: int, settings: CalibrationSettings, budget: str) -> list[dict]:
@@ -203,7 +203,7 @@ def critic_scores(controls: dict[str, dict[str, tuple]], settings: CalibrationSe
 
 def _critic_rows(scores: dict, settings: CalibrationSettings, budget: str) -> list[dict]:
     """Real vs real reads indistinguishable when its median score is near the critic's null; a control
-    is detected when its scores rank above real vs real's (one-sided Mann–Whitney, p < 0.05: with 3
+    is detected when its scores rank above real vs real's (one-sided Mann–Whitney, p ≤ 0.05: with 3
     splits a side, only when every split scores higher)."""
     from scipy.stats import mannwhitneyu
 
@@ -217,7 +217,7 @@ def _critic_rows(scores: dict, settings: CalibrationSettings, budget: str) -> li
                              "indistinguishable" if near else f"off the null ({null:.2f} ± {NULL_TOLERANCE})", budget))
             continue
         p = float(mannwhitneyu(values, scores[(protein, "real vs real")], alternative="greater").pvalue)
-        rows.append(_row(CRITIC, protein, control, median, p, "different" if p < ALPHA else "indistinguishable",
+        rows.append(_row(CRITIC, protein, control, median, p, "different" if p <= ALPHA else "indistinguishable",
                          budget))
     return rows
 

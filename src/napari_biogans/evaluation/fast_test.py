@@ -181,7 +181,7 @@ def compare_features(fa: np.ndarray, fb: np.ndarray, settings: FastTestSettings,
     rng = np.random.default_rng(settings.seed + salt)
     a, b = _equal_sizes(fa, fb, settings.max_cells, rng)
     accuracy, p = ridge_loo_accuracy(a, b, settings.permutations, settings.ridge, settings.seed + salt)
-    return {"accuracy": accuracy, "p_value": p, "n": len(a), "different": p < settings.alpha}
+    return {"accuracy": accuracy, "p_value": p, "n": len(a), "different": p <= settings.alpha}
 
 
 def blur(images: np.ndarray, sigma: float) -> np.ndarray:
@@ -220,10 +220,10 @@ def false_alarm_level(alpha: float, n_proteins: int) -> float:
 
 def controls_pass(found: dict, alpha: float, n_proteins: int = 1) -> tuple[bool, list[str]]:
     """Whether the controls came out as expected, and which did not: real vs real must not fall below
-    the false-alarm level, every defect must be detected (p < ``alpha``)."""
+    the false-alarm level, every defect must be detected (p ≤ ``alpha``)."""
     level = false_alarm_level(alpha, n_proteins)
     failed = [name for name, r in found.items()
-              if (r["p_value"] < level if name == "real vs real" else not r["different"])]
+              if (r["p_value"] <= level if name == "real vs real" else not r["different"])]
     return not failed, failed
 
 
