@@ -189,9 +189,11 @@ def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EME
 
     if "statistics" not in skipped:
         val_stats = em_metrics.global_statistics(val_labels)
+        # the validation sections set the χ² bins of both (em_metrics.histogram_edges): the real-vs-real yardstick
+        # is read on the bins of the generated comparison (its real_mean is the validation's, fake_mean the training's)
         results["statistics"] = {
             "generated": em_metrics.compare_pooled(val_stats, em_metrics.global_statistics(gen_labels)),
-            "train_vs_validation": em_metrics.compare_pooled(em_metrics.global_statistics(train_labels), val_stats)}
+            "train_vs_validation": em_metrics.compare_pooled(val_stats, em_metrics.global_statistics(train_labels))}
         if settings.calibrate:  # real training maps at the generated set's count and side, and spoiled copies
             n, side = gen_labels.shape[0], min(gen_labels.shape[1:])
             found = em_calibration.calibrate_statistics(
