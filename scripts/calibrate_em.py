@@ -7,7 +7,8 @@
 Label statistics: the validation sections (10-19) against real training maps (00-09) cut to the budget
 (``--generated`` maps of ``--size``²) and against those maps shuffled, eroded and dilated. C2ST:
 validation against training sections, and against the training sections blurred (σ = 1, 2). The same
-functions and thresholds as ``biogans evaluate em`` (evaluation/em_calibration.py).
+functions and thresholds as ``biogans evaluate em`` (evaluation/em_calibration.py); ``--bins`` and
+``--radius`` (the χ²'s bins, the erosion / dilation) other than the product's measure what the χ² can see.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bins", type=int, default=None, help="χ² bins (default: the product's)")
+    parser.add_argument("--radius", type=int, default=None,
+                        help="px of erosion and of dilation (default: the product's, one for each)")
     args = parser.parse_args(argv)
 
     import torch
@@ -38,10 +42,17 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     train_images, train_labels = read_sections(args.data, TRAIN_SECTIONS)
     val_images, val_labels = read_sections(args.data, VALIDATION_SECTIONS)
-    print(f"label statistics at {args.generated} maps of {args.size}²\n")
+    bins = args.bins or em_metrics.CHI2_BINS
+    real_maps = calibration.budget_sample(train_labels, args.generated, args.size, args.seed)
+    reference = em_metrics.global_statistics(val_labels)
+    counts = em_metrics.global_statistics(real_maps)
+    spoiled = ", ".join(calibration.control_name(c, args.radius) for c in ("eroded", "dilated"))
+    print(f"label statistics at {args.generated} maps of {args.size}² (seed {args.seed}), {bins} bins, {spoiled}; "
+          "objects at this budget (validation): "
+          + ", ".join(f"{key} {counts[key].size} ({reference[key].size})" for key in calibration.STATISTIC_CONTROLS)
+          + "\n")
     print("| statistic | control | χ² | pass |\n|---|---|---:|---|")
-    found = calibration.calibrate_statistics(
-        val_labels, calibration.budget_sample(train_labels, args.generated, args.size, args.seed), seed=args.seed)
+    found = calibration.calibrate_statistics(reference, real_maps, bins, args.seed, args.radius)
     for key, row in found.items():
         for control, value in row["controls"].items():
             print(f"| {key} | {control} | {value['chi2']:.4g} | {'pass' if value['passed'] else '**FAIL**'} |")

@@ -205,6 +205,8 @@ def markdown_card(card: dict) -> str:
             cells = [row[k] and f"{float(row[k]):.4g}" or "—" for k in ("real", "generated", "paper_real",
                                                                           "paper_generated")]
             trusted = {"True": "yes", "False": "**no**"}.get(row.get("trusted", ""), "—")
+            if "described, not tested" in row.get("note", ""):  # a mean the paper reports, no χ² of its own
+                trusted += " described, not tested"
             lines.append(f"| {row['measure']} | " + " | ".join(cells) + f" | {trusted} |")
         if diag.get("calibration"):
             lines += ["", "Calibration (each diagnostic on controls with a known answer, at this run's budget):", "",

@@ -32,6 +32,7 @@ QUICK_ARGS = ["--data", str(FIXTURE), "--sections-train", "0-1", "--sections-val
               "--width", "4", "--batch-size", "4", "--birthday-batch-sizes", "4", "8", "--birthday-repeats", "2",
               "--device", "cpu"]
 STATISTICS = {"cell_area", "mito_area", "mito_roundness", "mito_per_cell"}
+TESTED = {"cell_area", "mito_area", "mito_roundness"}  # χ² and a verdict; mitochondria per cell: its mean only
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,7 +65,8 @@ def test_report_has_every_part_in_range(model_file):
         assert scores["nll"] > 0
     for comparison in ("generated", "train_vs_validation"):
         stats = results["statistics"][comparison]
-        assert set(stats) == STATISTICS and unit_or_nan([v["chi2"] for v in stats.values()])  # ½Σ(p−q)²/(p+q) ≤ 1
+        assert set(stats) == STATISTICS and unit_or_nan([stats[k]["chi2"] for k in TESTED])  # ½Σ(p−q)²/(p+q) ≤ 1
+        assert "chi2" not in stats["mito_per_cell"]
     birthday = results["birthday"]
     assert birthday["batch_sizes"] == [4, 8] and unit_or_nan(birthday["duplicate_rate"])
     assert birthday["support_estimate"] in (None, 16, 64)
@@ -73,7 +75,7 @@ def test_report_has_every_part_in_range(model_file):
     assert results["segmentation"]["segmenter"]["source"] == "trained"
     assert results["segmentation"]["trust"]["trusted"] is False
     assert set(results["c2st"]["calibration"]) == {"real vs real", "blur σ=1", "blur σ=2"}
-    assert set(results["statistics"]["trust"]) == STATISTICS
+    assert set(results["statistics"]["trust"]) == set(results["statistics"]["calibration"]) == TESTED
     assert all(set(t) >= {"trusted", "status", "reason", "needed", "controls"}
                for t in (results["c2st"]["trust"], *results["statistics"]["trust"].values()))
 
@@ -101,7 +103,11 @@ def test_real_against_real_scores_equal_and_chi2_vanishes():
         assert real == generated or (math.isnan(real) and math.isnan(generated)), measure
     for key in STATISTICS:
         assert rows[f"statistics.{key}.mean"]["real"] == rows[f"statistics.{key}.mean"]["generated"]
+    for key in TESTED:
         assert rows[f"statistics.{key}.chi2"]["generated"] == 0.0
+    assert "statistics.mito_per_cell.chi2" not in rows
+    per_cell = rows["statistics.mito_per_cell.mean"]
+    assert per_cell["trusted"] is None and "described, not tested" in per_cell["note"]
     assert rows["segmentation.mean_iu"]["paper_generated"] == PAPER_NUMBERS["segmentation.mean_iu"]["dsgan"]
     assert rows["segmentation.mean_iu"]["paper_real"] == 0.883
 

@@ -65,10 +65,24 @@ def test_chi2_and_comparison(sections):
     assert metrics.chi2_distance([1, 0], [0, 1]) == 1.0
     assert metrics.chi2_distance(h, [1, 1, 1, 1]) == metrics.chi2_distance([1, 1, 1, 1], h) > 0
     same = metrics.compare_statistics(labels, labels)
-    assert all(v["chi2"] == 0 and v["real_mean"] == v["fake_mean"] for v in same.values())
+    assert all(v["real_mean"] == v["fake_mean"] for v in same.values())
+    assert {key for key, v in same.items() if "chi2" in v} == set(metrics.TESTED_STATISTICS)
+    assert all(same[key]["chi2"] == 0 for key in metrics.TESTED_STATISTICS)
+    assert "mito_per_cell" in metrics.DESCRIBED_STATISTICS  # the paper's mean only: no χ² of a histogram of zeros
     eroded = np.where(ndi.binary_dilation(labels == em.MEMBRANE, iterations=6), em.MEMBRANE, labels)
     worse = metrics.compare_statistics(labels, eroded)  # thicker membranes: smaller cells
     assert worse["cell_area"]["fake_mean"] < worse["cell_area"]["real_mean"] and worse["cell_area"]["chi2"] > 0
+
+
+def test_chi2_bins_come_from_the_real_sample():
+    """Bins of both samples pooled were set by the larger: thousands of one-pixel specks against a hundred real
+    mitochondria put every edge on 1 (one bin, χ² 0: a perfect score for the worst maps)."""
+    real = np.random.default_rng(0).lognormal(7, 1, 100)
+    specks = np.ones(5000)
+    edges = metrics.histogram_edges(real)
+    assert len(edges) == metrics.CHI2_BINS + 1 and edges[0] == -np.inf and edges[-1] == np.inf
+    found = metrics.compare_pooled({"mito_area": real}, {"mito_area": specks})["mito_area"]
+    assert found["chi2"] > 0.8  # all the specks in the real sample's lowest bin, which holds a tenth of it
 
 
 def grid_crops(labels, side=64):
@@ -180,20 +194,49 @@ def test_spoiled_labels_are_what_they_say(sections):
     assert np.array_equal(np.sort(shuffled, axis=None), np.sort(labels, axis=None))  # same pixels, moved
     assert (calibration.spoil_labels(labels, "eroded") == em.MEMBRANE).sum() < membrane
     assert (calibration.spoil_labels(labels, "dilated") == em.MEMBRANE).sum() > membrane
+    disc = cell_maps(1, seed=0)
+    mito = (disc == em.MITOCHONDRIA).sum()
+    grown = [(calibration.spoil_labels(disc, "dilated", radius=r) == em.MITOCHONDRIA).sum() for r in (None, 1)]
+    assert grown[0] > grown[1] > mito  # by DILATE_RADIUS px by default
     crops = calibration.budget_sample(labels, 3, 100)
     assert crops.shape == (3, 100, 100) and set(np.unique(crops)) <= {0, 1, 2}
 
 
-def test_statistics_calibration_sees_shuffled_labels_and_passes_real_against_itself(sections):
+def cell_maps(n, seed, side=128):
+    """Synthetic label maps: nine closed cells behind 6 px membranes (2 px of erosion thins them, does not open
+    them), each holding one disc of mitochondria of random radius 4-10 px."""
+    rng = np.random.default_rng(seed)
+    maps = np.zeros((n, side, side), np.uint8)
+    yy, xx = np.mgrid[:side, :side]
+    for k in range(n):
+        for a in (0, 40, 80, 122):
+            maps[k, a:a + 6, :] = maps[k, :, a:a + 6] = em.MEMBRANE
+        for cy in (23, 63, 103):
+            for cx in (23, 63, 103):
+                r = rng.uniform(4, 10)
+                maps[k][(yy - cy - rng.integers(-4, 5)) ** 2 + (xx - cx) ** 2 <= r * r] = em.MITOCHONDRIA
+    return maps
+
+
+def test_statistics_calibration_passes_real_against_itself_and_sees_every_defect():
     from napari_biogans.evaluation import em_calibration as calibration
 
-    _, labels = sections
-    found = calibration.calibrate_statistics(labels, labels)  # real vs real: the same maps, χ² 0
-    assert set(found) == {"cell_area", "mito_area", "mito_roundness", "mito_per_cell"}
-    cell = found["cell_area"]
-    assert cell["controls"]["real vs real"] == {"chi2": 0.0, "passed": True}
-    assert cell["controls"]["shuffled"]["passed"] and cell["controls"]["shuffled"]["chi2"] > 0.5
-    assert cell["trust"]["trusted"] == all(row["passed"] for row in cell["controls"].values())
+    labels = cell_maps(4, seed=0)
+    reference = metrics.global_statistics(labels)
+    found = calibration.calibrate_statistics(reference, labels)  # real vs real: the same maps, χ² 0
+    assert set(found) == set(metrics.TESTED_STATISTICS)  # mitochondria per cell is described, never tested
+    dilated = f"dilated {calibration.DILATE_RADIUS} px"
+    assert set(found["mito_area"]["controls"]) == {"real vs real", "shuffled", f"eroded {calibration.ERODE_RADIUS} px",
+                                                   dilated}
+    for key, row in found.items():
+        assert row["controls"]["real vs real"] == {"chi2": 0.0, "passed": True}
+        assert row["trust"]["trusted"], (key, row["trust"]["reason"])
+    assert found["mito_area"]["controls"][dilated]["chi2"] > 0.3  # discs of 4-10 px grown by 4 px
+
+    # one map of nine mitochondria against 36: its χ² is noise, the verdict says so
+    small = calibration.calibrate_statistics(reference, cell_maps(1, seed=1))
+    assert not small["mito_area"]["trust"]["trusted"] and "too small" in small["mito_area"]["trust"]["reason"]
+    assert small["cell_area"]["trust"]["trusted"]  # the cells are all alike: any sample tells them apart
 
 
 def test_c2st_and_segmentation_verdicts():

@@ -326,6 +326,8 @@ def cmd_evaluate_em(args) -> int:
         paper = "" if row["paper_generated"] is None else f"   (paper {row['paper_generated']:.3g})"
         cells = ["—" if v is None else f"{v:.4g}" for v in (row["real"], row["generated"])]
         mark = "   UNTRUSTED" if row["trusted"] is False else ""
+        if "described, not tested" in row["note"]:  # a mean (the paper's), no χ² and no verdict of its own
+            mark = "   described, not tested"
         print(f"{row['measure']:>32}: real {cells[0]:>9}, generated {cells[1]:>9}{paper}{mark}")
     for row in report_rows(evaluation.results):
         if row["trusted"] is False and not row["measure"].startswith("segmentation.iu"):
