@@ -164,13 +164,13 @@ def load_generator(path, device: str = "cpu"):
 
 
 def shipped_folder() -> Path:
-    """The installed ``pretrained/`` folder (the package ``napari_biogans.pretrained``)."""
-    from importlib import resources
-
-    try:
-        return Path(str(resources.files("napari_biogans.pretrained")))
-    except ModuleNotFoundError:  # run from a source checkout (PYTHONPATH=src, as on the GPU machine)
-        return Path(__file__).resolve().parents[2] / "pretrained"
+    """The ``pretrained/`` folder shipped with this copy of the package: installed inside it
+    (``napari_biogans/pretrained``), or beside ``src/`` in a source checkout (PYTHONPATH=src, as on
+    the GPU machine, and editable installs). Found from this file, not the import system, so a copy
+    run from ``src/`` never takes another installation's models."""
+    package = Path(__file__).resolve().parent
+    installed = package / "pretrained"
+    return installed if installed.is_dir() else package.parents[1] / "pretrained"
 
 
 def model_folders() -> list[Path]:
