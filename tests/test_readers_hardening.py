@@ -6,8 +6,6 @@ before pixels are read or memory is allocated; harmless variants read exactly.
 
 import os
 import signal
-import struct
-import zlib
 from contextlib import contextmanager
 
 import h5py
@@ -18,20 +16,8 @@ import tifffile
 from napari_biogans import _io, ome
 from napari_biogans.data import em, guards, lin
 
+from png_forge import png_bytes
 from test_lin import make_stack, write_png
-
-
-def png_bytes(pixels, depth=8, colour=2):
-    """A PNG written by hand (Pillow does not write 16-bit RGB)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    h, w = pixels.shape[:2]
-    dtype = ">u2" if depth == 16 else np.uint8
-    raw = b"".join(b"\0" + np.ascontiguousarray(row, dtype=dtype).tobytes() for row in pixels)
-    header = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 @contextmanager
