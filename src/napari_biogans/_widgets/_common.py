@@ -181,7 +181,7 @@ class PlotCanvas(QWidget):
         self.colors: dict[str, str] = {}
         self.canvas.mpl_connect("resize_event", self._fit_margins)
         viewer.events.theme.connect(self._on_theme)
-        self.destroyed.connect(lambda *_: _disconnect(viewer.events.theme, self._on_theme))
+        self.destroyed.connect(self._disconnect_theme)  # a bound method: see forms.follow_layers
         self.apply_theme()
         self._fit_margins()
 
@@ -193,6 +193,9 @@ class PlotCanvas(QWidget):
         top += (14 if self.ax.get_title() else 0) + self.top_extra_px
         self.figure.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height,
                                     bottom=bottom / height)
+
+    def _disconnect_theme(self, *_) -> None:
+        _disconnect(self.viewer.events.theme, self._on_theme)
 
     def _on_theme(self, event=None) -> None:
         try:
