@@ -30,17 +30,18 @@ import random
 import resource
 import select
 import signal
-import struct
 import sys
 import tempfile
 import time
 import traceback
 import warnings
-import zlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from png_forge import GREY, GREY_ALPHA, png_bytes  # a sibling: scripts/ is on the path as a script and in pytest
+
 
 def _errors():
     """The product's own error types: a refusal of one of these is a clean error."""
@@ -76,19 +77,6 @@ def make_stack(truth: bool = True, n_per_class=(2, 2)):
         stack.truth = {"phase": rng.random(n), "growth_mode": np.array(["monopolar", "bipolar"] * (n // 2))}
         stack.simulated = True
     return stack
-
-
-def png_bytes(pixels: np.ndarray, depth: int = 8, colour: int = 2) -> bytes:
-    """A PNG written by hand, so that bit depths and colour types Pillow will not write can be made."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    h, w = pixels.shape[:2]
-    dtype = ">u2" if depth == 16 else np.uint8
-    raw = b"".join(b"\0" + np.ascontiguousarray(row, dtype=dtype).tobytes() for row in pixels)
-    header = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def base_lin_folder(root: Path) -> Path:
@@ -504,8 +492,8 @@ def _rgba(cell, rng, alpha=None):
 
 BAD_CELLS = [
     lambda c, rng: png_bytes(_pixels(c).astype(np.uint16) * 16, depth=16),  # 12-bit values in 16 bits
-    lambda c, rng: png_bytes(_pixels(c)[..., 1], colour=0),  # grayscale
-    lambda c, rng: png_bytes(np.stack([_pixels(c)[..., 1]] * 2, axis=2), colour=4),  # grayscale + alpha
+    lambda c, rng: png_bytes(_pixels(c)[..., 1], colour=GREY),
+    lambda c, rng: png_bytes(np.stack([_pixels(c)[..., 1]] * 2, axis=2), colour=GREY_ALPHA),
     lambda c, rng: _rgba(c, rng, alpha=rng.randrange(255)),  # a transparent pixel
     lambda c, rng: png_bytes(_pixels(c)[:40]),  # 40 x 80
     lambda c, rng: png_bytes(np.zeros((0, 0, 3), np.uint8)),  # 0 x 0

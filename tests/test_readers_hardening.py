@@ -6,8 +6,6 @@ before pixels are read or memory is allocated; harmless variants read exactly.
 
 import os
 import signal
-import struct
-import zlib
 from contextlib import contextmanager
 
 import h5py
@@ -18,20 +16,8 @@ import tifffile
 from napari_biogans import _io, ome
 from napari_biogans.data import em, guards, lin
 
+from png_forge import png_bytes
 from test_lin import make_stack, write_png
-
-
-def png_bytes(pixels, depth=8, colour=2):
-    """A PNG written by hand (Pillow does not write 16-bit RGB)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    h, w = pixels.shape[:2]
-    dtype = ">u2" if depth == 16 else np.uint8
-    raw = b"".join(b"\0" + np.ascontiguousarray(row, dtype=dtype).tobytes() for row in pixels)
-    header = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 @contextmanager
@@ -212,13 +198,24 @@ def tiff_with(tmp_path, images=None, **meta):
     return path
 
 
-def test_tiff_header_claiming_0x0_is_refused(tmp_path):
-    path = tiff_with(tmp_path)
+def label_map_tiff(tmp_path):
+    path = tmp_path / "labels.tif"
+    tifffile.imwrite(path, np.zeros((2, 2), np.uint8))
+    return path
+
+
+@pytest.mark.parametrize(
+    "write, read, error",
+    [(tiff_with, lin.read_tiff, lin.LinFormatError), (label_map_tiff, em.read_label_map, em.EMFormatError)],
+    ids=["cell stack", "label map"],
+)
+def test_tiff_header_claiming_0x0_is_refused(tmp_path, write, read, error):
+    path = write(tmp_path)
     with tifffile.TiffFile(path, mode="r+b") as tif:
         tif.pages[0].tags["ImageWidth"].overwrite(0)
         tif.pages[0].tags["ImageLength"].overwrite(0)
-    with pytest.raises(lin.LinFormatError) as err:
-        lin.read_tiff(path)
+    with pytest.raises(error) as err:
+        read(path)
     one_line_naming(err, path)
 
 
@@ -444,17 +441,6 @@ def test_vnc_sections_of_different_sizes(tmp_path):
     tifffile.imwrite(tmp_path / "raw" / "01.tif", np.zeros((4, 8), np.uint8))
     with pytest.raises(em.EMFormatError, match=r"section .*/01 is \(4, 8\), unlike"):
         em.read_sections(tmp_path, [0, 1])
-
-
-def test_label_map_0x0_names_the_file(tmp_path):
-    path = tmp_path / "empty.tif"
-    tifffile.imwrite(path, np.zeros((2, 2), np.uint8))
-    with tifffile.TiffFile(path, mode="r+b") as tif:
-        tif.pages[0].tags["ImageWidth"].overwrite(0)
-        tif.pages[0].tags["ImageLength"].overwrite(0)
-    with pytest.raises(em.EMFormatError) as err:
-        em.read_label_map(path)
-    one_line_naming(err, path)
 
 
 @pytest.mark.parametrize(

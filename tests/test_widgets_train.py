@@ -119,12 +119,12 @@ def test_cells_from_layers(make_napari_viewer):
         viewer.add_image(data, **kwargs)
     widget.data.source.setCurrentText("layers")
     assert widget.data.red_layer.currentText() == "sim Bgs4" and widget.data.green_layer.currentText() == "sim protein"
-    cells = widget.data.stack_from_layers()
+    cells = widget.data.pair.stack()
     np.testing.assert_array_equal(cells.images, stack.images)
     assert cells.class_names == ["Cki2", "Tea1"] and cells.simulated
     widget.data.green_layer.setCurrentText("sim Bgs4")
     with pytest.raises(ValueError, match="different layers"):
-        widget.data.stack_from_layers()
+        widget.data.pair.stack()
 
 
 def test_learning_rate_reaches_the_trainer_and_resume_keeps_it(make_napari_viewer, qtbot, tmp_path):

@@ -1,7 +1,8 @@
 """Shared pieces of the dock widgets: settings, path fields, plots, errors, layer helpers.
 
 Everything here is Qt/napari glue over the core; nothing computes. The model and device pickers
-and the widgets' view of the model loader are in :mod:`.model_picker`.
+and the widgets' view of the model loader are in :mod:`.model_picker`; the fields and rows that
+forms are built from in :mod:`.forms`.
 
 * :func:`settings` — a ``QSettings`` store that survives restarts (last model, device, folders,
   trained models). ``BIOGANS_SETTINGS`` points it at an ``.ini`` file instead (tests use it).
@@ -180,7 +181,7 @@ class PlotCanvas(QWidget):
         self.colors: dict[str, str] = {}
         self.canvas.mpl_connect("resize_event", self._fit_margins)
         viewer.events.theme.connect(self._on_theme)
-        self.destroyed.connect(lambda *_: _disconnect(viewer.events.theme, self._on_theme))
+        self.destroyed.connect(self._disconnect_theme)  # a bound method: see forms.follow_layers
         self.apply_theme()
         self._fit_margins()
 
@@ -192,6 +193,9 @@ class PlotCanvas(QWidget):
         top += (14 if self.ax.get_title() else 0) + self.top_extra_px
         self.figure.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height,
                                     bottom=bottom / height)
+
+    def _disconnect_theme(self, *_) -> None:
+        _disconnect(self.viewer.events.theme, self._on_theme)
 
     def _on_theme(self, event=None) -> None:
         try:
@@ -241,46 +245,6 @@ def _disconnect(emitter, callback) -> None:
         emitter.disconnect(callback)
     except (RuntimeError, TypeError, ValueError):
         pass
-
-
-def row(*widgets, stretch_last: bool = False) -> QWidget:
-    """Widgets side by side without margins."""
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for i, widget in enumerate(widgets):
-        layout.addWidget(widget, 1 if (stretch_last and i == len(widgets) - 1) else 0)
-    return box
-
-
-def spin(lo: int, hi: int, value: int, tooltip: str):
-    """An integer spin box with its range, value and tooltip."""
-    from qtpy.QtWidgets import QSpinBox
-
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setValue(value)
-    box.setToolTip(tooltip)
-    return box
-
-
-def button(text: str, tooltip: str, slot) -> QPushButton:
-    """A push button with a tooltip that calls ``slot()`` when clicked."""
-    widget = QPushButton(text)
-    widget.setToolTip(tooltip)
-    widget.clicked.connect(lambda *_: slot())
-    return widget
-
-
-def set_row_visible(form, field: QWidget, visible: bool) -> None:
-    """Show or hide a QFormLayout row by its field widget (Qt ≥ 6.4 has this built in)."""
-    if hasattr(form, "setRowVisible"):
-        form.setRowVisible(field, visible)
-        return
-    field.setVisible(visible)
-    label = form.labelForField(field)
-    if label is not None:
-        label.setVisible(visible)
 
 
 def add_or_update_layers(viewer, layer_data: list[tuple], group: str | None = None) -> list:

@@ -16,21 +16,11 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from ..cell_session import CycleStart, Frames, export_job, interpolate_job
 from ..jobs import Update
-from . import _common, model_picker
+from . import _common, forms, model_picker
 from .workers import start_job
 
 GROUP = "cell cycle"
@@ -69,74 +59,54 @@ class CellCycleWidget(QWidget):
         self.rho: float | None = None
         self._done = 0
 
-        self.source = QComboBox()
-        self.source.setToolTip("Where the anchor codes come from: cells of a Generate result, or new random codes")
+        self.source = forms.combo([], "Where the anchor codes come from: cells of a Generate result, or new random "
+                                  "codes")
         self.anchors = QLineEdit("0, 1")
         self.anchors.setToolTip("Cell indices (the 'cell' slider of the generated layers), two or more, "
                                 "e.g. a small cell then a long one: 3, 11")
-        add_current = QPushButton("+ current cell")
-        add_current.setToolTip("Append the cell shown now (the first slider) to the anchors")
-        add_current.clicked.connect(self._add_current_cell)
+        add_current = forms.button("+ current cell", "Append the cell shown now (the first slider) to the anchors",
+                                   self._add_current_cell)
         self.model = model_picker.ModelPicker("cell_cycle/model")
         self.model.combo.setToolTip("Model for new random codes (anchors from layers use their own model)")
         self.device = model_picker.DeviceCombo("device")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setValue(_common.get_int_setting("cell_cycle/seed", 0))
-        self.seed.setToolTip("Seed of the random anchor codes")
-        self.n_anchors = QSpinBox()
-        self.n_anchors.setRange(2, 16)
-        self.n_anchors.setValue(2)
-        self.n_anchors.setToolTip("How many random anchor codes to pass through")
+        self.seed = forms.setting_spin(0, 2**31 - 1, "cell_cycle/seed", 0, "Seed of the random anchor codes")
+        self.n_anchors = forms.spin(2, 16, 2, "How many random anchor codes to pass through")
 
-        self.frames = QSpinBox()
-        self.frames.setRange(2, 2048)
-        self.frames.setValue(_common.get_int_setting("cell_cycle/frames", 64))
-        self.frames.setToolTip("Frames of the sequence (the first and last are the anchors exactly)")
-        self.method = QComboBox()
-        self.method.addItems(["slerp", "linear"])
-        self.method.setToolTip("slerp: along the sphere where normal codes live; linear: straight lines")
-        self.greens = QComboBox()
-        self.greens.addItems(["greens fixed (red only)", "greens free"])
-        self.greens.setToolTip("Fixed: only the red part of the code moves, each protein keeps its pattern "
-                               "style while the cell grows; free: the whole code moves")
+        self.frames = forms.setting_spin(2, 2048, "cell_cycle/frames", 64, "Frames of the sequence (the first and "
+                                         "last are the anchors exactly)")
+        self.method = forms.combo(["slerp", "linear"], "slerp: along the sphere where normal codes live; linear: "
+                                  "straight lines")
+        self.greens = forms.combo(["greens fixed (red only)", "greens free"], "Fixed: only the red part of the code "
+                                  "moves, each protein keeps its pattern style while the cell grows; free: the whole "
+                                  "code moves")
 
-        self.run_button = QPushButton("Interpolate")
-        self.run_button.setToolTip("Render the sequence in the background, frame chunks appear as they are done")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop rendering after the current chunk of frames")
+        self.run_button = forms.button("Interpolate", "Render the sequence in the background, frame chunks appear "
+                                       "as they are done", self.run)
+        self.cancel_button = forms.button("Cancel", "Stop rendering after the current chunk of frames", self.cancel)
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
 
-        self.result = QLabel("")
-        self.result.setWordWrap(True)
-        self.result.setToolTip("Red (Bgs4) cell length per frame, and its Spearman ρ with time: "
-                               "1 = the cell grows steadily, 0 = no trend")
+        self.result = forms.text_label("Red (Bgs4) cell length per frame, and its Spearman ρ with time: 1 = the "
+                                       "cell grows steadily, 0 = no trend")
         self.plot = _common.PlotCanvas(napari_viewer, height=1.8)
         self.plot.setToolTip("Measured red-cell length per frame")
 
-        self.gif_zoom = QSpinBox()
-        self.gif_zoom.setRange(1, 8)
-        self.gif_zoom.setValue(4)
+        self.gif_zoom = forms.spin(1, 8, 4, "Enlarge GIF frames by this factor (nearest neighbour); the TIFF keeps "
+                                   "the pixels")
         self.gif_zoom.setPrefix("GIF zoom ×")
-        self.gif_zoom.setToolTip("Enlarge GIF frames by this factor (nearest neighbour); the TIFF keeps the pixels")
-        self.tiff_button = QPushButton("Save TIFF…")
-        self.tiff_button.setToolTip("Multi-page RGB TIFF of the visible cell-cycle channels, as composited on screen")
-        self.tiff_button.clicked.connect(lambda: self._export_dialog("tiff"))
-        self.gif_button = QPushButton("Save GIF…")
-        self.gif_button.setToolTip("Animated GIF of the visible cell-cycle channels, as composited on screen")
-        self.gif_button.clicked.connect(lambda: self._export_dialog("gif"))
+        self.tiff_button = forms.button("Save TIFF…", "Multi-page RGB TIFF of the visible cell-cycle channels, as "
+                                        "composited on screen", lambda: self._export_dialog("tiff"))
+        self.gif_button = forms.button("Save GIF…", "Animated GIF of the visible cell-cycle channels, as composited "
+                                       "on screen", lambda: self._export_dialog("gif"))
         for button in (self.tiff_button, self.gif_button):
             button.setEnabled(False)
 
         form = QFormLayout()
         form.addRow("anchors from", self.source)
-        self._anchor_row = _common.row(self.anchors, add_current, stretch_last=False)
+        self._anchor_row = forms.row(self.anchors, add_current, stretch_last=False)
         form.addRow("anchor cells", self._anchor_row)
         form.addRow("model", self.model)
         form.addRow("device", self.device)
-        self._random_row = _common.row(QLabel("anchors"), self.n_anchors, QLabel("seed"), self.seed)
+        self._random_row = forms.row(QLabel("anchors"), self.n_anchors, QLabel("seed"), self.seed)
         form.addRow("random codes", self._random_row)
         form.addRow("frames", self.frames)
         form.addRow("method", self.method)
@@ -144,23 +114,17 @@ class CellCycleWidget(QWidget):
         self._form = form
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(_common.row(self.run_button, self.cancel_button))
+        layout.addWidget(forms.row(self.run_button, self.cancel_button))
         layout.addWidget(self.result)
         layout.addWidget(self.plot)
-        layout.addWidget(_common.row(self.tiff_button, self.gif_button, self.gif_zoom))
+        layout.addWidget(forms.row(self.tiff_button, self.gif_button, self.gif_zoom))
         layout.addStretch(1)
         self._draw_lengths(None)
 
         self.source.currentIndexChanged.connect(self._source_changed)
         self.model.changed.connect(self._update_greens)
-        napari_viewer.layers.events.inserted.connect(self._refresh_sources)
-        napari_viewer.layers.events.removed.connect(self._refresh_sources)
-        self.destroyed.connect(self._disconnect_layers_events)
+        forms.follow_layers(self, napari_viewer, self._refresh_sources)
         self._refresh_sources()
-
-    def _disconnect_layers_events(self, *_):
-        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            _common._disconnect(emitter, self._refresh_sources)
 
     # -- anchors -------------------------------------------------------------------------------
     def _generated_groups(self) -> dict[str, object]:
@@ -177,21 +141,15 @@ class CellCycleWidget(QWidget):
             current = self.source.currentText()
         except RuntimeError:  # widget deleted, viewer still alive
             return
-        self.source.blockSignals(True)
-        self.source.clear()
-        for group in self._generated_groups():
-            self.source.addItem(group)
-        self.source.addItem(RANDOM)
-        index = self.source.findText(current)
-        self.source.setCurrentIndex(index if index >= 0 else 0)
-        self.source.blockSignals(False)
+        sources = [*self._generated_groups(), RANDOM]
+        forms.refill(self.source, sources, current if current in sources else sources[0])
         self._source_changed()
 
     def _source_changed(self, *_):
         from_layers = self.source.currentText() != RANDOM
-        _common.set_row_visible(self._form, self._anchor_row, from_layers)
-        _common.set_row_visible(self._form, self.model, not from_layers)
-        _common.set_row_visible(self._form, self._random_row, not from_layers)
+        forms.set_row_visible(self._form, self._anchor_row, from_layers)
+        forms.set_row_visible(self._form, self.model, not from_layers)
+        forms.set_row_visible(self._form, self._random_row, not from_layers)
         self._update_greens()
 
     def _update_greens(self, *_):
@@ -245,8 +203,7 @@ class CellCycleWidget(QWidget):
             _common.report_error(err, "pick anchors from a Generate result or use new random codes")
             return None
         frames = self.frames.value()
-        _common.set_setting("cell_cycle/frames", frames)
-        _common.set_setting("cell_cycle/seed", self.seed.value())
+        forms.remember(self.frames, self.seed)
         red_only = self.greens.currentIndex() == 0
         params = {"frames": frames, "method": self.method.currentText(), "red_only": red_only, **origin}
         self.worker = start_job(

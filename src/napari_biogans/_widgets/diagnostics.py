@@ -13,23 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QLabel,
-    QSpinBox,
-    QTableWidget,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QFormLayout, QTableWidget, QTabWidget, QVBoxLayout, QWidget
 
 from ..evaluation import outputs, pipeline
-from . import _common, model_picker
-from .diagnostics_cells import CELL_FILTER, CellSource, evaluation_job
+from . import _common, forms, model_picker
+from .diagnostics_cells import CellSource, evaluation_job
 from .diagnostics_results import GROUP, METHODS, draw, fill_c2st_table, reconstruction_layers
 from .workers import start_job
 
@@ -59,71 +47,65 @@ class DiagnosticsWidget(QWidget):
             "diagnostics/train", "Optional: the training split the model learned from (LIN folder, .h5 or .tif). "
             "The nearest-neighbour baseline searches it and real vs real takes set A from it. Empty: the "
             "baseline is the nearest other cell of the same protein in the cells above, and real vs real "
-            "compares two halves of those cells", file_filter=CELL_FILTER)
+            "compares two halves of those cells", file_filter=forms.CELL_FILTER)
         self.train_path.edit.setPlaceholderText("optional: the training split")
         self.model = model_picker.ModelPicker("diagnostics/model")
         self.device = model_picker.DeviceCombo("diagnostics/device")
 
         # -- reconstruction -----------------------------------------------------------------
-        self.n_cells = _spin(1, 1_000_000, "diagnostics/cells", 64,
-                             "Real cells to reconstruct; from a larger stack a fixed random subset (seed 0, as "
-                             "'biogans evaluate reconstruct --max-cells')")
-        self.restarts = _spin(1, 100, "diagnostics/restarts", 5,
-                              "Random starting codes per cell; the best one is kept (the paper used 5)")
-        self.steps = _spin(1, 100_000, "diagnostics/steps", 50,
-                           "L-BFGS iterations per start, each of up to 20 inner steps as in torch's L-BFGS "
-                           "(the paper used 50)")
-        self.mode = QComboBox()
-        self.mode.addItems(["regular", "separable"])
-        self.mode.setCurrentText(_common.get_setting("diagnostics/mode", "regular"))
-        self.mode.setToolTip("regular: optimise the whole code on both channels; separable (star and separable "
-                             "models): the red code on the red channel, then the green code on the green channel")
-        self.reconstruct_button = _common.button("Reconstruct", "Find the codes that best reproduce the real cells "
-                                          "(in the background), then show them as layers and plot them",
-                                          self.run_reconstruction)
-        self.summary = QLabel("")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.summary.setToolTip("Median ± MAD over the cells: reconstruction L2 against the nearest-neighbour "
-                                "baseline, and the NLL of the found codes against the prior")
+        self.n_cells = forms.setting_spin(
+            1, 1_000_000, "diagnostics/cells", 64, "Real cells to reconstruct; from a larger stack a fixed random "
+            "subset (seed 0, as 'biogans evaluate reconstruct --max-cells')")
+        self.restarts = forms.setting_spin(
+            1, 100, "diagnostics/restarts", 5, "Random starting codes per cell; the best one is kept (the paper "
+            "used 5)")
+        self.steps = forms.setting_spin(
+            1, 100_000, "diagnostics/steps", 50, "L-BFGS iterations per start, each of up to 20 inner steps as in "
+            "torch's L-BFGS (the paper used 50)")
+        self.mode = forms.combo(["regular", "separable"], "regular: optimise the whole code on both channels; "
+                                "separable (star and separable models): the red code on the red channel, then the "
+                                "green code on the green channel", _common.get_setting("diagnostics/mode", "regular"))
+        self.reconstruct_button = forms.button("Reconstruct", "Find the codes that best reproduce the real cells "
+                                               "(in the background), then show them as layers and plot them",
+                                               self.run_reconstruction)
+        self.summary = forms.text_label("Median ± MAD over the cells: reconstruction L2 against the nearest-"
+                                        "neighbour baseline, and the NLL of the found codes against the prior",
+                                        selectable=True)
         self.scatter = _common.PlotCanvas(napari_viewer, height=2.6)
         self.scatter.setToolTip("Each dot a cell: its reconstruction error (L2) and how likely its code is under "
                                 "the prior (NLL). Dots left of the dashed line beat the nearest real cell; dots "
                                 "inside the band have codes as plausible as random ones")
-        self.export_reconstruction = _common.button("Export CSV…", "Save the per-cell L2, NLL and nearest-neighbour L2",
-                                             lambda: self.export("reconstruction"))
+        self.export_reconstruction = forms.button(
+            "Export CSV…", "Save the per-cell L2, NLL and nearest-neighbour L2",
+            lambda: self.export("reconstruction"))
 
         # -- C2ST ---------------------------------------------------------------------------
-        self.c2st_steps = _spin(1, 1_000_000, "diagnostics/c2st_steps", 5000,
-                                "Training steps of each C2ST critic (the paper used 5000)")
-        self.splits = _spin(1, 100, "diagnostics/splits", 10,
-                            "Splits of the cells into critic-training and scoring halves; one critic each (the "
-                            "paper used 10). Median and MAD are over the splits")
-        self.critic_width = _spin(1, 1024, "diagnostics/critic_width", 64,
-                                  "Base width of the C2ST critics (64 as in the paper; smaller is faster)")
-        self.batch = _spin(1, 4096, "diagnostics/batch", 64, "Cells per critic batch (64 as in the paper)")
-        self.algorithm = QComboBox()
-        self.algorithm.addItems(list(ALGORITHMS))
-        self.algorithm.setCurrentText(_common.get_setting("diagnostics/algorithm", "wgan-gp"))
-        self.algorithm.setToolTip("The critics' objective: wgan-gp is the one the paper reports (score ≈ 0 for "
-                                  "indistinguishable sets, higher when they differ); gan scores lie in (−∞, 0], "
-                                  "≈ −1.39 when the critic cannot tell the sets apart")
-        self.method = QComboBox()
-        self.method.addItems(list(METHODS))
-        self.method.setCurrentText(_common.get_setting("diagnostics/method", "auto"))
-        self.method.setToolTip("fast feature test: a linear classifier on features of a network trained once per "
-                               "data set, with a permutation p-value and its own controls (about a minute a protein "
-                               "on a CPU); paper's critic C2ST: the settings below (hours on a CPU); auto: fast on a "
-                               "CPU, the paper's on a GPU")
-        self.trust = QLabel("")
-        self.trust.setWordWrap(True)
-        self.trust.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.trust.setToolTip("Whether the last C2ST or real-vs-real result passed its controls (real vs real "
-                              "indistinguishable, blur σ=1 px and another protein detected) at its budget")
-        self.c2st_button = _common.button("Run C2ST", "Train critics to tell generated from real cells, per protein and "
-                                   "split, in the background", self.run_c2st)
-        self.rvr_button = _common.button("Real vs real", "The reference: the same test with real cells on both sides, "
-                                  "every protein against every protein, with the settings above", self.run_real_vs_real)
+        self.c2st_steps = forms.setting_spin(1, 1_000_000, "diagnostics/c2st_steps", 5000,
+                                             "Training steps of each C2ST critic (the paper used 5000)")
+        self.splits = forms.setting_spin(
+            1, 100, "diagnostics/splits", 10, "Splits of the cells into critic-training and scoring halves; one "
+            "critic each (the paper used 10). Median and MAD are over the splits")
+        self.critic_width = forms.setting_spin(
+            1, 1024, "diagnostics/critic_width", 64, "Base width of the C2ST critics (64 as in the paper; smaller is "
+            "faster)")
+        self.batch = forms.setting_spin(1, 4096, "diagnostics/batch", 64, "Cells per critic batch (64 as in the paper)")
+        self.algorithm = forms.combo(
+            ALGORITHMS, "The critics' objective: wgan-gp is the one the paper reports (score ≈ 0 for "
+            "indistinguishable sets, higher when they differ); gan scores lie in (−∞, 0], ≈ −1.39 when the "
+            "critic cannot tell the sets apart", _common.get_setting("diagnostics/algorithm", "wgan-gp"))
+        self.method = forms.combo(
+            METHODS, "fast feature test: a linear classifier on features of a network trained once per data set, "
+            "with a permutation p-value and its own controls (about a minute a protein on a CPU); paper's critic "
+            "C2ST: the settings below (hours on a CPU); auto: fast on a CPU, the paper's on a GPU",
+            _common.get_setting("diagnostics/method", "auto"))
+        self.trust = forms.text_label("Whether the last C2ST or real-vs-real result passed its controls (real vs "
+                                      "real indistinguishable, blur σ=1 px and another protein detected) at its "
+                                      "budget", selectable=True)
+        self.c2st_button = forms.button("Run C2ST", "Train critics to tell generated from real cells, per protein "
+                                        "and split, in the background", self.run_c2st)
+        self.rvr_button = forms.button("Real vs real", "The reference: the same test with real cells on both "
+                                       "sides, every protein against every protein, with the settings above",
+                                       self.run_real_vs_real)
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels(["protein", "median", "MAD", "mean", "std", "splits"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -138,22 +120,20 @@ class DiagnosticsWidget(QWidget):
         self.matrix_plot.MARGINS_PX = (58, 10, 12, 64)
         self.matrix_plot.setToolTip("Real vs real C2ST, mean over splits: row = set A, column = set B; the "
                                     "diagonal is the score of two real sets of one protein")
-        self.export_c2st = _common.button("Export C2ST CSV…", "Save the C2ST table with the score of every split",
-                                   lambda: self.export("c2st"))
-        self.export_matrix = _common.button("Export matrix CSV…", "Save the real vs real matrix (mean over splits)",
-                                     lambda: self.export("real-vs-real"))
+        self.export_c2st = forms.button("Export C2ST CSV…", "Save the C2ST table with the score of every split",
+                                        lambda: self.export("c2st"))
+        self.export_matrix = forms.button("Export matrix CSV…", "Save the real vs real matrix (mean over splits)",
+                                          lambda: self.export("real-vs-real"))
 
         # -- shared -------------------------------------------------------------------------
-        self.cancel_button = _common.button("Cancel", "Stop the running job at its next progress report", self.cancel)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setToolTip("What the widget is doing, or what the last job did")
+        self.cancel_button = forms.button("Cancel", "Stop the running job at its next progress report", self.cancel)
+        self.status = forms.text_label("What the widget is doing, or what the last job did")
 
         top = QFormLayout()
-        self.cells = CellSource(napari_viewer, top)
+        self.cells = CellSource(napari_viewer, self, top)
         # the inputs' parts, as the tests and the settings know them
         self.source, self.data_path = self.cells.source, self.cells.data_path
-        self.red_layer, self.green_layer = self.cells.red_layer, self.cells.green_layer
+        self.red_layer, self.green_layer = self.cells.pair.red, self.cells.pair.green
         top.addRow("training cells", self.train_path)
         top.addRow("model", self.model)
         top.addRow("device", self.device)
@@ -182,12 +162,12 @@ class DiagnosticsWidget(QWidget):
         c2st_form.addRow("objective", self.algorithm)
         c2st_layout = QVBoxLayout(c2st_page)
         c2st_layout.addLayout(c2st_form)
-        c2st_layout.addWidget(_common.row(self.c2st_button, self.rvr_button))
+        c2st_layout.addWidget(forms.row(self.c2st_button, self.rvr_button))
         c2st_layout.addWidget(self.trust)
         c2st_layout.addWidget(self.table)
         c2st_layout.addWidget(self.c2st_plot)
         c2st_layout.addWidget(self.matrix_plot)
-        c2st_layout.addWidget(_common.row(self.export_c2st, self.export_matrix))
+        c2st_layout.addWidget(forms.row(self.export_c2st, self.export_matrix))
         c2st_layout.addStretch(1)
 
         self.tabs = QTabWidget()
@@ -201,7 +181,7 @@ class DiagnosticsWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.tabs)
-        layout.addWidget(_common.row(self.cancel_button, self.status, stretch_last=True))
+        layout.addWidget(forms.row(self.cancel_button, self.status, stretch_last=True))
 
         self.model.changed.connect(lambda *_: self._set_busy(self.busy))
         napari_viewer.events.theme.connect(self._redraw)
@@ -209,7 +189,6 @@ class DiagnosticsWidget(QWidget):
         self._set_busy(False)
 
     def _disconnect_viewer(self, *_) -> None:
-        self.cells.disconnect()
         _common._disconnect(self.viewer.events.theme, self._redraw)
 
     # -- jobs --------------------------------------------------------------------------------
@@ -236,7 +215,7 @@ class DiagnosticsWidget(QWidget):
 
     def run_reconstruction(self):
         """Reconstruct the cells in a worker; returns it (None when nothing could start)."""
-        _remember(self.n_cells, self.restarts, self.steps)
+        forms.remember(self.n_cells, self.restarts, self.steps)
         _common.set_setting("diagnostics/mode", self.mode.currentText())
         return self._launch("reconstruction", self.reconstruction_settings())
 
@@ -262,7 +241,7 @@ class DiagnosticsWidget(QWidget):
         return self._launch("real-vs-real", self._remember_c2st())
 
     def _remember_c2st(self) -> pipeline.C2STSettings:
-        _remember(self.c2st_steps, self.splits, self.critic_width, self.batch)
+        forms.remember(self.c2st_steps, self.splits, self.critic_width, self.batch)
         _common.set_setting("diagnostics/algorithm", self.algorithm.currentText())
         return self.c2st_settings()
 
@@ -389,17 +368,3 @@ class DiagnosticsWidget(QWidget):
         _common.set_setting("folders/export", str(path.parent))
         self.status.setText(f"{kind} table saved to {path}")
         return path
-
-
-def _spin(lo: int, hi: int, key: str, default: int, tooltip: str) -> QSpinBox:
-    spin = _common.spin(lo, hi, _common.get_int_setting(key, default), tooltip)
-    spin.setProperty("settings_key", key)  # saved by _remember when a job starts
-    return spin
-
-
-def _remember(*spins: QSpinBox) -> None:
-    for spin in spins:
-        _common.set_setting(spin.property("settings_key"), spin.value())
-
-
-

@@ -7,15 +7,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from qtpy.QtWidgets import QComboBox, QFormLayout
+from qtpy.QtWidgets import QFormLayout
 
 from ..evaluation import pipeline
 from ..jobs import Update
-from . import _common, model_picker
+from . import _common, forms, model_picker
 from .diagnostics_results import GROUP
 
 SOURCES = ["file or folder", "layers"]
-CELL_FILTER = "Cell stacks (*.h5 *.hdf5 *.tif *.tiff)"
 
 
 def load_cells(spec):
@@ -71,73 +70,39 @@ def evaluation_job(kind: str, spec, train_path: str, model_path, device: str, se
 
 
 class CellSource:
-    """The rows "data", "cells", "red layer" and "green layer" of a form, kept in step with the viewer's layers."""
+    """The rows "data", "cells", "red layer" and "green layer" of a form: a cell file or folder, or a red and a
+    green layer of the viewer (not the widget's own reconstructions)."""
 
-    def __init__(self, viewer, form: QFormLayout):
-        self.viewer, self.form = viewer, form
-        self.source = QComboBox()
-        self.source.addItems(SOURCES)
-        self.source.setCurrentText(_common.get_setting("diagnostics/source", SOURCES[0]))
-        self.source.setToolTip("Real cells to judge the model on: a LIN folder / .h5 / .tif stack (ideally the "
-                               "held-out test split), or a red and a green cell layer already in the viewer")
+    def __init__(self, viewer, owner, form: QFormLayout):
+        self.form = form
+        self.source = forms.combo(SOURCES, "Real cells to judge the model on: a LIN folder / .h5 / .tif stack "
+                                  "(ideally the held-out test split), or a red and a green cell layer already in "
+                                  "the viewer", _common.get_setting("diagnostics/source", SOURCES[0]))
         self.data_path = _common.PathEdit(
             "diagnostics/data", "A LIN split folder (one sub-folder per protein of cell<N>.png), or an .h5 / .tif "
-            "cell stack: the real cells to reconstruct and to test against", file_filter=CELL_FILTER)
-        self.red_layer = QComboBox()
-        self.red_layer.setToolTip("Image layer of red Bgs4 cells (cells, H, W), as the LIN and .h5 readers make it")
-        self.green_layer = QComboBox()
-        self.green_layer.setToolTip("Image layer of the green protein, same shape; the proteins come from the red "
-                                    "layer's metadata")
+            "cell stack: the real cells to reconstruct and to test against", file_filter=forms.CELL_FILTER)
+        self.pair = forms.CellLayerPair(
+            viewer, owner, "Image layer of red Bgs4 cells (cells, H, W), as the LIN and .h5 readers make it",
+            "Image layer of the green protein, same shape; the proteins come from the red layer's metadata",
+            results_group=GROUP)
         form.addRow("data", self.source)
         form.addRow("cells", self.data_path)
-        form.addRow("red layer", self.red_layer)
-        form.addRow("green layer", self.green_layer)
+        form.addRow("red layer", self.pair.red)
+        form.addRow("green layer", self.pair.green)
         self.source.currentIndexChanged.connect(self._source_changed)
-        viewer.layers.events.inserted.connect(self.refresh_layers)
-        viewer.layers.events.removed.connect(self.refresh_layers)
-        self.refresh_layers()
         self._source_changed()
-
-    def disconnect(self) -> None:
-        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            _common._disconnect(emitter, self.refresh_layers)
 
     def _source_changed(self, *_) -> None:
         layers = self.source.currentText() == "layers"
-        _common.set_row_visible(self.form, self.data_path, not layers)
-        for combo in (self.red_layer, self.green_layer):
-            _common.set_row_visible(self.form, combo, layers)
+        forms.set_row_visible(self.form, self.data_path, not layers)
+        for combo in (self.pair.red, self.pair.green):
+            forms.set_row_visible(self.form, combo, layers)
         _common.set_setting("diagnostics/source", self.source.currentText())
-
-    def refresh_layers(self, *_) -> None:
-        from napari.layers import Image
-
-        layers = [layer for layer in self.viewer.layers
-                  if isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb]
-        names = [layer.name for layer in layers]
-        # our own reconstruction layers are results, not a default input
-        inputs = [layer.name for layer in layers if layer.metadata.get("biogans_group") != GROUP]
-        red_now, green_now = self.red_layer.currentText(), self.green_layer.currentText()
-        reds = [n for n in inputs if n.endswith("Bgs4")]
-        red = red_now if red_now in names else (reds or inputs or names or [""])[0]
-        prefix = red[: -len("Bgs4")] if red.endswith("Bgs4") else None
-        greens = [n for n in names if n != red]
-        green = green_now if green_now in greens else next(
-            (n for n in greens if prefix and n.startswith(prefix)), greens[0] if greens else "")
-        for combo, choice in ((self.red_layer, red), (self.green_layer, green)):
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            combo.setCurrentText(choice)
-            combo.blockSignals(False)
 
     def spec(self):
         """What the worker reads: a path, or (on this thread) a copy of the chosen layers' cells."""
         if self.source.currentText() == "layers":
-            red_name, green_name = self.red_layer.currentText(), self.green_layer.currentText()
-            if not red_name or not green_name:
-                raise ValueError("choose a red and a green image layer of cells (cells, H, W)")
-            red, green = self.viewer.layers[red_name], self.viewer.layers[green_name]
+            red, green = self.pair.layers()
             return ("stack", _common.stack_from_layers(red, green), tuple(float(s) for s in red.scale[-2:]))
         if not self.data_path.text():
             raise ValueError("no cells chosen")

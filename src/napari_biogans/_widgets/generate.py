@@ -12,22 +12,10 @@ import random
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from ..cell_session import sample_job
-from . import _common, model_picker
+from . import _common, forms, model_picker
 from .export_model import ExportModelButton
 from .workers import start_job
 
@@ -71,69 +59,41 @@ class GenerateWidget(QWidget):
         )
         self.simulated_label.setStyleSheet("color: #e3b617; font-weight: bold;")
         self.simulated_label.setVisible(False)
-        self.model_info = QLabel()
-        self.model_info.setWordWrap(True)
-        self.model_info.setToolTip("What the chosen model file says about itself")
+        self.model_info = forms.text_label("What the chosen model file says about itself")
 
-        self.n_cells = QSpinBox()
-        self.n_cells.setRange(1, 4096)
-        self.n_cells.setValue(_common.get_int_setting("generate/n", 16))
-        self.n_cells.setToolTip("How many cells to sample")
+        self.n_cells = forms.setting_spin(1, 4096, "generate/n", 16, "How many cells to sample")
 
         self.proteins = QListWidget()
         self.proteins.setToolTip("Green proteins to render on each red cell (one layer each)")
-        all_button = QPushButton("All")
-        all_button.setToolTip("Tick every protein")
-        all_button.clicked.connect(lambda: self._check_all(True))
-        none_button = QPushButton("None")
-        none_button.setToolTip("Untick every protein (only the red cell is rendered)")
-        none_button.clicked.connect(lambda: self._check_all(False))
+        all_button = forms.button("All", "Tick every protein", lambda: self._check_all(True))
+        none_button = forms.button("None", "Untick every protein (only the red cell is rendered)",
+                                   lambda: self._check_all(False))
 
-        self.seed = QSpinBox()
-        self.seed.setRange(0, MAX_SEED)
-        self.seed.setValue(_common.get_int_setting("generate/seed", 0))
-        self.seed.setToolTip("Seed of the latent codes: the same seed gives the same cells, pixel for pixel")
-        new_seed = QPushButton("New seed")
-        new_seed.setToolTip("Draw a new random seed and generate")
-        new_seed.clicked.connect(self.new_seed)
-        self.red_seed = QSpinBox()
-        self.red_seed.setRange(-1, MAX_SEED)
+        self.seed = forms.setting_spin(0, MAX_SEED, "generate/seed", 0, "Seed of the latent codes: the same seed "
+                                       "gives the same cells, pixel for pixel")
+        new_seed = forms.button("New seed", "Draw a new random seed and generate", self.new_seed)
+        self.red_seed = forms.spin(-1, MAX_SEED, -1, "Seed of the red (Bgs4) part of the codes alone; '= seed' ties "
+                                   "it to the seed. Keep it and change the seed to see new proteins on the same red "
+                                   "cells.")
         self.red_seed.setSpecialValueText("= seed")
-        self.red_seed.setValue(-1)
         self.red_seed.setMinimumWidth(self.red_seed.fontMetrics().horizontalAdvance("= seed 0000") + 50)
-        self.red_seed.setToolTip(
-            "Seed of the red (Bgs4) part of the codes alone; '= seed' ties it to the seed. "
-            "Keep it and change the seed to see new proteins on the same red cells."
-        )
-        same_red = QPushButton("Same red, new greens")
-        same_red.setToolTip("Keep the red cells (fix the red seed) and draw a new seed for the green proteins")
-        same_red.clicked.connect(self.same_red_new_greens)
+        same_red = forms.button("Same red, new greens", "Keep the red cells (fix the red seed) and draw a new seed "
+                                "for the green proteins", self.same_red_new_greens)
 
-        self.longer = QDoubleSpinBox()
-        self.longer.setRange(-3.0, 3.0)
-        self.longer.setSingleStep(0.5)
-        self.longer.setDecimals(1)
-        self.longer.setSuffix(" × (long − short)")
-        self.longer.setToolTip(
-            "Latent arithmetic: move every code by this many 'long minus short' vectors (the mean code of the "
-            "longest generated cells minus that of the shortest); positive grows the cells, negative shrinks them"
-        )
+        self.longer = forms.double_spin(
+            -3.0, 3.0, 0.0, "Latent arithmetic: move every code by this many 'long minus short' vectors (the mean "
+            "code of the longest generated cells minus that of the shortest); positive grows the cells, negative "
+            "shrinks them", decimals=1, step=0.5, suffix=" × (long − short)")
         self.montage = QCheckBox("montage")
         self.montage.setToolTip("Tile the cells into one 2-D grid per channel instead of stacking them over a cell axis")
-        self.columns = QSpinBox()
-        self.columns.setRange(1, 64)
-        self.columns.setValue(4)
+        self.columns = forms.spin(1, 64, 4, "Cells per row of the montage")
         self.columns.setPrefix("columns: ")
-        self.columns.setToolTip("Cells per row of the montage")
         self.name = QLineEdit(_common.get_setting("generate/name", "generated"))
         self.name.setToolTip("Layer names start with this; generate again with the same name to replace them")
 
-        self.run_button = QPushButton("Generate cells")
-        self.run_button.setToolTip("Sample the cells in the background and show them as layers")
-        self.run_button.clicked.connect(self.run)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setToolTip("What the last run did")
+        self.run_button = forms.button("Generate cells", "Sample the cells in the background and show them as layers",
+                                       self.run)
+        self.status = forms.text_label("What the last run did")
 
         form = QFormLayout()
         form.addRow("model", self.model)
@@ -142,11 +102,11 @@ class GenerateWidget(QWidget):
         form.addRow("device", self.device)
         form.addRow("cells", self.n_cells)
         form.addRow("proteins", self.proteins)
-        form.addRow("", _common.row(all_button, none_button))
-        form.addRow("seed", _common.row(self.seed, new_seed))
-        form.addRow("red seed", _common.row(self.red_seed, same_red))
+        form.addRow("", forms.row(all_button, none_button))
+        form.addRow("seed", forms.row(self.seed, new_seed))
+        form.addRow("red seed", forms.row(self.red_seed, same_red))
         form.addRow("cell length", self.longer)
-        form.addRow("layout", _common.row(self.montage, self.columns))
+        form.addRow("layout", forms.row(self.montage, self.columns))
         form.addRow("name", self.name)
         layout = QVBoxLayout(self)
         layout.addLayout(form)

@@ -20,7 +20,6 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -32,7 +31,7 @@ from qtpy.QtWidgets import (
 
 from ..data import em
 from ..em_session import EDITS, edit_job, sample_job, vnc_path_job, vnc_sample_job
-from . import _common, model_picker
+from . import _common, forms, model_picker
 from .em_live_render import LiveRender
 from .export_model import ExportModelButton
 from .workers import start_job
@@ -63,9 +62,7 @@ class PaintEMWidget(QWidget):
         self._job = None  # the one sampling / loading / editing worker
 
         self.model = model_picker.ModelPicker("paint_em/model", kind="em-generator")
-        self.model_info = QLabel()
-        self.model_info.setWordWrap(True)
-        self.model_info.setToolTip("What the chosen model file says about itself")
+        self.model_info = forms.text_label("What the chosen model file says about itself")
         self.device = model_picker.DeviceCombo("device")
 
         # new label map
@@ -73,29 +70,22 @@ class PaintEMWidget(QWidget):
         self.width_box = self._spin(64, 8192, "paint_em/width", 512, "Width of the new label map (pixels)")
         self.seed = self._spin(0, MAX_SEED, "paint_em/seed", 0,
                                "Seed of the label generator's noise: the same seed gives the same label map")
-        new_seed = QPushButton("New seed")
-        new_seed.setToolTip("Draw a new random seed and sample a new label map")
-        new_seed.clicked.connect(self.new_seed)
-        self.new_map_button = QPushButton("New label map")
-        self.new_map_button.setToolTip(f"Sample a label map from the model's label generator G_y into '{LABELS_NAME}'")
-        self.new_map_button.clicked.connect(self.new_label_map)
+        new_seed = forms.button("New seed", "Draw a new random seed and sample a new label map", self.new_seed)
+        self.new_map_button = forms.button("New label map", "Sample a label map from the model's label generator G_y "
+                                           f"into '{LABELS_NAME}'", self.new_label_map)
 
         # real VNC labels
-        self.sample_button = QPushButton("Load VNC sample")
-        self.sample_button.setToolTip("The shipped 512×512 crop of real VNC section 10: EM image and its labels "
-                                      "(offline)")
-        self.sample_button.clicked.connect(self.load_vnc_sample)
+        self.sample_button = forms.button("Load VNC sample", "The shipped 512×512 crop of real VNC section 10: EM "
+                                          "image and its labels (offline)", self.load_vnc_sample)
         self.vnc_path = _common.PathEdit(
             "paint_em/vnc_path", "A VNC stack folder (raw/, membranes/, mitochondria/) or a label map file "
             "(PNG or TIFF with codes 0/1/2)", file_filter="Label maps (*.png *.tif *.tiff)")
         self.section = self._spin(0, 999, "paint_em/section", 10, "Section number to load from a VNC stack folder")
-        load_button = QPushButton("Load")
-        load_button.setToolTip("Load the section (EM image beside its labels) or the label file")
-        load_button.clicked.connect(self.load_vnc_path)
+        load_button = forms.button("Load", "Load the section (EM image beside its labels) or the label file",
+                                   self.load_vnc_path)
 
-        self.target_combo = QComboBox()
-        self.target_combo.setToolTip("The Labels layer to paint, edit and render (codes 0 cytoplasm, 1 membrane, "
-                                     "2 mitochondria); new and loaded label maps are chosen here at once")
+        self.target_combo = forms.combo([], "The Labels layer to paint, edit and render (codes 0 cytoplasm, 1 "
+                                        "membrane, 2 mitochondria); new and loaded label maps are chosen here at once")
 
         # editing
         self.edit_buttons = {}
@@ -121,9 +111,7 @@ class PaintEMWidget(QWidget):
         self.side_by_side = QCheckBox("side by side")
         self.side_by_side.setChecked(_common.get_setting("paint_em/side_by_side", "true") in (True, "true"))
         self.side_by_side.setToolTip("Show the render to the right of the labels (off: under them)")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setToolTip("What the last render or action did")
+        self.status = forms.text_label("What the last render or action did")
 
         form = QFormLayout()
         form.addRow("model", self.model)
@@ -132,23 +120,23 @@ class PaintEMWidget(QWidget):
         form.addRow("labels layer", self.target_combo)
         new_box = QGroupBox("New label map")
         new_form = QFormLayout(new_box)
-        new_form.addRow("size", _common.row(self.height_box, QLabel("×"), self.width_box))
-        new_form.addRow("seed", _common.row(self.seed, new_seed))
+        new_form.addRow("size", forms.row(self.height_box, QLabel("×"), self.width_box))
+        new_form.addRow("seed", forms.row(self.seed, new_seed))
         new_form.addRow(self.new_map_button)
         real_box = QGroupBox("Real VNC labels")
         real_form = QFormLayout(real_box)
         real_form.addRow(self.sample_button)
         real_form.addRow("folder or file", self.vnc_path)
-        real_form.addRow("section", _common.row(self.section, load_button))
+        real_form.addRow("section", forms.row(self.section, load_button))
         edit_box = QGroupBox("Edit labels")
         edit_form = QFormLayout(edit_box)
-        edit_form.addRow(_common.row(self.edit_buttons["remove membrane fragments"],
-                                     self.edit_buttons["convex mitochondria"]))
-        edit_form.addRow(_common.row(self.edit_buttons["remove small mitochondria"], QLabel("area"), self.min_area))
+        edit_form.addRow(forms.row(self.edit_buttons["remove membrane fragments"],
+                                   self.edit_buttons["convex mitochondria"]))
+        edit_form.addRow(forms.row(self.edit_buttons["remove small mitochondria"], QLabel("area"), self.min_area))
         render_box = QGroupBox("Render")
         render_form = QFormLayout(render_box)
         render_form.addRow("noise seed", self.noise_seed)
-        render_form.addRow("tile", _common.row(self.tile, self.side_by_side))
+        render_form.addRow("tile", forms.row(self.tile, self.side_by_side))
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         for box in (new_box, real_box, edit_box, render_box):
@@ -179,7 +167,7 @@ class PaintEMWidget(QWidget):
 
     @staticmethod
     def _spin(low, high, key, default, tooltip) -> QSpinBox:
-        box = _common.spin(low, high, _common.get_int_setting(key, default), tooltip)
+        box = forms.spin(low, high, _common.get_int_setting(key, default), tooltip)
         box.valueChanged.connect(lambda value: _common.set_setting(key, value))
         return box
 
@@ -219,13 +207,9 @@ class PaintEMWidget(QWidget):
 
     def _refresh_targets(self, event=None) -> None:
         layers = self._labels_layers()
-        self.target_combo.blockSignals(True)
-        self.target_combo.clear()
-        self.target_combo.addItem("(none)")
-        for layer in layers:
-            self.target_combo.addItem(layer.name)
-        self.target_combo.setCurrentIndex(layers.index(self.live.target) + 1 if self.live.target in layers else 0)
-        self.target_combo.blockSignals(False)
+        names = ["(none)"] + [layer.name for layer in layers]
+        current = layers.index(self.live.target) + 1 if self.live.target in layers else 0
+        forms.refill(self.target_combo, names, names[current])
         for layer in layers:  # keep the names current (connecting twice is a no-op)
             layer.events.name.connect(self._refresh_targets)
 

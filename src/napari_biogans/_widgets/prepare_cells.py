@@ -10,19 +10,9 @@ which Train, Diagnostics and Cell cycle take as they are. Save writes the LIN la
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QFormLayout, QLineEdit, QVBoxLayout, QWidget
 
-from . import _common
+from . import _common, forms
 from .workers import start_job
 
 GROUP = "prepare_cells"  # the crops' layer group (replaced on every run)
@@ -116,49 +106,34 @@ class PrepareCellsWidget(QWidget):
         self.result = None
         self._cancelled = False
 
-        self.mode = QComboBox()
-        self.mode.addItems(MODES)
-        self.mode.setToolTip("Red and green as two image layers, or one image layer holding both channels")
-        self.red_layer, self.green_layer, self.labels_layer = QComboBox(), QComboBox(), QComboBox()
-        self.red_layer.setToolTip("The cell-outline channel (Bgs4, a membrane or cell-wall marker)")
-        self.green_layer.setToolTip("The protein channel")
-        self.labels_layer.setToolTip("Cells segmented by another tool (cellpose, YeaZ, ilastik), or segment here")
-        self.red_channel = _common.spin(0, 63, 0, "Index of the red (outline) channel in the multichannel layer")
-        self.green_channel = _common.spin(0, 63, 1, "Index of the green (protein) channel")
-        self.project = QComboBox()
-        self.project.addItems(["max", "sum"])
-        self.project.setToolTip("How a z-stack becomes one image")
-        self.pixel_size = QDoubleSpinBox()
-        self.pixel_size.setRange(0.001, 10.0)
-        self.pixel_size.setDecimals(4)
-        self.pixel_size.setSuffix(" µm")
-        self.pixel_size.setValue(0.1)
-        self.pixel_size.setToolTip("Physical size of one pixel of the field; filled from the layer's scale")
+        self.mode = forms.combo(MODES, "Red and green as two image layers, or one image layer holding both channels")
+        self.red_layer = forms.combo([], "The cell-outline channel (Bgs4, a membrane or cell-wall marker)")
+        self.green_layer = forms.combo([], "The protein channel")
+        self.labels_layer = forms.combo([], "Cells segmented by another tool (cellpose, YeaZ, ilastik), or segment "
+                                        "here")
+        self.red_channel = forms.spin(0, 63, 0, "Index of the red (outline) channel in the multichannel layer")
+        self.green_channel = forms.spin(0, 63, 1, "Index of the green (protein) channel")
+        self.project = forms.combo(["max", "sum"], "How a z-stack becomes one image")
+        self.pixel_size = forms.double_spin(0.001, 10.0, 0.1, "Physical size of one pixel of the field; filled "
+                                            "from the layer's scale", decimals=4, suffix=" µm")
         self.protein = QLineEdit()
         self.protein.setPlaceholderText("protein name")
         self.protein.setToolTip("The green protein: the class name of the cells")
-        self.size = QComboBox()
-        self.size.addItems(["48x80", "96x160"])
-        self.size.setToolTip("48 x 80 at 0.2 µm per pixel (the LIN release), or 96 x 160 at 0.1 µm")
-        self.normalise = QComboBox()
-        self.normalise.addItems(["field", "cell"])
-        self.normalise.setToolTip("field: one intensity range per field, brightness differences between cells "
-                                  "survive; cell: each cell spans 0..255")
+        self.size = forms.combo(["48x80", "96x160"], "48 x 80 at 0.2 µm per pixel (the LIN release), or 96 x 160 "
+                                "at 0.1 µm")
+        self.normalise = forms.combo(["field", "cell"], "field: one intensity range per field, brightness "
+                                     "differences between cells survive; cell: each cell spans 0..255")
         self.mask = QCheckBox("zero the pixels outside each cell")
         self.mask.setChecked(True)
         self.mask.setToolTip("As in the LIN release: background 0 outside the segmented cell")
-        self.split = QDoubleSpinBox()
-        self.split.setRange(0.0, 0.9)
-        self.split.setSingleStep(0.05)
-        self.split.setValue(0.2)
-        self.split.setToolTip("Test fraction of the seeded train/test split written by Save (0: one folder)")
+        self.split = forms.double_spin(0.0, 0.9, 0.2, "Test fraction of the seeded train/test split written by "
+                                       "Save (0: one folder)", step=0.05)
 
-        self.run_button = _common.button("Run", "Segment (or read the labels), measure, align and crop", self._run)
-        self.cancel_button = _common.button("Cancel", "Stop the running preparation", self._cancel)
-        self.save_button = _common.button("Save…", "Write the LIN layout, cells.h5, the float crops and "
-                                          "provenance.csv into a new folder", self._save)
-        self.counts = QLabel("")
-        self.counts.setWordWrap(True)
+        self.run_button = forms.button("Run", "Segment (or read the labels), measure, align and crop", self._run)
+        self.cancel_button = forms.button("Cancel", "Stop the running preparation", self._cancel)
+        self.save_button = forms.button("Save…", "Write the LIN layout, cells.h5, the float crops and "
+                                        "provenance.csv into a new folder", self._save)
+        self.counts = forms.text_label()
 
         self._form = form = QFormLayout()
         form.addRow("Channels", self.mode)
@@ -176,23 +151,17 @@ class PrepareCellsWidget(QWidget):
         form.addRow("Test fraction", self.split)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(_common.row(self.run_button, self.cancel_button, self.save_button))
+        layout.addWidget(forms.row(self.run_button, self.cancel_button, self.save_button))
         layout.addWidget(self.counts)
         layout.addStretch(1)
 
         self.mode.currentIndexChanged.connect(self._mode_changed)
         self.red_layer.currentTextChanged.connect(self._red_changed)
         self.green_layer.currentTextChanged.connect(self._green_changed)
-        napari_viewer.layers.events.inserted.connect(self._refresh_layers)
-        napari_viewer.layers.events.removed.connect(self._refresh_layers)
-        self.destroyed.connect(self._disconnect_viewer)
+        forms.follow_layers(self, napari_viewer, self._refresh_layers)
         self._refresh_layers()
         self._mode_changed()
         self._set_busy(False)
-
-    def _disconnect_viewer(self, *_) -> None:
-        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            _common._disconnect(emitter, self._refresh_layers)
 
     # -- inputs ------------------------------------------------------------------------------
     def _inputs(self):
@@ -209,22 +178,15 @@ class PrepareCellsWidget(QWidget):
         for combo, names, default in ((self.red_layer, images, 0), (self.green_layer, images, 1),
                                       (self.labels_layer, [SEGMENT] + labels, 0)):
             now = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if now in names:
-                combo.setCurrentText(now)
-            elif names:
-                combo.setCurrentIndex(min(default, len(names) - 1))
-            combo.blockSignals(False)
+            forms.refill(combo, names, now if now in names else names[min(default, len(names) - 1)] if names else "")
         self._red_changed()
         self._green_changed()
 
     def _mode_changed(self, *_) -> None:
         multichannel = self.mode.currentIndex() == 1
-        _common.set_row_visible(self._form, self.green_layer, not multichannel)
+        forms.set_row_visible(self._form, self.green_layer, not multichannel)
         for spin in (self.red_channel, self.green_channel):
-            _common.set_row_visible(self._form, spin, multichannel)
+            forms.set_row_visible(self._form, spin, multichannel)
         self._form.labelForField(self.red_layer).setText("Image" if multichannel else "Red (outline)")
 
     def _layer(self, name):

@@ -18,13 +18,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from ..jobs import StopFlag, Update
 from ..training import TRAIN_MODELS
 from ..training.events import STATE_FILE, TrainEvent
 from ..training.session import RunResult, RunStarted, train_job
-from . import _common, model_picker
+from . import _common, forms, model_picker
 from .loss_plot import LossPlot, curve_order
 from .train_data import EM_SOURCE, TrainDataPanel
 from .workers import start_job
@@ -69,47 +69,37 @@ class TrainWidget(QWidget):
                              "concatenated), multichannel-masked (one channel per protein, others masked). EM: dsgan "
                              "(labels and image end to end), sgan (label GAN, then image GAN), joint (one GAN over "
                              "image and labels), conditional (mitochondria given membranes)")
-        self.objective = QComboBox()
-        self.objective.addItems(OBJECTIVES)
-        self.objective.setCurrentText(_common.get_setting("train/objective", "wgan-gp"))
-        self.objective.setToolTip("Loss: wgan-gp is the papers' choice and the most stable")
-        self.iterations = _common.spin(1, 10_000_000, _common.get_int_setting("train/iterations", 5000),
-                                "Generator iterations to train to (Resume can raise it)")
-        self.batch = _common.spin(1, 4096, _common.get_int_setting("train/batch", 64), "Cells per protein in each batch")
-        self.width = _common.spin(2, 1024, _common.get_int_setting("train/width", 64),
-                           "Base width of generator and critic (64 is the papers'; smaller trains faster). "
-                           "EM: the width of G_x and its critic; G_y and its critics get half")
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(6)
-        self.lr.setRange(0.0, 0.1)
-        self.lr.setSingleStep(0.00005)
+        self.objective = forms.combo(OBJECTIVES, "Loss: wgan-gp is the papers' choice and the most stable",
+                                     _common.get_setting("train/objective", "wgan-gp"))
+        self.iterations = forms.spin(1, 10_000_000, _common.get_int_setting("train/iterations", 5000),
+                                     "Generator iterations to train to (Resume can raise it)")
+        self.batch = forms.spin(1, 4096, _common.get_int_setting("train/batch", 64), "Cells per protein in each batch")
+        self.width = forms.spin(2, 1024, _common.get_int_setting("train/width", 64),
+                                "Base width of generator and critic (64 is the papers'; smaller trains faster). "
+                                "EM: the width of G_x and its critic; G_y and its critics get half")
+        self.lr = forms.double_spin(0.0, 0.1, float(_common.get_setting("train/lr", 0.0)), "Adam learning rate; "
+                                    "'reference' (0) uses the paper's rate for the chosen objective or EM model. Lower "
+                                    "it when a run diverges", decimals=6, step=0.00005)
         self.lr.setSpecialValueText("reference")
-        self.lr.setValue(float(_common.get_setting("train/lr", 0.0)))
-        self.lr.setToolTip("Adam learning rate; 'reference' (0) uses the paper's rate for the chosen objective "
-                           "or EM model. Lower it when a run diverges")
         self.device = model_picker.DeviceCombo("train/device")
         default_dir = Path(_common.get_setting("train/run_root", str(Path.home() / "biogans-runs"))) / _run_name("star")
         self.run_dir = _common.PathEdit("train/run_dir", "Run folder: checkpoints, generator.safetensors and "
                                         "losses.csv go here; Resume continues the run in it", folder=True,
                                         default=str(default_dir))
-        new_dir = QPushButton("New")
-        new_dir.setToolTip("A fresh, empty run folder next to the current one")
-        new_dir.clicked.connect(self.new_run_dir)
+        new_dir = forms.button("New", "A fresh, empty run folder next to the current one", self.new_run_dir)
 
         # -- buttons, progress, plot ---------------------------------------------------------
-        self.start_button = _common.button("Start", "Start a new run in the run folder", self.start)
-        self.pause_button = _common.button("Pause", "Stop at the next iteration and save a checkpoint; Resume continues",
-                                    self.pause)
-        self.resume_button = _common.button("Resume", "Continue the run in the run folder from its last checkpoint "
-                                     "(to the iterations above)", self.resume)
-        self.cancel_button = _common.button("Cancel", "Stop at the next iteration; the last checkpoint is saved and kept",
-                                     self.cancel)
+        self.start_button = forms.button("Start", "Start a new run in the run folder", self.start)
+        self.pause_button = forms.button("Pause", "Stop at the next iteration and save a checkpoint; Resume continues",
+                                         self.pause)
+        self.resume_button = forms.button("Resume", "Continue the run in the run folder from its last checkpoint "
+                                          "(to the iterations above)", self.resume)
+        self.cancel_button = forms.button("Cancel", "Stop at the next iteration; the last checkpoint is saved and kept",
+                                          self.cancel)
         self.progress = QProgressBar()
         self.progress.setToolTip("Iterations done")
         self.progress.setFormat("%v / %m")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setToolTip("Iteration, speed, latest losses and the device")
+        self.status = forms.text_label("Iteration, speed, latest losses and the device")
         self.simulated_label = QLabel("⚠ training on simulated cells: the model will say so")
         self.simulated_label.setStyleSheet("color: #e3b617;")
         self.simulated_label.setToolTip("Models trained on the simulator are marked as such everywhere")
@@ -129,11 +119,11 @@ class TrainWidget(QWidget):
         form.addRow("width", self.width)
         form.addRow("learning rate", self.lr)
         form.addRow("device", self.device)
-        form.addRow("run folder", _common.row(self.run_dir, new_dir, stretch_last=False))
+        form.addRow("run folder", forms.row(self.run_dir, new_dir, stretch_last=False))
         self.form = form
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(_common.row(self.start_button, self.pause_button, self.resume_button, self.cancel_button))
+        layout.addWidget(forms.row(self.start_button, self.pause_button, self.resume_button, self.cancel_button))
         layout.addWidget(self.progress)
         layout.addWidget(self.simulated_label)
         layout.addWidget(self.status)
@@ -158,7 +148,7 @@ class TrainWidget(QWidget):
             self.arch.addItems(choices)
             saved = _common.get_setting("train/em_mode" if self.em else "train/arch", choices[0])
             self.arch.setCurrentText(saved if saved in choices else choices[0])
-        _common.set_row_visible(self.form, self.objective, not self.em)
+        forms.set_row_visible(self.form, self.objective, not self.em)
 
     # -- run control ---------------------------------------------------------------------------
     @property

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit, QSpinBox, QStackedWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QLineEdit, QStackedWidget, QVBoxLayout, QWidget
 
 from ..training.session import parse_sections
-from . import _common
+from . import _common, forms
 
 SOURCES = ["simulate cells", "file or folder", "layers", "VNC EM sections"]
 EM_SOURCE = SOURCES[3]
@@ -21,40 +21,33 @@ class TrainDataPanel(QWidget):
 
     def __init__(self, viewer, skip_layer: str = "", parent=None):
         super().__init__(parent)
-        self.viewer, self.skip_layer = viewer, skip_layer
-        self.source = QComboBox()
-        self.source.addItems(SOURCES)
-        self.source.setCurrentText(_common.get_setting("train/source", SOURCES[0]))
-        self.source.setToolTip("Cells to learn from: simulated fission yeast, a LIN folder / .h5 / .tif stack, "
-                               "or a red and a green image layer already in the viewer")
-        self.sim_n = QSpinBox()
-        self.sim_n.setRange(1, 100_000)
-        self.sim_n.setValue(_common.get_int_setting("train/sim_n", 100))
-        self.sim_n.setToolTip("Simulated cells per protein")
+        self.source = forms.combo(SOURCES, "Cells to learn from: simulated fission yeast, a LIN folder / .h5 / .tif "
+                                  "stack, or a red and a green image layer already in the viewer",
+                                  _common.get_setting("train/source", SOURCES[0]))
+        self.sim_n = forms.setting_spin(1, 100_000, "train/sim_n", 100, "Simulated cells per protein")
         self.sim_proteins = QLineEdit(_common.get_setting("train/sim_proteins", ""))
         self.sim_proteins.setPlaceholderText("all eight proteins")
         self.sim_proteins.setToolTip("Comma-separated proteins to simulate (Alp14, Arp3, Cki2, Fim1, Mkh1, Sid2, "
                                      "Tea1, Tea4); empty = all eight")
-        self.sim_seed = QSpinBox()
-        self.sim_seed.setRange(0, 2**31 - 1)
-        self.sim_seed.setToolTip("Seed of the simulated cells (the same seed gives the same cells, so Resume works)")
+        self.sim_seed = forms.spin(0, 2**31 - 1, 0, "Seed of the simulated cells (the same seed gives the same "
+                                   "cells, so Resume works)")
         self.data_path = _common.PathEdit(
             "train/data", "A LIN split folder (one sub-folder per protein), an .h5 or a .tif cell stack",
-            file_filter="Cell stacks (*.h5 *.hdf5 *.tif *.tiff)", folder=True)
-        self.red_layer = QComboBox()
-        self.red_layer.setToolTip("Image layer of red Bgs4 cells, (cells, H, W)")
-        self.green_layer = QComboBox()
-        self.green_layer.setToolTip("Image layer of the green protein, same shape as the red one; class names "
-                                    "come from the red layer's metadata when it has them")
+            file_filter=forms.CELL_FILTER, folder=True)
+        self.pair = forms.CellLayerPair(
+            viewer, self, "Image layer of red Bgs4 cells, (cells, H, W)", "Image layer of the green protein, same "
+            "shape as the red one; class names come from the red layer's metadata when it has them",
+            skip_layer=skip_layer)
+        self.red_layer, self.green_layer = self.pair.red, self.pair.green
         self.vnc_path = _common.PathEdit(
             "train/vnc", "A VNC stack folder: raw/NN.tif sections with membranes/ and mitochondria/ label masks",
             folder=True)
         self.vnc_sections = QLineEdit(_common.get_setting("train/vnc_sections", "0-9"))
         self.vnc_sections.setToolTip("Sections to train on, e.g. 0-9 (the papers' training sections; 10-19 are "
                                      "kept for validation)")
-        self.em_crop = _common.spin(64, 4096, _common.get_int_setting("train/em_crop", 256),
-                                    "Side of the random crops the EM models train on (a multiple of 64; the paper's "
-                                    "is 512)")
+        self.em_crop = forms.spin(64, 4096, _common.get_int_setting("train/em_crop", 256),
+                                  "Side of the random crops the EM models train on (a multiple of 64; the paper's "
+                                  "is 512)")
         self.em_crop.setSingleStep(64)
 
         self.pages = QStackedWidget()
@@ -73,15 +66,7 @@ class TrainDataPanel(QWidget):
         layout.addWidget(self.pages)
 
         self.source.currentIndexChanged.connect(self._source_changed)
-        viewer.layers.events.inserted.connect(self.refresh_layers)
-        viewer.layers.events.removed.connect(self.refresh_layers)
-        self.destroyed.connect(self._disconnect_layers_events)
-        self.refresh_layers()
         self.pages.setCurrentIndex(self.source.currentIndex())
-
-    def _disconnect_layers_events(self, *_):
-        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            _common._disconnect(emitter, self.refresh_layers)
 
     @property
     def em(self) -> bool:
@@ -93,36 +78,12 @@ class TrainDataPanel(QWidget):
         _common.set_setting("train/source", self.source.currentText())
         self.changed.emit()
 
-    def _image_layers(self):
-        from napari.layers import Image
-
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb and layer.name != self.skip_layer]
-
-    def refresh_layers(self, event=None) -> None:
-        """List the (cells, H, W) image layers; pair a red Bgs4 layer with a different green one."""
-        try:
-            red_now, green_now = self.red_layer.currentText(), self.green_layer.currentText()
-        except RuntimeError:
-            return
-        names = [layer.name for layer in self._image_layers()]
-        red = red_now if red_now in names else next((n for n in names if n.endswith("Bgs4")), names[0] if names else "")
-        greens = [n for n in names if n != red]
-        green = green_now if green_now in greens else next(
-            (n for n in greens if not n.endswith("Bgs4")), greens[0] if greens else "")
-        for combo, choice in ((self.red_layer, red), (self.green_layer, green)):
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            combo.setCurrentText(choice)
-            combo.blockSignals(False)
-
     def data_spec(self):
         """What :func:`~napari_biogans.training.session.train_job` loads (a ValueError says what is wrong)."""
         source = self.source.currentText()
         if source == "simulate cells":
             proteins = [p.strip() for p in self.sim_proteins.text().replace(";", ",").split(",") if p.strip()]
-            _common.set_setting("train/sim_n", self.sim_n.value())
+            forms.remember(self.sim_n)
             _common.set_setting("train/sim_proteins", self.sim_proteins.text())
             return ("simulate", self.sim_n.value(), proteins, self.sim_seed.value())
         if source == "file or folder":
@@ -130,10 +91,4 @@ class TrainDataPanel(QWidget):
         if source == EM_SOURCE:
             _common.set_setting("train/vnc_sections", self.vnc_sections.text())
             return ("vnc", self.vnc_path.text(), parse_sections(self.vnc_sections.text()))
-        return ("stack", self.stack_from_layers())
-
-    def stack_from_layers(self):
-        red_name, green_name = self.red_layer.currentText(), self.green_layer.currentText()
-        if not red_name or not green_name:
-            raise ValueError("choose a red and a green image layer of cells (cells, H, W)")
-        return _common.stack_from_layers(self.viewer.layers[red_name], self.viewer.layers[green_name])
+        return ("stack", self.pair.stack())

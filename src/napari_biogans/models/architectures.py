@@ -4,58 +4,39 @@ factories that build them from a checkpoint's config or from a model name.
 The tables are declared here, once, and never edited afterwards: a checkpoint's ``config``
 (``{"arch": ..., **kwargs}``, a module's own ``config``) rebuilds through them whatever module was
 imported first. The model families stay in their own modules (:mod:`.fluorescence`,
-:mod:`.conditional`, :mod:`.em`), which do not import this one.
+:mod:`.conditional`, :mod:`.em`), which do not import this one; the tables name their classes
+through those modules, so the list of classes the package exports stays in ``models/__init__.py``
+alone, and :func:`make_models` builds through the tables.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from .conditional import (
-    CONDITIONAL_ARCHS,
-    CGANCritic,
-    CGANGenerator,
-    MaskedMultichannelCritic,
-    ProjectionCritic,
-    ProjectionGenerator,
-    make_conditional_models,
-)
-from .em import CascadeGenerator, ConditionalLabelGenerator, JointGenerator, LabelGenerator, MultiScaleDiscriminator, UNet
-from .fluorescence import (
-    DCGANCritic,
-    DCGANGenerator,
-    MultichannelCritic,
-    MultichannelGenerator,
-    OneClassGenerators,
-    SeparableGenerator,
-    StarGenerator,
-    _generator_widths,
-    _size,
-    multichannel_size,
-)
-from .segmenter import SegmenterUNet
+from . import conditional, em, fluorescence, segmenter
 
 __all__ = ["GENERATOR_ARCHS", "CRITIC_ARCHS", "EM_ARCHS", "canonical_arch", "build_generator", "build_critic",
            "build_em_module", "make_models"]
 
 GENERATOR_ARCHS = {
-    "dcgan": DCGANGenerator,
-    "separable": SeparableGenerator,
-    "star": StarGenerator,
-    "one-class": OneClassGenerators,
-    "multichannel": MultichannelGenerator,
-    "cgan": CGANGenerator,
-    "projection": ProjectionGenerator,
+    "dcgan": fluorescence.DCGANGenerator,
+    "separable": fluorescence.SeparableGenerator,
+    "star": fluorescence.StarGenerator,
+    "one-class": fluorescence.OneClassGenerators,
+    "multichannel": fluorescence.MultichannelGenerator,
+    "cgan": conditional.CGANGenerator,
+    "projection": conditional.ProjectionGenerator,
 }
 CRITIC_ARCHS = {
-    "dcgan": DCGANCritic,
-    "multichannel": MultichannelCritic,
-    "cgan": CGANCritic,
-    "multichannel-masked": MaskedMultichannelCritic,
-    "projection": ProjectionCritic,
+    "dcgan": fluorescence.DCGANCritic,
+    "multichannel": fluorescence.MultichannelCritic,
+    "cgan": conditional.CGANCritic,
+    "multichannel-masked": conditional.MaskedMultichannelCritic,
+    "projection": conditional.ProjectionCritic,
 }
-EM_ARCHS = {cls.arch: cls for cls in (LabelGenerator, JointGenerator, MultiScaleDiscriminator, CascadeGenerator,
-                                      ConditionalLabelGenerator, UNet, SegmenterUNet)}
+EM_ARCHS = {cls.arch: cls for cls in (em.LabelGenerator, em.JointGenerator, em.MultiScaleDiscriminator,
+                                      em.CascadeGenerator, em.ConditionalLabelGenerator, em.UNet,
+                                      segmenter.SegmenterUNet)}
 
 # the names make_models takes (METHODS C.3 / the reference scripts' spellings) -> (arch, separable)
 _ALIASES = {
@@ -137,25 +118,25 @@ def make_models(arch: str, n_classes: int = 1, image_size=(48, 80), width: int =
     """
     name, default_sep = canonical_arch(arch)
     separable = default_sep if separable is None else bool(separable)
-    size = _size(image_size)
-    if name in CONDITIONAL_ARCHS:
-        return make_conditional_models(name, n_classes, size, width, nz, critic_bn=critic_bn,
-                                       spectral_norm=spectral_norm)
+    size = fluorescence._size(image_size)
+    if name in conditional.CONDITIONAL_ARCHS:
+        return conditional.make_conditional_models(name, n_classes, size, width, nz, critic_bn=critic_bn,
+                                                   spectral_norm=spectral_norm)
     critic = dict(image_size=size, bn=critic_bn, spectral_norm=spectral_norm)
     if name in ("dcgan", "separable"):
         if n_classes != 1:
             raise ValueError(f"'{name}' is a joint model of all proteins pooled (n_classes 1, got {n_classes})")
-        G = DCGANGenerator(size, nz, width) if name == "dcgan" else SeparableGenerator(size, nz, width)
-        return G, DCGANCritic(1, width=width, **critic)
+        return GENERATOR_ARCHS[name](size, nz, width), CRITIC_ARCHS["dcgan"](1, width=width, **critic)
     if name == "star":
-        return StarGenerator(n_classes, size, nz, width), DCGANCritic(n_classes, width=width, **critic)
+        G = GENERATOR_ARCHS["star"](n_classes, size, nz, width)
+        return G, CRITIC_ARCHS["dcgan"](n_classes, width=width, **critic)
     if name == "one-class":
-        G = OneClassGenerators(n_classes, size, nz, width, separable=separable)
-        return G, DCGANCritic(n_classes, width=width, **critic)
-    ngf, nz_mc = multichannel_size(n_classes, width, nz)
+        G = GENERATOR_ARCHS["one-class"](n_classes, size, nz, width, separable=separable)
+        return G, CRITIC_ARCHS["dcgan"](n_classes, width=width, **critic)
+    ngf, nz_mc = fluorescence.multichannel_size(n_classes, width, nz)
     if separable:  # red counts of the matched star model: nz // 2 and the B.1 widths halved
-        red = dict(nz_red=nz // 2, red_widths=[w // 2 for w in _generator_widths(size, width)])
+        red = dict(nz_red=nz // 2, red_widths=[w // 2 for w in fluorescence._generator_widths(size, width)])
     else:
         red = {}
-    G = MultichannelGenerator(n_classes, size, nz_mc, ngf, separable=separable, **red)
-    return G, MultichannelCritic(n_classes, width=ngf, **critic)
+    G = GENERATOR_ARCHS["multichannel"](n_classes, size, nz_mc, ngf, separable=separable, **red)
+    return G, CRITIC_ARCHS["multichannel"](n_classes, width=ngf, **critic)
