@@ -161,7 +161,7 @@ class PaintEMWidget(QWidget):
                                     (layers.moved, self._refresh_targets)]
         for emitter, callback in self._viewer_connections:
             emitter.connect(callback)
-        self.destroyed.connect(lambda *_: self._disconnect_all())
+        self.destroyed.connect(self._disconnect_all)  # a bound method: see forms.follow_layers
         self._refresh_targets()
         self._model_changed(self.model.path())
 
@@ -234,7 +234,7 @@ class PaintEMWidget(QWidget):
         self.live.set_target(layer)
         self._refresh_targets()
 
-    def _disconnect_all(self) -> None:
+    def _disconnect_all(self, *_) -> None:
         """Napari outlives the widget: leave no callbacks behind on its events."""
         for emitter, callback in self._viewer_connections:
             _common._disconnect(emitter, callback)

@@ -56,7 +56,7 @@ class TrainWidget(QWidget):
         self._estimate = ""
         self._device_text = ""
         self.last_result: RunResult | None = None
-        self.destroyed.connect(lambda *_: self.stop_flag.set())
+        self.destroyed.connect(self._stop_on_close)  # a bound method: see forms.follow_layers
         self.data = TrainDataPanel(napari_viewer, skip_layer=self.PREVIEW_LAYER)
 
         # -- model and run -------------------------------------------------------------------
@@ -270,6 +270,10 @@ class TrainWidget(QWidget):
     def pause(self) -> None:
         self._stop_reason = "paused"
         self.status.setText("pausing: saving a checkpoint at the next iteration…")
+        self.stop_flag.set()
+
+    def _stop_on_close(self, *_) -> None:
+        """A run outlives no closed widget: it saves and stops."""
         self.stop_flag.set()
 
     def cancel(self) -> None:
