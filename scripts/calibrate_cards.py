@@ -93,7 +93,8 @@ def critic_card_trust(out: Path, settings: dict) -> dict:
 
     cells = read_cells(out / "sim-eight" / "LIN_Simulated_WT_size-48-80_test")
     return critic_trust(cells, settings["steps"], settings["splits"], settings["critic_width"],
-                        settings["algorithm"]).as_dict()
+                        settings["algorithm"], lr=settings.get("lr"),
+                        batch_size=settings.get("batch_size", 64)).as_dict()
 
 
 def update_cards(pretrained: Path, out: Path) -> None:

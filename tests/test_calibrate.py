@@ -56,10 +56,12 @@ def test_calibrate_writes_the_table_and_remembers_each_verdict(cells, tmp_path, 
     # a 2-step critic of width 4 cannot pass: remembered as failed for these cells at this budget
     assert not body["verdicts"][calibrate.CRITIC]["pass"]
     read = lin.read_cells(data)
-    failed = calibrate.critic_trust(read, steps=2, splits=2, width=4, algorithm="wgan-gp")
+    budget = dict(splits=2, width=4, algorithm="wgan-gp", lr=calibrate.CPU_CRITIC["lr"], batch_size=8)
+    failed = calibrate.critic_trust(read, steps=2, **budget)
     assert failed.status == trust.FAILED and "biogans evaluate calibrate" in failed.needed
-    assert calibrate.critic_trust(read, steps=50, splits=2, width=4, algorithm="wgan-gp").status == \
-        trust.NOT_CALIBRATED
+    assert calibrate.critic_trust(read, steps=50, **budget).status == trust.NOT_CALIBRATED
+    # a verdict speaks for its learning rate only: the reference's was never calibrated here
+    assert calibrate.critic_trust(read, steps=2, **{**budget, "lr": None}).status == trust.NOT_CALIBRATED
 
 
 def test_a_passing_calibration_trusts_that_budget_and_above(cells, tmp_path):

@@ -295,8 +295,8 @@ def _c2st_budget_note(settings, critics: int, image_size, device) -> str | None:
     seconds, cheap, cheap_seconds = budget
     return (f"note: {critics} critics x {settings.steps} steps at width {settings.width} take about "
             f"{duration(seconds)} on this CPU. For a quicker, noisier score use --splits {cheap.splits} "
-            f"--steps {cheap.steps} --width {cheap.width} (about {duration(cheap_seconds)}), or a GPU "
-            f"(--device cuda).")
+            f"--steps {cheap.steps} --width {cheap.width} --batch-size {cheap.batch_size} --lr {cheap.lr:g} (about "
+            f"{duration(cheap_seconds)}; the cheapest setting calibrated on a CPU), or a GPU (--device cuda).")
 
 
 def cmd_evaluate_em(args) -> int:
@@ -805,13 +805,17 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.command == "evaluate" and args.what != "real-vs-real":  # real vs real's defaults depend on the device
-        calibrate = args.what == "calibrate"
-        for option, default in (("splits", 3 if calibrate else 10), ("width", 16 if calibrate else 64),
-                                ("batch_size", 64)):
+        from .evaluation.calibrate import CPU_CRITIC
+
+        calibrate = args.what == "calibrate"  # calibrates the CPU budget the C2ST suggests on a CPU
+        for option, default in (("splits", CPU_CRITIC["splits"] if calibrate else 10),
+                                ("width", CPU_CRITIC["width"] if calibrate else 64),
+                                ("batch_size", CPU_CRITIC["batch_size"] if calibrate else 64),
+                                ("lr", CPU_CRITIC["lr"] if calibrate else None)):
             if getattr(args, option, 0) is None:
                 setattr(args, option, default)
         if getattr(args, "steps", 0) is None:
-            args.steps = {"reconstruct": 50, "calibrate": 500}.get(args.what, 5000)
+            args.steps = {"reconstruct": 50, "calibrate": CPU_CRITIC["steps"]}.get(args.what, 5000)
     if getattr(args, "generated", 0) is None:
         args.generated = 10 if args.what == "em" else 500
     if getattr(args, "what", None) in ("c2st", "reconstruct", "em") and not args.model:

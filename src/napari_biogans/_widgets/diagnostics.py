@@ -278,7 +278,8 @@ class DiagnosticsWidget(QWidget):
 
             seconds, cheap, cheap_seconds = update.payload
             show_info(f"{kind}: about {pipeline.duration(seconds)} on this CPU. For a quicker, noisier score: "
-                      f"{cheap.splits} splits, {cheap.steps} critic steps, critic width {cheap.width} (about "
+                      f"{cheap.splits} splits, {cheap.steps} critic steps, critic width {cheap.width}, batch "
+                      f"{cheap.batch_size}, learning rate {cheap.lr:g} (biogans evaluate c2st --lr; about "
                       f"{pipeline.duration(cheap_seconds)}), or a GPU. Cancel stops it.")
         self.status.setText(f"{kind}: running {update.stage} {100 * update.done // max(1, update.total)}%")
 

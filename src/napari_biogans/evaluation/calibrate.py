@@ -41,6 +41,10 @@ from .trust import CALIBRATED, Trust, uncalibrated, untrusted
 REQUIRED = ("real vs real", "blur σ=1", "other protein")  # a two-sample test passes when these come out right
 FAST, CRITIC, FID, NN = "fast feature test", "paper's critic C2ST", "FID (classifier features)", "nearest neighbour"
 ALPHA = 0.05
+# The paper's critic at the cheapest CPU budget measured to pass its controls (docs/evaluation.md,
+# "The paper's critic on a CPU"): real vs real near 0, blur σ = 1 and the other protein above it on
+# every split. The reference learning rate (1e-4) leaves a 1,000-step critic untrained.
+CPU_CRITIC = {"splits": 3, "steps": 1000, "width": 16, "batch_size": 32, "lr": 5e-4}
 NULL_SCORE = {"wgan-gp": 0.0, "wgan": 0.0, "gan": -2 * math.log(2)}  # a critic's score on identical sets
 NULL_TOLERANCE = 0.5  # real vs real must score within this of the null (an untrained WGAN-GP critic gives ≈ −10)
 MEMORISED = 0.5  # nearest-neighbour L2 below this fraction of held-out cells' flags memorisation
@@ -51,12 +55,12 @@ class CalibrationSettings:
     """Which diagnostics and at what budget. ``critic_*``: the paper's C2ST (METHODS D.1) settings."""
 
     fast: FastTestSettings = FastTestSettings()
-    critic_steps: int = 500
-    critic_splits: int = 3
-    critic_width: int = 16
-    critic_batch_size: int = 64
+    critic_steps: int = CPU_CRITIC["steps"]
+    critic_splits: int = CPU_CRITIC["splits"]
+    critic_width: int = CPU_CRITIC["width"]
+    critic_batch_size: int = CPU_CRITIC["batch_size"]
     critic_algorithm: str = "wgan-gp"
-    critic_lr: float | None = None
+    critic_lr: float | None = CPU_CRITIC["lr"]  # None: the algorithm's reference learning rate
     critic_test_batches: int = 10
     fid_permutations: int = 49
     skip: tuple[str, ...] = ()  # diagnostics left out: "critic", "fid", "fast" (the fast test and FID)
@@ -247,6 +251,7 @@ def passes(rows: list[dict], diagnostic: str) -> tuple[bool, list[str]]:
 
 def critic_budget(settings: CalibrationSettings) -> str:
     return (f"{settings.critic_splits} splits × {settings.critic_steps} steps, width {settings.critic_width}, "
+            f"batch {settings.critic_batch_size}, learning rate {settings.critic_lr or 'the reference'}, "
             f"{settings.critic_algorithm}")
 
 
@@ -307,7 +312,7 @@ def calibrate_job(stack, proteins: list[str] | None, settings: CalibrationSettin
 
 def _critic_key(settings: CalibrationSettings) -> dict:
     return {"steps": settings.critic_steps, "splits": settings.critic_splits, "width": settings.critic_width,
-            "algorithm": settings.critic_algorithm, "batch_size": settings.critic_batch_size}
+            "algorithm": settings.critic_algorithm, "batch_size": settings.critic_batch_size, "lr": settings.critic_lr}
 
 
 def _record_path(data_sha256: str) -> Path:
@@ -337,27 +342,31 @@ def _records(data_sha256: str) -> list[dict]:
     return data.get("critic", []) if data.get("data_sha256") == data_sha256 else []  # another data set's: stale
 
 
-def critic_trust(stack, steps: int, splits: int, width: int, algorithm: str, data_sha256: str | None = None) -> Trust:
-    """Trust of a paper's-critic C2ST on ``stack`` at this budget, from the remembered calibrations:
-    calibrated when one at no more steps, splits and width passed; failed when one at no fewer
-    failed; else not calibrated (with the cheapest budget known to pass)."""
+def critic_trust(stack, steps: int, splits: int, width: int, algorithm: str, data_sha256: str | None = None,
+                 lr: float | None = None, batch_size: int = 64) -> Trust:
+    """Trust of a paper's-critic C2ST on ``stack`` at this budget, from the remembered calibrations at
+    the same algorithm and learning rate (None: the reference's): calibrated when one at no more
+    steps, splits, width and batch passed; failed when one at no fewer failed; else not calibrated
+    (with the cheapest budget known to pass)."""
     from ..training.data import stack_hash
 
-    records = [r for r in _records(data_sha256 or stack_hash(stack)) if r["settings"]["algorithm"] == algorithm]
-    budget = {"steps": steps, "splits": splits, "width": width}
+    records = [r for r in _records(data_sha256 or stack_hash(stack))
+               if r["settings"]["algorithm"] == algorithm and r["settings"].get("lr") == lr]
+    budget = {"steps": steps, "splits": splits, "width": width, "batch_size": batch_size}
 
     def at_most(r):
-        return all(r["settings"][k] <= v for k, v in budget.items())
+        return all(r["settings"].get(k, 64) <= v for k, v in budget.items())  # records before batch: 64
 
     def at_least(r):
-        return all(r["settings"][k] >= v for k, v in budget.items())
+        return all(r["settings"].get(k, 64) >= v for k, v in budget.items())
 
     passed = [r for r in records if r["pass"]]
     cheapest = min(passed, key=lambda r: r["settings"]["steps"] * r["settings"]["splits"] * r["settings"]["width"],
                    default=None)
     needed = f"at least {cheapest['budget']}" if cheapest else (
         f"a calibration at this budget: biogans evaluate calibrate --data <these cells> --steps {steps} "
-        f"--splits {splits} --width {width} --algorithm {algorithm}")
+        f"--splits {splits} --width {width} --batch-size {batch_size} --algorithm {algorithm}"
+        + (f" --lr {lr:g}" if lr else ""))
     if any(at_most(r) for r in passed):
         r = next(r for r in passed if at_most(r))
         return Trust(CALIBRATED, f"passed its controls on these cells at {r['budget']}")
@@ -368,7 +377,7 @@ def critic_trust(stack, steps: int, splits: int, width: int, algorithm: str, dat
     weaker = [r["budget"] for r in records if not r["pass"]]
     known = f" (it failed its controls at {', '.join(weaker)})" if weaker else ""
     return uncalibrated(f"no calibration of the critic C2ST on these cells at {splits} splits × {steps} steps, "
-                        f"width {width}{known}", needed)
+                        f"width {width}, batch {batch_size}, learning rate {lr or 'the reference'}{known}", needed)
 
 
 def fast_trust(report: dict) -> Trust:

@@ -259,7 +259,8 @@ def critic_trust(cells, settings: C2STSettings) -> Trust:
     """A paper's-critic C2ST is trusted at a budget where it passed its controls on these cells."""
     from .calibrate import critic_trust as remembered
 
-    return remembered(cells, settings.steps, settings.splits, settings.width, settings.algorithm)
+    return remembered(cells, settings.steps, settings.splits, settings.width, settings.algorithm, lr=settings.lr,
+                      batch_size=settings.batch_size)
 
 
 def fast_c2st_job(generator, meta: dict, cells, settings, device) -> Job:
@@ -544,11 +545,15 @@ def duration(seconds: float) -> str:
 
 
 def cheaper_c2st(settings: C2STSettings) -> C2STSettings:
-    """A setting that runs in minutes on a CPU, with a noisier score: fewer splits, steps and width."""
+    """The paper's critic at the cheapest CPU budget that passed its controls (``calibrate.CPU_CRITIC``):
+    fewer splits, steps, width and batch, a larger learning rate, a noisier score."""
     from dataclasses import replace
 
-    return replace(settings, splits=min(settings.splits, 3), steps=min(settings.steps, 500),
-                   width=min(settings.width, 16))
+    from .calibrate import CPU_CRITIC
+
+    return replace(settings, splits=min(settings.splits, CPU_CRITIC["splits"]),
+                   steps=min(settings.steps, CPU_CRITIC["steps"]), width=min(settings.width, CPU_CRITIC["width"]),
+                   batch_size=min(settings.batch_size, CPU_CRITIC["batch_size"]), lr=CPU_CRITIC["lr"])
 
 
 
