@@ -382,3 +382,18 @@ def test_restored_adam_moments_keep_their_parameters_memory_layout():
     restore_optimizer("opt", restored, {k: v.contiguous() for k, v in tensors.items()}, saved)
     moment = restored.state[conv.weight]["exp_avg"]
     assert moment.stride() == conv.weight.stride() and torch.equal(moment, optimizer.state[conv.weight]["exp_avg"])
+
+
+def test_kept_model_files_are_the_checkpoints_of_their_iterations(tmp_path, cells):
+    config = TrainConfig(arch="one-class", objective="wgan-gp", iterations=3, checkpoint_every=1, keep_models_every=2,
+                         **TINY)
+    for _ in Trainer(config, cells.select_classes(["Tea1"]), tmp_path / "run").run():
+        pass
+    kept = sorted(p.name for p in (tmp_path / "run" / "models").iterdir())
+    assert kept == ["generator-000000002.safetensors"]  # iterations 1 and 3 are checkpoints only
+    assert (tmp_path / "run" / "models" / kept[0]).read_bytes() != (tmp_path / "run" / "generator.safetensors").read_bytes()
+    _, meta = checkpoints.load(checkpoints.resolve_model(tmp_path / "run" / "models" / kept[0]))
+    assert meta["iterations"] == 2
+    with pytest.raises(ValueError, match="not a multiple of checkpoint-every"):
+        Trainer(TrainConfig(arch="one-class", iterations=4, checkpoint_every=3, keep_models_every=2, **TINY),
+                cells, tmp_path / "other")

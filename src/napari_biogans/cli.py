@@ -224,7 +224,7 @@ def cmd_train(args) -> int:
             arch=args.model, objective=args.objective, iterations=args.iterations, batch_size=args.batch_size,
             width=args.width, nz=args.nz, seed=args.seed, device=args.device,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, preview_every=args.iterations + 1,
-            amp=not args.no_amp,
+            amp=not args.no_amp, keep_models_every=args.keep_models_every,
         )
         trainer = Trainer(config, stack, args.out, resume=args.resume)
         quiet = trainer.rank != 0
@@ -487,7 +487,8 @@ def cmd_train_em(args) -> int:
         mode=args.model, iterations=args.iterations, batch_size=args.batch_size, crop=args.crop,
         label_width=args.label_width, image_width=args.image_width, label_d_width=args.label_width,
         image_d_width=args.image_width, reconstructor_width=args.label_width, seed=args.seed, device=args.device,
-        checkpoint_every=args.checkpoint_every, init_label_gan=args.init_label_gan, half_model=args.half,
+        checkpoint_every=args.checkpoint_every, keep_models_every=args.keep_models_every,
+        init_label_gan=args.init_label_gan, half_model=args.half,
         init_image_generator=args.init_image_generator, fake_cycle_trains_gy=args.fake_cycle_trains_gy,
         diversity_weight=args.diversity_weight, freeze_image_generator=args.freeze_image_generator,
     )
@@ -636,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--keep-models-every", type=int, default=0, metavar="N",
+                   help="also keep the model file of every N-th iteration in RUN/models/ (a multiple of "
+                        "--checkpoint-every), to pick the best iteration afterwards")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop and save after this many minutes of training (resume continues)")
     p.add_argument("--log-every", type=int, default=10)
@@ -766,6 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--keep-models-every", type=int, default=0, metavar="N",
+                   help="also keep the model file of every N-th iteration in RUN/models/ (a multiple of "
+                        "--checkpoint-every), to pick the best iteration afterwards")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop and save after this many minutes of training (resume continues)")
     p.add_argument("--out", required=True)

@@ -123,6 +123,7 @@ class EMTrainConfig:
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 1000
+    keep_models_every: int = 0  # also keep the model file of every such iteration (loop.KEPT_MODELS)
     log_every: int = 10
     preview_every: int = 200
     amp: bool = True  # bf16 autocast on CUDA; ignored elsewhere

@@ -33,11 +33,14 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoints
+from .. import atomic, checkpoints
 from ..jobs import Job, StopFlag, Update
 from . import loss_log, run_folder
 from .distributed import any_rank, average_gradients, rank_seed
 from .events import STATE_FILE, TrainEvent, TrainingDiverged  # noqa: F401  (TrainingDiverged: public here too)
+
+KEPT_MODELS = "models"  # a run folder's kept model files (``keep_models_every``), one per kept iteration
+
 
 def optimizer_state(prefix: str, optimizer) -> tuple[dict, dict]:
     """Split an optimiser state dict into tensors (safetensors) and JSON (everything else)."""
@@ -102,6 +105,10 @@ class TrainingLoop:
     def _start(self, resume: bool) -> None:
         """Fresh run (refusing a folder that holds one) or resume from the run folder's state; rank 0
         takes the folder's lock first (a second writer is refused before anything is read or written)."""
+        every, checkpoint = self.config.keep_models_every, self.config.checkpoint_every
+        if every and every % checkpoint:
+            raise ValueError(f"keep-models-every {every} is not a multiple of checkpoint-every {checkpoint}: "
+                             "no model would be kept")
         self.iteration = 0
         self.last_checkpoint: Path | None = None
         self.saved_iteration: int | None = None  # the iteration the run folder's checkpoint holds
@@ -210,7 +217,20 @@ class TrainingLoop:
 
         run_folder.commit(self.run_dir, self.iteration, (STATE_FILE, self.model_file), write)
         self.last_checkpoint, self.saved_iteration = self.state_path, self.iteration
+        every = self.config.keep_models_every
+        if every and self.iteration % every == 0:
+            self._keep_model()
         return self.state_path
+
+    def _keep_model(self) -> Path:
+        """A copy of this checkpoint's model file that later checkpoints leave alone: a GAN's samples get
+        better and worse again as it trains, so the best iteration is chosen afterwards, by measurement."""
+        import shutil
+
+        stem, suffix = self.model_file.rsplit(".", 1)
+        target = self.run_dir / KEPT_MODELS / f"{stem}-{self.iteration:09d}.{suffix}"
+        target.parent.mkdir(exist_ok=True)
+        return atomic.atomic_write(target, lambda tmp: shutil.copyfile(self.run_dir / self.model_file, tmp))
 
     def _resume(self) -> None:
         tensors, meta = checkpoints.load(self.state_path, kind="train-state")

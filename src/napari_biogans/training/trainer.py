@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     checkpoint_every: int = 500
+    keep_models_every: int = 0  # also keep the model file of every such iteration (loop.KEPT_MODELS)
     log_every: int = 10
     preview_every: int = 100
     preview_count: int = 8
