@@ -33,7 +33,7 @@ import numpy as np
 
 from ..jobs import Job, Update
 from .fast_test import (FastTestSettings, blur, compare_features, false_alarm_level, feature_net_job, halves,
-                        other_protein)
+                        other_protein, significant)
 from ..atomic import atomic_write
 from .files import finite
 from .trust import CALIBRATED, Trust, uncalibrated, untrusted
@@ -118,7 +118,7 @@ def _answer(control: str, p: float, n_proteins: int) -> str:
     """Real vs real is a false alarm only below the Bonferroni level over the proteins calibrated
     together; a defect is detected at p ≤ 0.05."""
     level = false_alarm_level(ALPHA, n_proteins) if control == "real vs real" else ALPHA
-    return "different" if p <= level else "indistinguishable"
+    return "different" if significant(p, level) else "indistinguishable"
 
 
 def _fast_rows(features, protein, n_proteins: int, settings: CalibrationSettings, budget: str) -> list[dict]:
@@ -221,7 +221,7 @@ def _critic_rows(scores: dict, settings: CalibrationSettings, budget: str) -> li
                              "indistinguishable" if near else f"off the null ({null:.2f} ± {NULL_TOLERANCE})", budget))
             continue
         p = float(mannwhitneyu(values, scores[(protein, "real vs real")], alternative="greater").pvalue)
-        rows.append(_row(CRITIC, protein, control, median, p, "different" if p <= ALPHA else "indistinguishable",
+        rows.append(_row(CRITIC, protein, control, median, p, "different" if significant(p, ALPHA) else "indistinguishable",
                          budget))
     return rows
 
