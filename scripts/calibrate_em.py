@@ -6,7 +6,7 @@
 
 Label statistics: the validation sections (10-19) against real training maps (00-09) cut to the budget
 (``--generated`` maps of ``--size``²) and against those maps shuffled, eroded and dilated. C2ST:
-validation against training sections, and against the training sections blurred (σ = 1, 2). The same
+the odd training sections against the even ones, and blurred (σ = 1, 2) against them. The same
 functions and thresholds as ``biogans evaluate em`` (evaluation/em_calibration.py); ``--bins`` and
 ``--radius`` (the χ²'s bins, the erosion / dilation) other than the product's measure what the χ² can see.
 """
@@ -38,6 +38,7 @@ def main(argv=None) -> None:
     from napari_biogans.data.em import TRAIN_SECTIONS, VALIDATION_SECTIONS, read_sections
     from napari_biogans.evaluation import em_calibration as calibration
     from napari_biogans.evaluation import em_metrics
+    from napari_biogans.evaluation.em_report import c2st_sections
 
     torch.set_num_threads(1)
     train_images, train_labels = read_sections(args.data, TRAIN_SECTIONS)
@@ -62,8 +63,9 @@ def main(argv=None) -> None:
     kwargs = dict(patch=64, steps=args.c2st_steps, batch_size=args.batch_size, width=args.width, device="cpu",
                   seed=args.seed)
     started = time.perf_counter()
-    real = jobs.run(em_metrics.c2st_realism(val_images, train_images, **kwargs))["score"]
-    found = jobs.run(calibration.calibrate_c2st(val_images, train_images, real, **kwargs))
+    reference, control = c2st_sections(train_images)  # even and odd training sections, as `biogans evaluate em`
+    real = jobs.run(em_metrics.c2st_realism(reference, control, **kwargs))["score"]
+    found = jobs.run(calibration.calibrate_c2st(reference, control, real, **kwargs))
     print(f"\nC2ST at {args.c2st_steps} steps, width {args.width}, batch {args.batch_size} "
           f"({time.perf_counter() - started:.0f} s)\n")
     print("| control | score | pass |\n|---|---:|---|")

@@ -64,17 +64,39 @@ def test_calibrate_writes_the_table_and_remembers_each_verdict(cells, tmp_path, 
     assert calibrate.critic_trust(read, steps=2, **{**budget, "lr": None}).status == trust.NOT_CALIBRATED
 
 
-def test_a_passing_calibration_trusts_that_budget_and_above(cells, tmp_path):
+def _critic_record(cells, proteins: dict, steps=100):
     from napari_biogans.training.data import stack_hash
 
-    record = calibrate.Calibration([], {calibrate.CRITIC: {"pass": True, "failed": [], "budget": "b",
-                                                           "settings": {"steps": 100, "splits": 3, "width": 16,
-                                                                        "algorithm": "wgan-gp", "batch_size": 64}}},
-                                   "cells", stack_hash(cells), "cpu", True, {})
-    calibrate.remember(record)
-    assert calibrate.critic_trust(cells, 200, 3, 16, "wgan-gp").trusted
-    below = calibrate.critic_trust(cells, 50, 3, 16, "wgan-gp")
-    assert below.status == trust.NOT_CALIBRATED and "at least b" in below.needed
+    settings = {"steps": steps, "splits": 3, "width": 16, "algorithm": "wgan-gp", "batch_size": 64, "lr": None}
+    verdict = {"pass": all(proteins.values()), "failed": [], "budget": f"b{steps}", "settings": settings,
+               "proteins": {p: {"pass": ok, "failed": [] if ok else [f"{p}: blur σ=1 read indistinguishable"]}
+                            for p, ok in proteins.items()}}
+    return calibrate.Calibration([], {calibrate.CRITIC: verdict}, "cells", stack_hash(cells), "cpu", True, {})
+
+
+def test_a_passing_calibration_trusts_that_budget_and_above_for_its_proteins(cells):
+    calibrate.remember(_critic_record(cells, {"Sid2": True, "Tea1": True}))
+    assert calibrate.critic_trust(cells, 200, 3, 16, "wgan-gp", proteins=["Sid2", "Tea1"]).trusted
+    below = calibrate.critic_trust(cells, 50, 3, 16, "wgan-gp", proteins=["Tea1"])
+    assert below.status == trust.NOT_CALIBRATED and "at least b100" in below.needed
+    # Cki2 was never calibrated: the cells' C2ST as a whole is not vouched for
+    missing = calibrate.critic_trust(cells, 200, 3, 16, "wgan-gp")
+    assert missing.status == trust.NOT_CALIBRATED and "Cki2" in missing.reason
+    # a second run at the same budget adds its protein; a failed protein makes the budget untrusted
+    calibrate.remember(_critic_record(cells, {"Cki2": False}))
+    failed = calibrate.critic_trust(cells, 100, 3, 16, "wgan-gp")
+    assert failed.status == trust.FAILED and "Cki2: blur" in failed.reason
+    calibrate.remember(_critic_record(cells, {"Cki2": True}))  # rerun: replaces Cki2's verdict, keeps the others
+    assert calibrate.critic_trust(cells, 100, 3, 16, "wgan-gp").trusted
+
+
+def test_the_wrong_protein_control_skips_the_look_alike():
+    stack = simulate_stack(12, ["Alp14", "Tea1", "Tea4"], seed=0)
+    assert fast_test.look_alike(stack, "Tea1") == "Tea4" and fast_test.look_alike(stack, "Tea4") == "Tea1"
+    assert fast_test.other_protein(stack, "Tea1") == "Alp14"  # not the next of the list, Tea4
+    sets = calibrate.control_sets(stack, "Tea1")
+    assert sets["look-alike protein"][1].shape == sets["other protein"][1].shape
+    assert set(calibrate.control_sets(stack, "Tea1", required_only=True)) == {*calibrate.REQUIRED, "training copies"}
 
 
 def test_the_feature_network_is_cached_per_data_set_and_a_stale_file_is_retrained(cells):

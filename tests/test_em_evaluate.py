@@ -70,7 +70,8 @@ def test_report_has_every_part_in_range(model_file):
     birthday = results["birthday"]
     assert birthday["batch_sizes"] == [4, 8] and unit_or_nan(birthday["duplicate_rate"])
     assert birthday["support_estimate"] in (None, 16, 64)
-    assert all(math.isfinite(results["c2st"][k]) for k in ("generated", "train_vs_validation"))
+    assert all(math.isfinite(results["c2st"][k]) for k in ("generated", "real_vs_real"))
+    assert results["c2st"]["reference_sections"] == [0] and results["c2st"]["control_sections"] == [1]
     # every part carries its controls' verdict; a 2-iteration segmenter and 2-step critics cannot pass them
     assert results["segmentation"]["segmenter"]["source"] == "trained"
     assert results["segmentation"]["trust"]["trusted"] is False
@@ -161,7 +162,7 @@ def test_cli_bad_inputs_are_clear_errors(model_file, tmp_path, capsys):
     model = ["--model", str(model_file)]
     fails(*model, "--data", str(tmp_path), says="expected a VNC stack folder with a raw/ sub-folder")
     fails(*model, "--sections-val", "11", says="no section 11")
-    fails(*model, "--extra-real", str(tmp_path / "nowhere"), says="raw/ sub-folder")
+    fails(*model, "--sections-train", "0", says="needs at least two")
     fails("--model", str(tmp_path / "missing.safetensors"), says="no such model file")
     fails(says="--model is required")
     with pytest.raises(SystemExit):

@@ -315,7 +315,7 @@ def cmd_evaluate_em(args) -> int:
         seed=args.seed,
     )
     # the job reads every input before its first update, so a bad input shows its error alone
-    evaluation = _run_job(evaluate_em(model, args.data, settings, extra_real=args.extra_real))
+    evaluation = _run_job(evaluate_em(model, args.data, settings))
     evaluation.results["model"].update(file=loaded.meta["path"], sha256=loaded.meta["sha256"])
     files = write_report(evaluation, args.out)
     segmentation = evaluation.results.get("segmentation")
@@ -378,7 +378,7 @@ def cmd_calibrate(args, cells, device) -> int:
     settings = calibrate.CalibrationSettings(
         fast=_fast_settings(args), critic_steps=args.steps, critic_splits=args.splits, critic_width=args.width,
         critic_batch_size=args.batch_size, critic_algorithm=args.algorithm, critic_lr=args.lr,
-        critic_test_batches=args.test_batches,
+        critic_test_batches=args.test_batches, required_only=args.required_controls,
         skip=("critic",) if args.no_critic else ("fast",) if args.critic_only else ())
     proteins = args.proteins.split(",") if args.proteins else None
     result = _run_job(calibrate.calibrate_job(cells, proteins, settings, device))
@@ -696,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "budget: --steps, --splits, --width, --algorithm)")
     p.add_argument("--critic-only", action="store_true", help="calibrate: only the paper's critic C2ST (and the "
                                                               "nearest-neighbour check)")
+    p.add_argument("--required-controls", action="store_true", help="calibrate: only the controls a verdict rests "
+                                                                    "on (real vs real, blur σ=1, other protein)")
     p.add_argument("--mode", default="regular", choices=["regular", "separable"])
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--max-cells", type=int, default=None, help="reconstruct a random subset of this many cells")
@@ -708,8 +710,6 @@ def build_parser() -> argparse.ArgumentParser:
     lin_options.add_argument("--critic", default=None, help="features: a run's train_state.safetensors whose critic "
                                                             "embeds the cells")
     em_options = p.add_argument_group("em", "the EM report; --width, --batch-size, --algorithm and --lr set its C2ST")
-    em_options.add_argument("--extra-real", default=None, help="more real sections for the C2ST (a VNC stack folder "
-                                                               "such as stack2; raw/ is enough)")
     em_options.add_argument("--sections-train", type=_sections, default=tuple(range(10)),
                             help="real training sections: the segmenter's data, the real-vs-real yardstick (0-9)")
     em_options.add_argument("--sections-val", type=_sections, default=tuple(range(10, 20)),

@@ -7,7 +7,10 @@ halves, A and B. The controls compare A with:
 - ``blur σ=1``, ``blur σ=2``: B blurred by a Gaussian of 1 or 2 px (scikit-image);
 - ``intensity −10%``: B with both channels 10 % dimmer;
 - ``red↔green``: B with its channels swapped;
-- ``other protein``: cells of another protein (the next one of the list);
+- ``other protein``: cells of another protein (the next one of the list that is not its look-alike,
+  :func:`.fast_test.other_protein`);
+- ``look-alike protein``: cells of the protein that looks most like it (Tea4 for Tea1), reported
+  but not required: the real-vs-real table should read such pairs as close;
 - ``training copies``: B again, taken as a model's training cells and returned as its samples
   (memorisation: only the nearest-neighbour diagnostic can see it; a two-sample test reads it as
   real vs real, so it is not run there).
@@ -33,7 +36,7 @@ import numpy as np
 
 from ..jobs import Job, Update
 from .fast_test import (FastTestSettings, blur, compare_features, false_alarm_level, feature_net_job, halves,
-                        other_protein, significant)
+                        look_alike, other_protein, significant)
 from ..atomic import atomic_write
 from .files import finite
 from .trust import CALIBRATED, Trust, uncalibrated, untrusted
@@ -64,11 +67,14 @@ class CalibrationSettings:
     critic_test_batches: int = 10
     fid_permutations: int = 49
     skip: tuple[str, ...] = ()  # diagnostics left out: "critic", "fid", "fast" (the fast test and FID)
+    required_only: bool = False  # only the controls a verdict rests on (a third of the critics)
     seed: int = 0
 
 
-def control_sets(stack, protein: str, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``control -> (A, B)`` uint8 pairs for one protein (A is always the same half)."""
+def control_sets(stack, protein: str, seed: int = 0, required_only: bool = False
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``control -> (A, B)`` uint8 pairs for one protein (A is always the same half); with
+    ``required_only``, the controls a verdict rests on and the training copies."""
     mine = stack.images[stack.class_index == stack.class_names.index(protein)]
     if len(mine) < 8:
         raise ValueError(f"{stack.description}: {protein} has {len(mine)} cells; calibration needs at least 8")
@@ -77,12 +83,15 @@ def control_sets(stack, protein: str, seed: int = 0) -> dict[str, tuple[np.ndarr
     dim = np.rint(b.astype(np.float32) * 0.9).astype(np.uint8)
     sets = {"real vs real": (a, b), "blur σ=1": (a, blur(b, 1.0)), "blur σ=2": (a, blur(b, 2.0)),
             "intensity −10%": (a, dim), "red↔green": (a, b[:, ::-1].copy())}
-    other = other_protein(list(stack.class_names), protein)
-    if other is not None:
-        theirs = stack.images[stack.class_index == stack.class_names.index(other)]
-        pick = np.random.default_rng(seed).permutation(len(theirs))[: len(b)]
-        sets["other protein"] = (a, theirs[pick])
+    rng = np.random.default_rng(seed)
+    other, similar = other_protein(stack, protein), look_alike(stack, protein)
+    for control, name in (("other protein", other), ("look-alike protein", similar if similar != other else None)):
+        if name is not None:
+            theirs = stack.images[stack.class_index == stack.class_names.index(name)]
+            sets[control] = (a, theirs[rng.permutation(len(theirs))[: len(b)]])
     sets["training copies"] = (a, b)  # B is the training set and the "generated" cells alike
+    if required_only:
+        sets = {c: pair for c, pair in sets.items() if c in REQUIRED or c == "training copies"}
     return sets
 
 
@@ -266,7 +275,7 @@ def calibrate_job(stack, proteins: list[str] | None, settings: CalibrationSettin
     missing = [n for n in names if n not in stack.class_names]
     if missing:
         raise ValueError(f"{stack.description}: no cells of {missing} (it holds {list(stack.class_names)})")
-    controls = {p: control_sets(stack, p, settings.seed) for p in names}
+    controls = {p: control_sets(stack, p, settings.seed, settings.required_only) for p in names}
     rows, seconds = [], {}
     if "fast" not in settings.skip:  # the feature network serves the fast test and FID
         start = time.perf_counter()
@@ -300,7 +309,10 @@ def calibrate_job(stack, proteins: list[str] | None, settings: CalibrationSettin
         ok, failed = passes(rows, diagnostic)
         verdicts[diagnostic] = {"pass": ok, "failed": failed,
                                 "budget": next(r["budget"] for r in rows if r["diagnostic"] == diagnostic)}
-    verdicts.get(CRITIC, {})["settings"] = _critic_key(settings)
+    if CRITIC in verdicts:  # remembered per protein, so proteins calibrated in separate runs add up
+        verdicts[CRITIC]["settings"] = _critic_key(settings)
+        verdicts[CRITIC]["proteins"] = {p: dict(zip(("pass", "failed"), passes(
+            [r for r in rows if r["protein"] == p], CRITIC))) for p in names}
     result = Calibration(rows, verdicts, stack.description, stack_hash(stack), str(device), stack.simulated, seconds)
     remember(result)
     return result
@@ -322,12 +334,16 @@ def _record_path(data_sha256: str) -> Path:
 
 
 def remember(calibration: Calibration) -> Path:
-    """Add this calibration's critic verdict to the cells' record (one entry per budget)."""
+    """Add this calibration's critic verdicts to the cells' record: one entry per budget, holding a
+    verdict per protein (a later run at the same budget adds its proteins or replaces theirs)."""
     path = _record_path(calibration.data_sha256)
     record = _records(calibration.data_sha256)
     critic = calibration.verdicts.get(CRITIC)
     if critic:
-        record = [r for r in record if r["settings"] != critic["settings"]] + [critic]
+        same = next((r for r in record if r["settings"] == critic["settings"]), None)
+        proteins = {**(same["proteins"] if same else {}), **critic["proteins"]}
+        record = [r for r in record if r is not same] + [
+            {"settings": critic["settings"], "budget": critic["budget"], "proteins": proteins}]
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"data_sha256": calibration.data_sha256, "critic": record}, indent=2)
     return atomic_write(path, lambda p: p.write_text(text))
@@ -339,45 +355,56 @@ def _records(data_sha256: str) -> list[dict]:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    return data.get("critic", []) if data.get("data_sha256") == data_sha256 else []  # another data set's: stale
+    if data.get("data_sha256") != data_sha256:  # another data set's: stale
+        return []
+    return [r for r in data.get("critic", []) if "proteins" in r]  # older records held no per-protein verdicts
 
 
 def critic_trust(stack, steps: int, splits: int, width: int, algorithm: str, data_sha256: str | None = None,
-                 lr: float | None = None, batch_size: int = 64) -> Trust:
-    """Trust of a paper's-critic C2ST on ``stack`` at this budget, from the remembered calibrations at
-    the same algorithm and learning rate (None: the reference's): calibrated when one at no more
-    steps, splits, width and batch passed; failed when one at no fewer failed; else not calibrated
-    (with the cheapest budget known to pass)."""
+                 lr: float | None = None, batch_size: int = 64, proteins=None) -> Trust:
+    """Trust of a paper's-critic C2ST of ``proteins`` (default: all of ``stack``'s) at this budget, from
+    the remembered calibrations at the same algorithm and learning rate (None: the reference's):
+    calibrated when every protein passed at no more steps, splits, width and batch; failed when one
+    failed at no fewer; else not calibrated (with the cheapest budget known to pass)."""
     from ..training.data import stack_hash
 
+    names = list(proteins or stack.class_names)
     records = [r for r in _records(data_sha256 or stack_hash(stack))
                if r["settings"]["algorithm"] == algorithm and r["settings"].get("lr") == lr]
     budget = {"steps": steps, "splits": splits, "width": width, "batch_size": batch_size}
 
     def at_most(r):
-        return all(r["settings"].get(k, 64) <= v for k, v in budget.items())  # records before batch: 64
+        return all(r["settings"][k] <= v for k, v in budget.items())
 
     def at_least(r):
-        return all(r["settings"].get(k, 64) >= v for k, v in budget.items())
+        return all(r["settings"][k] >= v for k, v in budget.items())
 
-    passed = [r for r in records if r["pass"]]
-    cheapest = min(passed, key=lambda r: r["settings"]["steps"] * r["settings"]["splits"] * r["settings"]["width"],
-                   default=None)
+    def verdict(r, p):  # True, False or None (not calibrated there)
+        return r["proteins"].get(p, {}).get("pass")
+
+    def cost(r):
+        return r["settings"]["steps"] * r["settings"]["splits"] * r["settings"]["width"]
+
+    covering = [r for r in records if all(verdict(r, p) for p in names)]
+    cheapest = min(covering, key=cost, default=None)
     needed = f"at least {cheapest['budget']}" if cheapest else (
         f"a calibration at this budget: biogans evaluate calibrate --data <these cells> --steps {steps} "
         f"--splits {splits} --width {width} --batch-size {batch_size} --algorithm {algorithm}"
-        + (f" --lr {lr:g}" if lr else ""))
-    if any(at_most(r) for r in passed):
-        r = next(r for r in passed if at_most(r))
-        return Trust(CALIBRATED, f"passed its controls on these cells at {r['budget']}")
-    failed = [r for r in records if not r["pass"] and at_least(r)]
+        + (f" --lr {lr:g}" if lr else "") + f" --proteins {','.join(names)}")
+    passed = {p: next((r for r in records if at_most(r) and verdict(r, p)), None) for p in names}
+    if all(passed.values()):
+        budgets = sorted({r["budget"] for r in passed.values()})
+        return Trust(CALIBRATED, f"passed its controls on these cells at {' and '.join(budgets)}")
+    failed = [(p, r) for p in names for r in records if not passed[p] and at_least(r) and verdict(r, p) is False]
     if failed:
-        return untrusted(f"failed its controls on these cells at {failed[0]['budget']} "
-                         f"({'; '.join(failed[0]['failed'][:3])})", needed)
-    weaker = [r["budget"] for r in records if not r["pass"]]
+        detail = "; ".join(f for p, r in failed[:3] for f in r["proteins"][p]["failed"][:1])
+        return untrusted(f"failed its controls on these cells at {failed[0][1]['budget']} ({detail})", needed)
+    missing = [p for p in names if not passed[p]]
+    weaker = sorted({r["budget"] for r in records for p in missing if verdict(r, p) is False})
     known = f" (it failed its controls at {', '.join(weaker)})" if weaker else ""
-    return uncalibrated(f"no calibration of the critic C2ST on these cells at {splits} splits × {steps} steps, "
-                        f"width {width}, batch {batch_size}, learning rate {lr or 'the reference'}{known}", needed)
+    return uncalibrated(f"no calibration of the critic C2ST of {', '.join(missing)} on these cells at {splits} "
+                        f"splits × {steps} steps, width {width}, batch {batch_size}, learning rate "
+                        f"{lr or 'the reference'}{known}", needed)
 
 
 def fast_trust(report: dict) -> Trust:

@@ -9,8 +9,9 @@ known:
   real, must read *close*), and against those maps spoiled: pixels **shuffled** within each map, both
   classes **eroded** by :data:`ERODE_RADIUS` px and **dilated** by :data:`DILATE_RADIUS` px (each must read
   *far*);
-* **EM C2ST** (:func:`~.em_metrics.c2st_realism`): real vs real (training against validation
-  sections), real vs **Gaussian-blurred** real (σ = 1 and 2 px; each must be detected);
+* **EM C2ST** (:func:`~.em_metrics.c2st_realism`): real vs real (odd against even training
+  sections, :func:`~.em_report.c2st_sections`), real vs **Gaussian-blurred** real (the odd sections
+  blurred by σ = 1 and 2 px; each must be detected);
 * **segmentation**: the segmenter's mean IU on the real validation sections must reach
   :data:`SEGMENTER_MIN_IU`.
 

@@ -12,8 +12,10 @@ set against the real validation sections (10-19) with the measures of
   mitochondria area and roundness (mitochondria per cell: its mean only, as the paper gives it),
   validation against generated; the same for training against validation as the real-vs-real yardstick.
 * ``birthday`` (supplement D): G_y's support size from 2x2 noise "atoms" (128² labels).
-* ``c2st``: a C2ST between real EM patches (validation sections, plus any extra real stack such
-  as stack2) and generated ones; with training against the same real set as the yardstick.
+* ``c2st``: a C2ST between generated EM patches and the even training sections (the images the
+  generator learned from); the odd training sections against the even ones are the real-vs-real
+  yardstick. Sections 10-19 are not used: a critic tells them from 00-09 (a drift along the
+  stack, docs/evaluation.md), so a perfect generator would not read 0 against them.
 
 A conditional model (mitochondria given membranes) draws mitochondria on the validation
 membranes: only its statistics apply (no images, no noise-only labels). Any part can be
@@ -165,10 +167,10 @@ def _segmenter(settings: EMEvalSettings, train_images, train_labels, segmenter, 
 
 
 def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EMEvalSettings | None = None, *,
-                c2st_real: np.ndarray | None = None, label_sampler=None, segmenter=None, device="cpu") -> Job:
+                label_sampler=None, segmenter=None, device="cpu") -> Job:
     """A job returning the measures of every part not skipped for generated (images or None, labels) against the
-    real (images, labels) of the ``train`` and ``validation`` sections. ``c2st_real``: the real
-    images of the C2ST (None: the validation images); ``label_sampler``: ``sample(n, rng)`` for the
+    real (images, labels) of the ``train`` and ``validation`` sections (the C2ST's real images are
+    the training sections', :func:`c2st_sections`); ``label_sampler``: ``sample(n, rng)`` for the
     birthday test (None: no birthday test); ``segmenter``: ``(model, meta)`` of a trained segmenter (None: one
     is trained here, ``settings.segmenter_iterations``)."""
     settings = settings or EMEvalSettings()
@@ -215,25 +217,36 @@ def score_pairs(generated: tuple, train: tuple, validation: tuple, settings: EME
         yield Update(done, total, "birthday test")
 
     if "c2st" not in skipped:
-        real = val_images if c2st_real is None else c2st_real
+        reference, control = c2st_sections(train_images)
         kwargs = dict(patch=settings.c2st_patch, steps=settings.c2st_steps, batch_size=settings.c2st_batch_size,
                       width=settings.c2st_width, algorithm=settings.c2st_algorithm, lr=settings.c2st_lr,
                       device=device, seed=settings.seed)
         scores = {}
-        for name, other in (("generated", gen_images), ("train_vs_validation", train_images)):
-            found = yield from within(em_metrics.c2st_realism(real, other, **kwargs), done, total, f"C2ST {name}")
+        for name, other in (("generated", gen_images), ("real_vs_real", control)):
+            found = yield from within(em_metrics.c2st_realism(reference, other, **kwargs), done, total, f"C2ST {name}")
             scores[name] = found["score"]
             done += settings.c2st_steps
-        results["c2st"] = {**scores, "real_sections": len(real), "algorithm": settings.c2st_algorithm}
-        if settings.calibrate:  # the same critic must see blurred real sections
+        sections = list(settings.train_sections)
+        results["c2st"] = {**scores, "reference_sections": sections[0::2], "control_sections": sections[1::2],
+                           "algorithm": settings.c2st_algorithm}
+        if settings.calibrate:  # the same critic must see the odd sections blurred
             n_blur = len(em_calibration.BLUR_SIGMAS)
             found = yield from within(em_calibration.calibrate_c2st(
-                real, train_images, scores["train_vs_validation"], **kwargs), done, total)
+                reference, control, scores["real_vs_real"], **kwargs), done, total)
             done += n_blur * settings.c2st_steps
             results["c2st"].update(calibration=found["controls"], trust=found["trust"])
         else:
             results["c2st"]["trust"] = em_calibration.uncalibrated("controls skipped")
     return results
+
+
+def c2st_sections(train_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The C2ST's reference (even training sections) and real-vs-real control (odd ones): neighbours
+    in the stack, so they differ only as any two real sets do."""
+    if len(train_images) < 2:
+        raise ValueError("the EM C2ST compares even with odd training sections: it needs at least two "
+                         "(--sections-train), or skip it (--skip c2st)")
+    return train_images[0::2], train_images[1::2]
 
 
 def _read_real(vnc_dir, sections, role: str):
@@ -244,11 +257,9 @@ def _read_real(vnc_dir, sections, role: str):
     return images, labels
 
 
-def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra_real=None, segmenter=None,
-                device=None) -> Job:
+def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, segmenter=None, device=None) -> Job:
     """A job that evaluates an :class:`~napari_biogans.models.em_inference.EMModel` on a VNC stack folder
-    (``settings``' training and validation sections); ``extra_real``: a stack folder of more real
-    sections (raw only is enough) for the C2ST; ``segmenter``: ``(model, meta)`` of the segmenter to use (None:
+    (``settings``' training and validation sections); ``segmenter``: ``(model, meta)`` of the segmenter to use (None:
     ``settings.segmenter`` is loaded through the core loader, or one is trained when that is None). Reads every
     input before the long work; returns an :class:`EMEvaluation`."""
     settings = settings or EMEvalSettings()
@@ -258,14 +269,8 @@ def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra
     skipped = _skipped(settings, images=unconditional, sampler=unconditional)
     train = _read_real(vnc_dir, settings.train_sections, "training")
     val_images, val_labels = _read_real(vnc_dir, settings.validation_sections, "validation")
-    c2st_real = None
-    if extra_real is not None and "c2st" not in skipped:
-        extra = em.read_sections(extra_real, em.section_indices(extra_real))[0]
-        if extra.shape[1:] != val_images.shape[1:]:
-            raise ValueError(f"{extra_real}: its sections are {extra.shape[1]}x{extra.shape[2]}, the validation "
-                             f"sections {val_images.shape[1]}x{val_images.shape[2]}; the C2ST pools them, so they "
-                             "must match")
-        c2st_real = np.concatenate([val_images, extra])
+    if "c2st" not in skipped:
+        c2st_sections(train[0])  # a clear error before the long work
     if segmenter is None and settings.segmenter and "segmentation" not in skipped:
         from ..models import loader
 
@@ -280,13 +285,12 @@ def evaluate_em(model, vnc_dir, settings: EMEvalSettings | None = None, *, extra
     if "birthday" not in skipped:
         sampler = em_metrics.label_generator_sampler(model.label_generator, BIRTHDAY_NOISE_SIDE, device)
     results = yield from within(score_pairs((gen_images, gen_labels), train, (val_images, val_labels), settings,
-                                            c2st_real=c2st_real, label_sampler=sampler, segmenter=segmenter,
+                                            label_sampler=sampler, segmenter=segmenter,
                                             device=device),
                                 settings.n_generated, total)
     results["model"] = {"mode": mode, "iterations": model.meta.get("iterations"),
                         "data": model.meta.get("data", {}).get("description")}
-    results["settings"] = {**asdict(settings), "size": size, "data": str(vnc_dir),
-                           "extra_real": None if c2st_real is None else str(extra_real), "device": str(device)}
+    results["settings"] = {**asdict(settings), "size": size, "data": str(vnc_dir), "device": str(device)}
     return EMEvaluation(results, gen_images, gen_labels, val_images, val_labels)
 
 
@@ -339,8 +343,8 @@ def report_rows(results: dict) -> list[dict]:
             f"{max(birthday['batch_sizes'])}")
     c2st = results.get("c2st")
     if c2st:
-        row("c2st.score", c2st["train_vs_validation"], c2st["generated"],
-            "real: training vs validation sections; near 0 = indistinguishable", c2st.get("trust"))
+        row("c2st.score", c2st["real_vs_real"], c2st["generated"],
+            "against the even training sections; real: the odd ones; near 0 = indistinguishable", c2st.get("trust"))
     return rows
 
 

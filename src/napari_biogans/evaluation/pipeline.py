@@ -244,7 +244,7 @@ def c2st_job(generator, meta: dict, cells, settings: C2STSettings, device) -> Jo
                                        seed=settings.seed, steps=settings.steps, batch_size=settings.batch_size,
                                        test_batches=settings.test_batches, width=settings.width,
                                        algorithm=settings.algorithm, lr=settings.lr, memory_gb=settings.memory_gb)
-    trust = critic_trust(given, settings)  # calibrations are remembered for the cells as given
+    trust = critic_trust(given, settings, names)  # calibrations are remembered for the cells as given
     return C2STEvaluation(report, settings, _provenance(cells, device, meta), trust)
 
 
@@ -255,12 +255,14 @@ def c2st_method(method: str, device) -> str:
     return "fast" if getattr(device, "type", str(device)) == "cpu" else "critic"
 
 
-def critic_trust(cells, settings: C2STSettings) -> Trust:
-    """A paper's-critic C2ST is trusted at a budget where it passed its controls on these cells."""
+def critic_trust(cells, settings: C2STSettings, proteins=None) -> Trust:
+    """A paper's-critic C2ST is trusted at a budget where it passed its controls on these cells, for
+    every protein compared (default: all of the cells')."""
     from .calibrate import critic_trust as remembered
 
+    names = [p for p in proteins if p in cells.class_names] if proteins else None
     return remembered(cells, settings.steps, settings.splits, settings.width, settings.algorithm, lr=settings.lr,
-                      batch_size=settings.batch_size)
+                      batch_size=settings.batch_size, proteins=names)
 
 
 def fast_c2st_job(generator, meta: dict, cells, settings, device) -> Job:
@@ -423,7 +425,7 @@ def classifier_trust(accuracy: float, n_classes: int) -> Trust | None:
 def fid_trust(classifier, train, test, matrix: np.ndarray) -> Trust:
     """FID's own controls: the classifier above twice chance, and for every protein the real
     training cells closer to its held-out cells than (a) the held-out cells blurred by σ = 1 px and
-    (b) another protein's training cells (the next one of the list)."""
+    (b) another protein's training cells (:func:`.fast_test.other_protein`)."""
     from . import fid
     from .fast_test import blur, other_protein
 
@@ -435,7 +437,7 @@ def fid_trust(classifier, train, test, matrix: np.ndarray) -> Trust:
     blur_fid = np.diagonal(fid.class_fid_matrix(classifier, blurred, test))
     names, failed, controls = list(test.class_names), [], {}
     for i, name in enumerate(names):
-        other = names.index(other_protein(names, name))
+        other = names.index(other_protein(test, name))
         controls[name] = {"real": matrix[i, i], "blur σ=1": blur_fid[i], "other protein": matrix[other, i]}
         if not blur_fid[i] > matrix[i, i]:
             failed.append(f"{name}: blur σ=1 not farther than real")
