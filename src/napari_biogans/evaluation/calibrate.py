@@ -226,12 +226,13 @@ def _critic_rows(scores: dict, settings: CalibrationSettings, budget: str) -> li
         median = float(np.median(values))
         if control == "real vs real":
             near = abs(median - null) < NULL_TOLERANCE
-            rows.append(_row(CRITIC, protein, control, median, None,
-                             "indistinguishable" if near else f"off the null ({null:.2f} ± {NULL_TOLERANCE})", budget))
-            continue
-        p = float(mannwhitneyu(values, scores[(protein, "real vs real")], alternative="greater").pvalue)
-        rows.append(_row(CRITIC, protein, control, median, p, "different" if significant(p, ALPHA) else "indistinguishable",
-                         budget))
+            row = _row(CRITIC, protein, control, median, None,
+                       "indistinguishable" if near else f"off the null ({null:.2f} ± {NULL_TOLERANCE})", budget)
+        else:
+            p = float(mannwhitneyu(values, scores[(protein, "real vs real")], alternative="greater").pvalue)
+            row = _row(CRITIC, protein, control, median, p,
+                       "different" if significant(p, ALPHA) else "indistinguishable", budget)
+        rows.append(row | {"splits": [float(v) for v in values]})  # every split's score, in the JSON
     return rows
 
 
