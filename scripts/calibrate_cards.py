@@ -7,8 +7,11 @@ feature network serves them all), calibrates the diagnostics on them through the
 fast``) of every shipped fluorescence model, timing each. Long on a shared CPU: run it nice'd in the
 background with a time limit, e.g.
 
-    OMP_NUM_THREADS=1 nohup nice -n 10 python scripts/calibrate_cards.py --out /work/runs/calib/cards \\
-        --critic-proteins Sid2 --critic-steps 300 1000 &
+    OMP_NUM_THREADS=1 nohup nice -n 10 python scripts/calibrate_cards.py --out /work/runs/calib/cards &
+
+The paper's critic is calibrated one protein per run at the CPU budget (``calibrate.CPU_CRITIC``,
+the controls a verdict rests on), so an interrupted campaign keeps every finished protein (the
+verdicts are remembered per protein), then each card's critic C2ST runs at that budget.
 
 Every command it ran and its wall time go to ``OUT/summary.json``.
 """
@@ -31,15 +34,13 @@ def main(argv=None) -> int:
     import torch
 
     from napari_biogans import cli
+    from napari_biogans.evaluation.calibrate import CPU_CRITIC
     from napari_biogans.data import lin
     from napari_biogans.data.simulator import simulate_stack
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--critic-proteins", default="Sid2", help="proteins of the critic calibration ('' skips it)")
-    parser.add_argument("--critic-steps", type=int, nargs="*", default=[300], help="critic budgets to calibrate")
-    parser.add_argument("--critic-splits", type=int, default=3)
-    parser.add_argument("--critic-width", type=int, default=16)
+    parser.add_argument("--critic-proteins", default=PROTEINS, help="proteins of the critic calibration ('' skips it)")
     parser.add_argument("--update-cards", default=None, help="the pretrained/ folder whose cards get the numbers")
     parser.add_argument("--only-update", action="store_true", help="measure nothing: update the cards from OUT")
     parser.add_argument("--time-limit", type=float, default=90, help="minutes; later steps are skipped")
@@ -74,51 +75,63 @@ def main(argv=None) -> int:
         if time_left():
             run(["evaluate", "c2st", "--method", "fast", "--model", model, "--data", str(folder), "--out",
                  str(out / f"fast-{model}"), "--device", "cpu"])
-    for steps in args.critic_steps if args.critic_proteins else []:
-        if time_left():
-            run(["evaluate", "calibrate", "--data", str(folder), "--out", str(out / f"critic-{steps}"), "--device",
-                 "cpu", "--proteins", args.critic_proteins, "--steps", str(steps), "--splits", str(args.critic_splits),
-                 "--width", str(args.critic_width)])
+    critic = ["--splits", str(CPU_CRITIC["splits"]), "--steps", str(CPU_CRITIC["steps"]), "--width",
+              str(CPU_CRITIC["width"]), "--batch-size", str(CPU_CRITIC["batch_size"]), "--lr", str(CPU_CRITIC["lr"])]
+    for protein in filter(None, args.critic_proteins.split(",")):
+        if time_left() and not (out / f"critic-{protein}" / "calibration.json").is_file():
+            run(["evaluate", "calibrate", "--data", str(folder), "--out", str(out / f"critic-{protein}"), "--device",
+                 "cpu", "--proteins", protein, "--critic-only", "--required-controls", *critic])
+    for model in CARDS:
+        if time_left() and not (out / f"c2st-{model}" / "c2st.json").is_file():
+            run(["evaluate", "c2st", "--method", "critic", "--model", model, "--data", str(folder), "--out",
+                 str(out / f"c2st-{model}"), "--device", "cpu", *critic])
     if args.update_cards:
         update_cards(Path(args.update_cards), out)
     print(json.dumps(summary, indent=2))
     return 0
 
 
-def critic_card_trust(out: Path, settings: dict) -> dict:
-    """The trust of the cards' critic C2ST numbers: what the critic calibrations remembered for the
-    simulated held-out cells say about their budget."""
+def critic_card_trust(out: Path, settings: dict, proteins: list[str]) -> dict:
+    """The trust of a card's critic C2ST numbers: what the critic calibrations remembered for the
+    simulated held-out cells say about their budget, for the card's proteins."""
     from napari_biogans.data.lin import read_cells
     from napari_biogans.evaluation.calibrate import critic_trust
 
     cells = read_cells(out / "sim-eight" / "LIN_Simulated_WT_size-48-80_test")
     return critic_trust(cells, settings["steps"], settings["splits"], settings["critic_width"],
-                        settings["algorithm"], lr=settings.get("lr"),
-                        batch_size=settings.get("batch_size", 64)).as_dict()
+                        settings["algorithm"], lr=settings.get("lr"), batch_size=settings.get("batch_size", 64),
+                        proteins=[p for p in proteins if p in cells.class_names]).as_dict()
 
 
 def update_cards(pretrained: Path, out: Path) -> None:
-    """Put the fast feature test and the critic's trust into each card's JSON and Markdown."""
+    """Put the fast feature test and the critic C2ST (``OUT/c2st-<model>``), with its trust, into each
+    card's JSON and Markdown."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from publish_model import fast_c2st_card, markdown_card
+    from publish_model import critic_c2st_card, fast_c2st_card, markdown_card
 
+    data = "sim8/LIN_Simulated_WT_size-48-80_test"
     for model in CARDS:
         fast = out / f"fast-{model}" / "fast_c2st.json"
-        if not fast.is_file():
-            continue
         card_file = pretrained / f"{model}.json"
+        if not fast.is_file() or not card_file.is_file():
+            continue
         card = json.loads(card_file.read_text())
         diag = card["diagnostics"]
         diag["fast_c2st"] = fast_c2st_card(json.loads(fast.read_text()))
         diag["fast_c2st"]["data"] = (f"sim8: `biogans simulate --out sim8 --cells-per-class 1 --test-cells-per-class "
                                      f"{TEST_CELLS} --proteins {PROTEINS} --seed {SEED}` (its test split)")
-        diag["c2st_trust"] = critic_card_trust(out, diag["c2st_settings"])
-        command = (f"biogans evaluate c2st --method fast --model {model} --data "
-                   f"sim8/LIN_Simulated_WT_size-48-80_test --out DIR/fast_c2st --device cpu")
-        card["diagnostics_commands"] = [  # the critic's numbers need --method critic now that a CPU defaults to fast
-            c.replace("evaluate c2st --model", "evaluate c2st --method critic --model")
-            for c in card["diagnostics_commands"] if "--method fast" not in c]
-        card["diagnostics_commands"].insert(0, command)
+        commands = [f"biogans evaluate c2st --method fast --model {model} --data {data} --out DIR/fast_c2st "
+                    "--device cpu"]
+        critic = out / f"c2st-{model}" / "c2st.json"
+        if critic.is_file():
+            diag.update(critic_c2st_card(json.loads(critic.read_text())))
+            s = diag["c2st_settings"]
+            commands.append(f"biogans evaluate c2st --method critic --model {model} --data {data} --out DIR/c2st "
+                            f"--splits {s['splits']} --steps {s['steps']} --width {s['critic_width']} --batch-size "
+                            f"{s['batch_size']} --lr {s['lr']:g} --device cpu")
+        diag["c2st_trust"] = critic_card_trust(out, diag["c2st_settings"], card["class_names"])
+        card["diagnostics_commands"] = commands + [c for c in card["diagnostics_commands"]
+                                                   if "evaluate c2st" not in c]
         card_file.write_text(json.dumps(card, indent=2) + "\n")
         (pretrained / f"{model}.md").write_text(markdown_card(card))
 

@@ -96,13 +96,8 @@ def fluorescence_diagnostics(model_file: Path, args, work: Path) -> tuple[dict, 
     commands.append(run_cli(["evaluate", "c2st", "--method", "critic", "--model", str(model_file), "--data",
                              args.test, "--out", str(c2st_dir), "--splits", str(args.c2st_splits), "--steps",
                              str(args.c2st_steps), "--width", str(args.c2st_width), "--batch-size",
-                             str(args.c2st_batch_size), "--device", args.device]))
-    body = json.loads((c2st_dir / "c2st.json").read_text())
-    diag["c2st"] = {name: {"median": round(r["median"], 3), "mad": round(r["mad"], 3)}
-                    for name, r in body["scores"].items()}
-    diag["c2st_settings"] = {"steps": args.c2st_steps, "splits": args.c2st_splits, "critic_width": args.c2st_width,
-                             "algorithm": "wgan-gp"}
-    diag["c2st_trust"] = body["trust"]
+                             str(args.c2st_batch_size), "--lr", str(args.c2st_lr), "--device", args.device]))
+    diag.update(critic_c2st_card(json.loads((c2st_dir / "c2st.json").read_text())))
     commands.append(run_cli(["evaluate", "reconstruct", "--model", str(model_file), "--data", args.test, "--train",
                              args.train, "--out", str(rec_dir), "--max-cells", str(args.reconstruct_cells),
                              "--steps", str(args.reconstruct_steps), "--restarts", "3", "--device", args.device]))
@@ -117,6 +112,16 @@ def fluorescence_diagnostics(model_file: Path, args, work: Path) -> tuple[dict, 
     diag["interpolation"] = {"median_rho": round(growth["median_rho"], 3), "pairs": growth["pairs"],
                              "frames": growth["frames"], "method": growth["method"]}
     return diag, commands
+
+
+def critic_c2st_card(body: dict) -> dict:
+    """The card's part of a critic C2ST's JSON: median and MAD per protein, the budget and its trust."""
+    s = body["settings"]
+    return {"c2st": {name: {"median": round(r["median"], 3), "mad": round(r["mad"], 3)}
+                     for name, r in body["scores"].items()},
+            "c2st_settings": {"steps": s["steps"], "splits": s["splits"], "critic_width": s["width"],
+                              "batch_size": s["batch_size"], "lr": s["lr"], "algorithm": s["algorithm"]},
+            "c2st_trust": body["trust"]}
 
 
 def fast_c2st_card(body: dict) -> dict:
@@ -158,8 +163,10 @@ def c2st_lines(diag: dict) -> list[str]:
                   f"{'passed' if r['controls_pass'] else 'FAILED'} |" for p, r in fast["scores"].items()]
         lines.append("")
     s = diag["c2st_settings"]
+    extra = f", batch {s['batch_size']}, learning rate {s['lr'] or 'the reference'}" if "batch_size" in s else ""
     lines += [f"The paper's critic C2ST (WGAN-GP critic, {s['splits']} splits × {s['steps']} steps, width "
-              f"{s['critic_width']}; median ± MAD over splits; 0 = indistinguishable from held-out cells):", ""]
+              f"{s['critic_width']}{extra}; median ± MAD over splits; 0 = indistinguishable from held-out cells):",
+              ""]
     if "c2st_trust" in diag:
         lines += [f"Trust: {trust_line(diag['c2st_trust'])}", ""]
     lines += ["| protein | median | MAD |", "|---|---:|---:|"]
@@ -280,10 +287,13 @@ def main() -> int:
     parser.add_argument("--train", help="training cells (nearest-neighbour baseline)")
     parser.add_argument("--vnc", help="VNC stack folder with the validation sections (EM diagnostics)")
     parser.add_argument("--em-options", default="", help="extra options for biogans evaluate em")
-    parser.add_argument("--c2st-steps", type=int, default=300)
-    parser.add_argument("--c2st-splits", type=int, default=3)
-    parser.add_argument("--c2st-width", type=int, default=16)
-    parser.add_argument("--c2st-batch-size", type=int, default=64)
+    from napari_biogans.evaluation.calibrate import CPU_CRITIC  # the budget calibrated to pass on a CPU
+
+    parser.add_argument("--c2st-steps", type=int, default=CPU_CRITIC["steps"])
+    parser.add_argument("--c2st-splits", type=int, default=CPU_CRITIC["splits"])
+    parser.add_argument("--c2st-width", type=int, default=CPU_CRITIC["width"])
+    parser.add_argument("--c2st-batch-size", type=int, default=CPU_CRITIC["batch_size"])
+    parser.add_argument("--c2st-lr", type=float, default=CPU_CRITIC["lr"])
     parser.add_argument("--reconstruct-cells", type=int, default=60)
     parser.add_argument("--reconstruct-steps", type=int, default=20)
     parser.add_argument("--interpolation-pairs", type=int, default=20)
