@@ -63,6 +63,8 @@ def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
               "--device", "cpu", "--out", str(run)]
     if model == "multichannel":
         common += ["--nz", "60"]
+    if model == "star":
+        common += ["--lr", "3e-4"]
     assert cli.main(common + ["--iterations", "2"]) == 0
     assert cli.main(common + ["--iterations", "3", "--resume"]) == 0
     out = capsys.readouterr().out
@@ -71,6 +73,7 @@ def test_train_resume_sample_open(tmp_path, model, monkeypatch, capsys):
     model_file = str(run / "generator.safetensors")
     assert cli.main(["info", model_file]) == 0
     assert "iterations: 3" in capsys.readouterr().out
+    assert checkpoints.load(model_file)[1]["train_config"]["lr"] == (3e-4 if model == "star" else None)
     assert cli.main(["sample", "--model", model_file, "--n", "5", "--seed", "7", "--out", str(tmp_path / "s.tif")]) == 0
     assert cli.main(["sample", "--model", model_file, "--n", "5", "--seed", "7", "--out", str(tmp_path / "s.h5")]) == 0
     # pooled models: red + one green; one-class: each protein's own red before its green; the rest share one red

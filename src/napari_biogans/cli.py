@@ -224,7 +224,7 @@ def cmd_train(args) -> int:
             arch=args.model, objective=args.objective, iterations=args.iterations, batch_size=args.batch_size,
             width=args.width, nz=args.nz, seed=args.seed, device=args.device,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, preview_every=args.iterations + 1,
-            amp=not args.no_amp, keep_models_every=args.keep_models_every,
+            amp=not args.no_amp, keep_models_every=args.keep_models_every, lr=args.lr,
         )
         trainer = Trainer(config, stack, args.out, resume=args.resume)
         quiet = trainer.rank != 0
@@ -633,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="cells per class per step")
     p.add_argument("--width", type=int, default=64, help="base width (ngf = ndf); 64 is the paper's")
     p.add_argument("--nz", type=int, default=100, help="latent size")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of both networks (default: the objective's "
+                                                          "reference, 1e-4 for wgan-gp)")
     p.add_argument("--proteins", default=None, help="comma-separated proteins to train on (default: all)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
