@@ -222,6 +222,7 @@ def _critic_rows(scores: dict, settings: CalibrationSettings, budget: str) -> li
 
     null = NULL_SCORE[settings.critic_algorithm]
     rows = []
+    scores = {key: np.asarray(values, np.float64) for key, values in scores.items()}  # float32 made p = 0.0500000007
     for (protein, control), values in scores.items():
         median = float(np.median(values))
         if control == "real vs real":
