@@ -332,3 +332,15 @@ def test_reconstructed_real_cells_are_cell_cycle_anchors(make_napari_viewer, qtb
     z = result.reconstruction.z
     frames = np.asarray(viewer.layers["cell cycle Bgs4"].metadata["codes"])
     np.testing.assert_allclose(frames[0, : z.shape[1] // 2], z[0, : z.shape[1] // 2], rtol=1e-5)  # starts at cell 0's red code
+
+
+def test_the_calibrated_cpu_budget_is_one_click_away(make_napari_viewer):
+    from napari_biogans.evaluation.calibrate import CPU_CRITIC
+
+    widget = DiagnosticsWidget(make_napari_viewer())
+    assert widget.c2st_settings().lr is None  # 'reference' until chosen
+    widget.cpu_budget_button.click()
+    settings = widget.c2st_settings()
+    assert (settings.splits, settings.steps, settings.width, settings.batch_size, settings.lr) == (
+        CPU_CRITIC["splits"], CPU_CRITIC["steps"], CPU_CRITIC["width"], CPU_CRITIC["batch_size"], CPU_CRITIC["lr"])
+    assert widget.method.currentText() == outputs.CRITIC_METHOD and settings.algorithm == "wgan-gp"

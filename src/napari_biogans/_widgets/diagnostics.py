@@ -16,6 +16,7 @@ from pathlib import Path
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QFormLayout, QTableWidget, QTabWidget, QVBoxLayout, QWidget
 
 from ..evaluation import outputs, pipeline
+from ..evaluation.calibrate import CPU_CRITIC
 from . import _common, forms, model_picker
 from .diagnostics_cells import CellSource, evaluation_job
 from .diagnostics_results import GROUP, METHODS, draw, fill_c2st_table, reconstruction_layers
@@ -89,6 +90,15 @@ class DiagnosticsWidget(QWidget):
             1, 1024, "diagnostics/critic_width", 64, "Base width of the C2ST critics (64 as in the paper; smaller is "
             "faster)")
         self.batch = forms.setting_spin(1, 4096, "diagnostics/batch", 64, "Cells per critic batch (64 as in the paper)")
+        self.critic_lr = forms.double_spin(0.0, 0.1, float(_common.get_setting("diagnostics/critic_lr", 0.0)),
+                                           "The critics' Adam learning rate; 'reference' (0) uses the objective's "
+                                           "(1e-4 for wgan-gp), which leaves a short CPU critic untrained",
+                                           decimals=6, step=0.0001)
+        self.critic_lr.setSpecialValueText("reference")
+        self.cpu_budget_button = forms.button(
+            "Calibrated CPU budget", "Fill in the critic budget measured to pass its controls on a CPU: "
+            f"{CPU_CRITIC['splits']} splits × {CPU_CRITIC['steps']} steps, width {CPU_CRITIC['width']}, batch "
+            f"{CPU_CRITIC['batch_size']}, learning rate {CPU_CRITIC['lr']:g} (docs/evaluation.md)", self.use_cpu_budget)
         self.algorithm = forms.combo(
             ALGORITHMS, "The critics' objective: wgan-gp is the one the paper reports (score ≈ 0 for "
             "indistinguishable sets, higher when they differ); gan scores lie in (−∞, 0], ≈ −1.39 when the "
@@ -159,7 +169,9 @@ class DiagnosticsWidget(QWidget):
         c2st_form.addRow("splits", self.splits)
         c2st_form.addRow("critic width", self.critic_width)
         c2st_form.addRow("batch size", self.batch)
+        c2st_form.addRow("learning rate", self.critic_lr)
         c2st_form.addRow("objective", self.algorithm)
+        c2st_form.addRow("", self.cpu_budget_button)
         c2st_layout = QVBoxLayout(c2st_page)
         c2st_layout.addLayout(c2st_form)
         c2st_layout.addWidget(forms.row(self.c2st_button, self.rvr_button))
@@ -211,7 +223,15 @@ class DiagnosticsWidget(QWidget):
     def c2st_settings(self) -> pipeline.C2STSettings:
         return pipeline.C2STSettings(steps=self.c2st_steps.value(), splits=self.splits.value(),
                                      width=self.critic_width.value(), batch_size=self.batch.value(),
-                                     algorithm=self.algorithm.currentText())
+                                     algorithm=self.algorithm.currentText(), lr=self.critic_lr.value() or None)
+
+    def use_cpu_budget(self) -> None:
+        """The paper's critic at the budget calibrated on a CPU (``calibrate.CPU_CRITIC``)."""
+        for spin, key in ((self.splits, "splits"), (self.c2st_steps, "steps"), (self.critic_width, "width"),
+                          (self.batch, "batch_size"), (self.critic_lr, "lr")):
+            spin.setValue(CPU_CRITIC[key])
+        self.algorithm.setCurrentText("wgan-gp")
+        self.method.setCurrentText(outputs.CRITIC_METHOD)
 
     def run_reconstruction(self):
         """Reconstruct the cells in a worker; returns it (None when nothing could start)."""
@@ -243,6 +263,7 @@ class DiagnosticsWidget(QWidget):
     def _remember_c2st(self) -> pipeline.C2STSettings:
         forms.remember(self.c2st_steps, self.splits, self.critic_width, self.batch)
         _common.set_setting("diagnostics/algorithm", self.algorithm.currentText())
+        _common.set_setting("diagnostics/critic_lr", self.critic_lr.value())
         return self.c2st_settings()
 
     def _launch(self, kind: str, settings):
@@ -279,7 +300,7 @@ class DiagnosticsWidget(QWidget):
             seconds, cheap, cheap_seconds = update.payload
             show_info(f"{kind}: about {pipeline.duration(seconds)} on this CPU. For a quicker, noisier score: "
                       f"{cheap.splits} splits, {cheap.steps} critic steps, critic width {cheap.width}, batch "
-                      f"{cheap.batch_size}, learning rate {cheap.lr:g} (biogans evaluate c2st --lr; about "
+                      f"{cheap.batch_size}, learning rate {cheap.lr:g} (the Calibrated CPU budget button; about "
                       f"{pipeline.duration(cheap_seconds)}), or a GPU. Cancel stops it.")
         self.status.setText(f"{kind}: running {update.stage} {100 * update.done // max(1, update.total)}%")
 
