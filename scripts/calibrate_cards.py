@@ -129,6 +129,10 @@ def update_cards(pretrained: Path, out: Path) -> None:
             commands.append(f"biogans evaluate c2st --method critic --model {model} --data {data} --out DIR/c2st "
                             f"--splits {s['splits']} --steps {s['steps']} --width {s['critic_width']} --batch-size "
                             f"{s['batch_size']} --lr {s['lr']:g} --device cpu")
+            card["known_limits"] = [line for line in card["known_limits"] if not line.startswith("C2ST here uses")] + [
+                f"C2ST here uses the critic budget calibrated on a CPU ({s['splits']} splits × {s['steps']} steps, "
+                f"width {s['critic_width']}, batch {s['batch_size']}, learning rate {s['lr']:g}; the paper: 10 × "
+                "5,000 steps at width 64), so its scores are not comparable with the paper's"]
         diag["c2st_trust"] = critic_card_trust(out, diag["c2st_settings"], card["class_names"])
         card["diagnostics_commands"] = commands + [c for c in card["diagnostics_commands"]
                                                    if "evaluate c2st" not in c]
