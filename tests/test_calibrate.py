@@ -129,3 +129,12 @@ def test_three_critic_splits_all_above_real_vs_real_read_as_detected():
     answers = {r["control"]: r["answer"] for r in rows}
     assert answers == {"real vs real": "indistinguishable", "blur σ=2": "different", "blur σ=1": "indistinguishable"}
     assert rows[1]["splits"] == pytest.approx([5.4, 5.5, 5.3]) and rows[1]["score"] == pytest.approx(5.4)  # all kept
+
+
+def test_real_vs_real_allows_the_gradient_penalty_but_not_an_untrained_critic():
+    """A trained WGAN-GP critic's real vs real sits a little below 0 (its test score keeps the
+    gradient penalty); an untrained one reads ≈ −10."""
+    settings = calibrate.CalibrationSettings()
+    for splits, answer in (([-0.74, -2.0, -0.49], "indistinguishable"), ([-8.6, -8.7, -8.5], "off the null")):
+        row = calibrate._critic_rows({("Tea1", "real vs real"): np.array(splits)}, settings, "budget")[0]
+        assert row["answer"].startswith(answer), row

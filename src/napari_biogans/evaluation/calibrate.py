@@ -49,7 +49,11 @@ ALPHA = 0.05
 # every split. The reference learning rate (1e-4) leaves a 1,000-step critic untrained.
 CPU_CRITIC = {"splits": 3, "steps": 1000, "width": 16, "batch_size": 32, "lr": 5e-4}
 NULL_SCORE = {"wgan-gp": 0.0, "wgan": 0.0, "gan": -2 * math.log(2)}  # a critic's score on identical sets
-NULL_TOLERANCE = 0.5  # real vs real must score within this of the null (an untrained WGAN-GP critic gives ≈ −10)
+# Real vs real must score within this of the null. An untrained WGAN-GP critic reads ≈ −10; a trained one
+# reads a little below 0, because its test score keeps the gradient penalty (METHODS D.1: "often slightly
+# negative"): single splits at the CPU budget measured −2.3 … +0.4 (docs/evaluation.md). Hence a fifth of
+# the untrained offset for WGAN-GP; the clipped WGAN's scores are small and the GAN's null is its floor.
+NULL_TOLERANCE = {"wgan-gp": 2.0, "wgan": 0.5, "gan": 0.5}
 MEMORISED = 0.5  # nearest-neighbour L2 below this fraction of held-out cells' flags memorisation
 
 
@@ -226,9 +230,10 @@ def _critic_rows(scores: dict, settings: CalibrationSettings, budget: str) -> li
     for (protein, control), values in scores.items():
         median = float(np.median(values))
         if control == "real vs real":
-            near = abs(median - null) < NULL_TOLERANCE
+            tolerance = NULL_TOLERANCE[settings.critic_algorithm]
+            near = abs(median - null) < tolerance
             row = _row(CRITIC, protein, control, median, None,
-                       "indistinguishable" if near else f"off the null ({null:.2f} ± {NULL_TOLERANCE})", budget)
+                       "indistinguishable" if near else f"off the null ({null:.2f} ± {tolerance})", budget)
         else:
             p = float(mannwhitneyu(values, scores[(protein, "real vs real")], alternative="greater").pvalue)
             row = _row(CRITIC, protein, control, median, p,

@@ -479,7 +479,7 @@ def real_vs_real_trust(scores: np.ndarray, cells, settings: C2STSettings) -> Tru
 
     diagonal = float(np.nanmedian(np.diagonal(scores, axis1=1, axis2=2)))
     null = NULL_SCORE[settings.algorithm]
-    if not abs(diagonal - null) < NULL_TOLERANCE:
+    if not abs(diagonal - null) < NULL_TOLERANCE[settings.algorithm]:
         return untrusted(f"the diagonal (same protein) reads {diagonal:.2f}, not near {null:.2f}: the critics did "
                          f"not learn at {settings.splits} splits × {settings.steps} steps, width {settings.width}",
                          "more critic steps (biogans evaluate calibrate finds how many)")
