@@ -195,6 +195,19 @@ def markdown_card(card: dict) -> str:
               "", "```", card["training_command"], "```", "", "## Diagnostics (measured)", ""]
     diag = card["diagnostics"]
     if card["kind"] == "generator":
+        if "recognition" in diag:
+            from napari_biogans.evaluation.fast_test import RECOGNITION_BAR
+
+            rec = diag["recognition"]
+            lines += [f"Recognition (the catalogue's bar: `{rec['command']}`): the share of {rec['cells']} generated "
+                      f"cells per protein that the fast test's feature network, a protein classifier trained on "
+                      f"held-out real cells ({rec['feature_net_accuracy']:.0%} accurate on its own held-out ones), "
+                      f"calls that protein, beside its recall on held-out real cells; a catalogue model reaches "
+                      f"{RECOGNITION_BAR:g} × the real recall on every protein.", "",
+                      "| protein | generated | real | passes |", "|---|---:|---:|---|"]
+            lines += [f"| {p} | {r['generated']:.3f} | {r['real']:.3f} | {'yes' if r['passes'] else '**no**'} |"
+                      for p, r in rec["proteins"].items()]
+            lines.append("")
         lines += c2st_lines(diag)
         rec = diag["reconstruction"]
         lines += ["", f"Reconstruction of {rec['cells']} held-out cells: L2 {rec['l2'][0]:.3f} ± {rec['l2'][1]:.3f} "

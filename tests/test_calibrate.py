@@ -138,3 +138,13 @@ def test_real_vs_real_allows_the_gradient_penalty_but_not_an_untrained_critic():
     for splits, answer in (([-0.74, -2.0, -0.49], "indistinguishable"), ([-8.6, -8.7, -8.5], "off the null")):
         row = calibrate._critic_rows({("Tea1", "real vs real"): np.array(splits)}, settings, "budget")[0]
         assert row["answer"].startswith(answer), row
+
+
+def test_recognition_reads_real_cells_as_real_and_another_protein_as_wrong(cells):
+    net = jobs.run(fast_test.feature_net_job(cells, fast_test.FastTestSettings(feature_iterations=60)))
+    held = fast_test.held_out(cells, 0)
+    own = {p: cells.images[held][cells.class_index[held] == i] for i, p in enumerate(cells.class_names)}
+    found = fast_test.recognition(net, cells, own)
+    assert all(r["generated"] == r["real"] and r["passes"] for r in found.values())  # the yardstick itself
+    swapped = fast_test.recognition(net, cells, {"Sid2": own["Tea1"]})["Sid2"]
+    assert swapped["generated"] < fast_test.RECOGNITION_BAR * swapped["real"] and not swapped["passes"], swapped

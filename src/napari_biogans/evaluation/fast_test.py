@@ -88,6 +88,14 @@ def _cache_path(stack, settings: FastTestSettings) -> tuple[Path, dict]:
     return cache_dir() / "feature-nets" / f"{name}.safetensors", key
 
 
+def held_out(stack, seed: int) -> np.ndarray:
+    """Indices of the 20 % of each protein's cells the feature network does not train on."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(stack.class_index, minlength=len(stack.class_names))
+    return np.concatenate([rng.permutation(np.flatnonzero(stack.class_index == c))[: max(1, int(0.2 * n))]
+                           for c, n in enumerate(counts) if n])
+
+
 def _load_cached(path: Path, key: dict, n_classes: int, device):
     """The cached network when its recorded key matches; None when absent or stale (a stale file is
     never used: it is retrained and replaced)."""
@@ -124,9 +132,7 @@ def feature_net_job(stack, settings: FastTestSettings, device="cpu") -> Job:
     if cached is not None:
         return cached
     if n_classes > 1:
-        rng = np.random.default_rng(settings.seed)
-        held = np.concatenate([rng.permutation(np.flatnonzero(stack.class_index == c))[: max(1, int(0.2 * n))]
-                               for c, n in enumerate(np.bincount(stack.class_index, minlength=n_classes)) if n])
+        held = held_out(stack, settings.seed)
         rest = np.setdiff1d(np.arange(len(stack)), held)
         trained = yield from within(train_classifier(stack.subset(rest), stack.subset(held),
                                                      iterations=settings.feature_iterations,
@@ -143,6 +149,36 @@ def feature_net_job(stack, settings: FastTestSettings, device="cpu") -> Job:
             "accuracy": None if np.isnan(accuracy) else accuracy, "data": stack.description}
     checkpoints.save(path, model.state_dict(), meta)
     return FeatureNet(model, was_trained, accuracy, device)
+
+
+# ------------------------------------------------------------------------------------------------
+# Recognition: does the model draw each protein recognisably?
+
+RECOGNITION_BAR = 0.5  # a catalogue model's cells are recognised at least half as often as real ones
+
+
+def predicted_proteins(net: FeatureNet, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The feature network's protein (class index) for each uint8 pair (N, 2, H, W)."""
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([net.model(torch.as_tensor(images[i : i + batch], device=net.device).float() / 127.5
+                                         - 1).argmax(1).cpu().numpy() for i in range(0, len(images), batch)])
+
+
+def recognition(net: FeatureNet, stack, generated: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """Per protein: the share of the generated cells the feature network (trained once on the real
+    ``stack``) calls that protein, beside its recall on its own held-out real cells, and whether the
+    generated share reaches :data:`RECOGNITION_BAR` of the real one."""
+    names, held = list(stack.class_names), held_out(stack, seed)
+    real_pred, real_truth = predicted_proteins(net, stack.images[held]), stack.class_index[held]
+    out = {}
+    for name, cells in generated.items():
+        c = names.index(name)
+        real = float(np.mean(real_pred[real_truth == c] == c))
+        made = float(np.mean(predicted_proteins(net, cells) == c))
+        out[name] = {"generated": made, "real": real, "passes": made >= RECOGNITION_BAR * real}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
