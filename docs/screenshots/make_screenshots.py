@@ -136,9 +136,10 @@ def generate_and_cell_cycle(model: Path, out: Path) -> None:
     viewer.close()
 
 
-def train(workdir: Path, out: Path, demo_run: Path | None) -> None:
-    """The Train widget mid-run: it resumes the demo model's run for 40 more iterations when there
-    is one (loss curves from the start, previews that already look like cells), else starts anew."""
+def train(workdir: Path, out: Path, demo_run: Path | None, data: Path | None = None) -> None:
+    """The Train widget mid-run: it resumes the demo model's run (or ``--train-run`` on its cells,
+    ``data``) for 40 more iterations when there is one (loss curves from the start, previews that
+    already look like cells), else starts anew."""
     from napari_biogans._widgets.train import TrainWidget
 
     viewer = new_viewer()
@@ -148,8 +149,12 @@ def train(workdir: Path, out: Path, demo_run: Path | None) -> None:
     widget.data.source.setCurrentText("simulate cells")
     widget.data.sim_seed.setValue(0)
     if demo_run is not None:
-        widget.data.sim_n.setValue(64)
-        widget.data.sim_proteins.setText(", ".join(PROTEINS))
+        if data is not None:  # a real run resumes on the cells it was trained on
+            widget.data.source.setCurrentText("file or folder")
+            widget.data.data_path.set_text(str(data))
+        else:
+            widget.data.sim_n.setValue(64)
+            widget.data.sim_proteins.setText(", ".join(PROTEINS))
         widget.run_dir.set_text(str(demo_run))
         start = _common_card(demo_run / "train_state.safetensors")["iteration"]
         widget.iterations.setValue(start + 40)
@@ -244,6 +249,8 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=16, help="demo model width")
     parser.add_argument("--out", default=str(HERE), help="where the PNGs go")
     parser.add_argument("--em-model", help="an EM model file or catalogue name for Paint EM")
+    parser.add_argument("--train-run", help="train: a fluorescence run folder to resume (a copy), on --train-data")
+    parser.add_argument("--train-data", help="train: the cells --train-run was trained on")
     parser.add_argument("--only", nargs="*", default=["generate", "train", "paint_em", "diagnostics"],
                         help="generate (with cell cycle), train, paint_em, diagnostics")
     args = parser.parse_args(argv)
@@ -253,20 +260,25 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        demo_run = None
+        model = demo_run = None
+        needs_model = {"generate", "diagnostics"} & set(args.only) or ("train" in args.only and not args.train_run)
         if args.model:
             model = Path(args.model)
             if (model.parent / "train_state.safetensors").is_file():  # a copy, so the given run stays as it is
                 demo_run = Path(shutil.copytree(model.parent, workdir / model.parent.name))
                 model = demo_run / model.name
-        else:
+        elif needs_model:
             print(f"training the demo model in {workdir} (CPU, a few minutes)…")
             model = train_demo_model(workdir / "star-sim-w16", args.iterations, args.width)
             demo_run = model.parent
         if "generate" in args.only:
             generate_and_cell_cycle(model, out)
         if "train" in args.only:
-            train(workdir, out, demo_run)
+            if args.train_run:  # a copy, so the given run stays as it is
+                run = Path(shutil.copytree(args.train_run, workdir / Path(args.train_run).name))
+                train(workdir, out, run, Path(args.train_data))
+            else:
+                train(workdir, out, demo_run)
         if "diagnostics" in args.only:
             diagnostics(model, workdir, out)
         if "paint_em" in args.only and args.em_model:
