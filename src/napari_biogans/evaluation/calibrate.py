@@ -344,16 +344,23 @@ def remember(calibration: Calibration) -> Path:
     """Add this calibration's critic verdicts to the cells' record: one entry per budget, holding a
     verdict per protein (a later run at the same budget adds its proteins or replaces theirs)."""
     path = _record_path(calibration.data_sha256)
-    record = _records(calibration.data_sha256)
-    critic = calibration.verdicts.get(CRITIC)
-    if critic:
-        same = next((r for r in record if r["settings"] == critic["settings"]), None)
-        proteins = {**(same["proteins"] if same else {}), **critic["proteins"]}
-        record = [r for r in record if r is not same] + [
-            {"settings": critic["settings"], "budget": critic["budget"], "proteins": proteins}]
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"data_sha256": calibration.data_sha256, "critic": record}, indent=2)
-    return atomic_write(path, lambda p: p.write_text(text))
+    with open(path.with_suffix(".lock"), "a") as lock:  # calibrations of other proteins may finish at once
+        try:
+            import fcntl
+
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        except ImportError:  # Windows: no advisory locks
+            pass
+        record = _records(calibration.data_sha256)
+        critic = calibration.verdicts.get(CRITIC)
+        if critic:
+            same = next((r for r in record if r["settings"] == critic["settings"]), None)
+            proteins = {**(same["proteins"] if same else {}), **critic["proteins"]}
+            record = [r for r in record if r is not same] + [
+                {"settings": critic["settings"], "budget": critic["budget"], "proteins": proteins}]
+        text = json.dumps({"data_sha256": calibration.data_sha256, "critic": record}, indent=2)
+        return atomic_write(path, lambda p: p.write_text(text))
 
 
 def _records(data_sha256: str) -> list[dict]:
