@@ -409,10 +409,15 @@ def critic_trust(stack, steps: int, splits: int, width: int, algorithm: str, dat
     if all(passed.values()):
         budgets = sorted({r["budget"] for r in passed.values()})
         return Trust(CALIBRATED, f"passed its controls on these cells at {' and '.join(budgets)}")
+    controls = {p: CALIBRATED if passed[p] else "failed controls" if any(
+        at_least(r) and verdict(r, p) is False for r in records) else "not calibrated" for p in names}
     failed = [(p, r) for p in names for r in records if not passed[p] and at_least(r) and verdict(r, p) is False]
     if failed:
         detail = "; ".join(f for p, r in failed[:3] for f in r["proteins"][p]["failed"][:1])
-        return untrusted(f"failed its controls on these cells at {failed[0][1]['budget']} ({detail})", needed)
+        fine = [p for p in names if passed[p]]
+        also = f"; calibrated for {', '.join(fine)}" if fine else ""
+        return untrusted(f"failed its controls on these cells at {failed[0][1]['budget']} ({detail}){also}", needed,
+                         controls)
     missing = [p for p in names if not passed[p]]
     weaker = sorted({r["budget"] for r in records for p in missing if verdict(r, p) is False})
     known = f" (it failed its controls at {', '.join(weaker)})" if weaker else ""
