@@ -87,6 +87,7 @@ def test_a_passing_calibration_trusts_that_budget_and_above_for_its_proteins(cel
     failed = calibrate.critic_trust(cells, 100, 3, 16, "wgan-gp")
     assert failed.status == trust.FAILED and "Cki2: blur" in failed.reason
     assert "calibrated for Sid2, Tea1" in failed.reason and failed.controls["Cki2"] == "failed controls"
+    assert "--proteins Cki2 --steps 200" in failed.needed  # the failed protein, at a larger budget
     calibrate.remember(_critic_record(cells, {"Cki2": True}))  # rerun: replaces Cki2's verdict, keeps the others
     assert calibrate.critic_trust(cells, 100, 3, 16, "wgan-gp").trusted
 

@@ -416,7 +416,11 @@ def critic_trust(stack, steps: int, splits: int, width: int, algorithm: str, dat
         detail = "; ".join(f for p, r in failed[:3] for f in r["proteins"][p]["failed"][:1])
         fine = [p for p in names if passed[p]]
         also = f"; calibrated for {', '.join(fine)}" if fine else ""
-        return untrusted(f"failed its controls on these cells at {failed[0][1]['budget']} ({detail}){also}", needed,
+        bad = sorted({p for p, _ in failed})
+        more = (f"more critic steps, calibrated first: biogans evaluate calibrate --data <these cells> --proteins "
+                f"{','.join(bad)} --steps {2 * steps} --splits {splits} --width {width} --batch-size {batch_size} "
+                f"--algorithm {algorithm}" + (f" --lr {lr:g}" if lr else "") + " --critic-only --required-controls")
+        return untrusted(f"failed its controls on these cells at {failed[0][1]['budget']} ({detail}){also}", more,
                          controls)
     missing = [p for p in names if not passed[p]]
     weaker = sorted({r["budget"] for r in records for p in missing if verdict(r, p) is False})
