@@ -89,7 +89,8 @@ def control_sets(stack, protein: str, seed: int = 0, required_only: bool = False
     sets = {"real vs real": (a, b), "blur σ=1": (a, blur(b, 1.0)), "blur σ=2": (a, blur(b, 2.0)),
             "intensity −10%": (a, dim), "red↔green": (a, b[:, ::-1].copy())}
     rng = np.random.default_rng(seed)
-    other, similar = other_protein(stack, protein), look_alike(stack, protein)
+    similar = look_alike(stack, protein)
+    other = other_protein(stack, protein, similar)
     for control, name in (("other protein", other), ("look-alike protein", similar if similar != other else None)):
         if name is not None:
             theirs = stack.images[stack.class_index == stack.class_names.index(name)]

@@ -62,6 +62,11 @@ class FeatureNet:
         parts.append(x)  # penultimate activations
         return torch.cat(parts, 1)
 
+    def _input(self, images: np.ndarray):
+        import torch
+
+        return torch.as_tensor(images, device=self.device).float() / 127.5 - 1.0  # uint8 → [−1, 1]
+
     def features(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
         """(N, d) float64 features of uint8 pairs (N, 2, H, W), averaged over the four flips."""
         import torch
@@ -69,10 +74,18 @@ class FeatureNet:
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), batch):
-                x = torch.as_tensor(images[start : start + batch], device=self.device).float() / 127.5 - 1.0
+                x = self._input(images[start : start + batch])
                 flips = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
                 out.append(torch.stack([self._embed(f) for f in flips]).mean(0).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0))
+
+    def predict(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
+        """The protein (class index) the classifier sees in each uint8 pair (N, 2, H, W)."""
+        import torch
+
+        with torch.inference_mode():
+            return np.concatenate([self.model(self._input(images[i : i + batch])).argmax(1).cpu().numpy()
+                                   for i in range(0, len(images), batch)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,26 +170,17 @@ def feature_net_job(stack, settings: FastTestSettings, device="cpu") -> Job:
 RECOGNITION_BAR = 0.5  # a catalogue model's cells are recognised at least half as often as real ones
 
 
-def predicted_proteins(net: FeatureNet, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The feature network's protein (class index) for each uint8 pair (N, 2, H, W)."""
-    import torch
-
-    with torch.inference_mode():
-        return np.concatenate([net.model(torch.as_tensor(images[i : i + batch], device=net.device).float() / 127.5
-                                         - 1).argmax(1).cpu().numpy() for i in range(0, len(images), batch)])
-
-
 def recognition(net: FeatureNet, stack, generated: dict[str, np.ndarray], seed: int = 0) -> dict:
     """Per protein: the share of the generated cells the feature network (trained once on the real
     ``stack``) calls that protein, beside its recall on its own held-out real cells, and whether the
     generated share reaches :data:`RECOGNITION_BAR` of the real one."""
     names, held = list(stack.class_names), held_out(stack, seed)
-    real_pred, real_truth = predicted_proteins(net, stack.images[held]), stack.class_index[held]
+    real_pred, real_truth = net.predict(stack.images[held]), stack.class_index[held]
     out = {}
     for name, cells in generated.items():
         c = names.index(name)
         real = float(np.mean(real_pred[real_truth == c] == c))
-        made = float(np.mean(predicted_proteins(net, cells) == c))
+        made = float(np.mean(net.predict(cells) == c))
         out[name] = {"generated": made, "real": real, "passes": made >= RECOGNITION_BAR * real}
     return out
 
@@ -285,13 +289,14 @@ def look_alike(stack, protein: str) -> str | None:
     return names[int(np.argmin(distance))]
 
 
-def other_protein(stack, protein: str) -> str | None:
+def other_protein(stack, protein: str, similar: str | None = None) -> str | None:
     """The 'wrong protein' control: the next protein of the list (cyclic) that is not ``protein``'s
-    look-alike (with two proteins, the other one); None with one protein."""
+    look-alike (``similar``, computed when not given; with two proteins, the other one); None with
+    one protein."""
     names = list(stack.class_names)
     if len(names) < 2:
         return None
-    skip = look_alike(stack, protein) if len(names) > 2 else None
+    skip = (similar or look_alike(stack, protein)) if len(names) > 2 else None
     start = names.index(protein)
     return next(names[(start + k) % len(names)] for k in range(1, len(names))
                 if names[(start + k) % len(names)] != skip)
