@@ -143,6 +143,25 @@ def test_learning_rate_reaches_the_trainer_and_resume_keeps_it(make_napari_viewe
     assert widget.lr.value() == pytest.approx(0.0003) and widget.last_result.iteration == 2
 
 
+def test_resume_keeps_a_cli_runs_kept_models(make_napari_viewer, qtbot, tmp_path):
+    from napari_biogans.data.simulator import simulate_stack
+    from napari_biogans.training.trainer import TrainConfig, Trainer
+
+    # a CLI run that keeps a model every 3 iterations, checkpointing every 3 (the widget would pick 10)
+    stack = simulate_stack(n_per_class=4, proteins=["Sid2", "Tea1"], seed=0)
+    config = TrainConfig(arch="star", iterations=3, batch_size=4, width=4, device="cpu", checkpoint_every=3,
+                         keep_models_every=3, log_every=1, preview_every=100)
+    list(Trainer(config, stack, tmp_path / "run").run())
+    viewer, widget = tiny_widget(make_napari_viewer, tmp_path / "run", iterations=6)
+    widget.data.sim_n.setValue(4)
+    widget.iterations.setValue(6)
+    widget.resume_button.click()
+    wait_done(qtbot, widget)
+    assert widget.last_result.iteration == 6, widget.status.text()
+    kept = sorted(p.name for p in (tmp_path / "run" / "models").iterdir())
+    assert kept == ["generator-000000003.safetensors", "generator-000000006.safetensors"]
+
+
 def test_em_models_train_on_vnc_sections_and_land_in_paint_em(make_napari_viewer, qtbot, tmp_path):
     from napari_biogans.models.em_inference import MODEL_KIND, load_em_model
 

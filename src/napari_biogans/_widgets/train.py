@@ -230,6 +230,8 @@ class TrainWidget(QWidget):
         self.plot.history = loss_log.read(self.run_dir.text(), up_to=card.get("iteration"))
         # everything that shapes the models comes from the run itself (a CLI run may differ from the controls)
         kept = {k: v for k, v in saved.items() if k not in RUN_CONTROLS}
+        if saved.get("keep_models_every"):  # its kept models need the run's own checkpoint rhythm
+            kept["checkpoint_every"] = saved["checkpoint_every"]
         return self._launch(resume=True, saved=kept)
 
     def _launch(self, resume: bool, saved: dict | None = None):
@@ -342,7 +344,7 @@ class TrainWidget(QWidget):
         elif isinstance(err, FileNotFoundError):
             what = "choose an existing VNC stack folder" if self.em else "choose an existing LIN folder, .h5 or .tif file"
         else:
-            what = "check the data and settings; a smaller batch or width needs less memory"
+            what = "check the data and settings"
         self.status.setText(f"failed: {err}")
         _common.report_error(err, what)
         for stem in model_picker.RUN_FILE_STEMS:  # what the run saved before failing stays usable
