@@ -3,6 +3,7 @@ folders and full disks, and weights that break in the last step. Tiny sizes; one
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +136,17 @@ def test_a_run_folder_of_plain_files_resumes_into_one_step_checkpoints(cells, tm
     list(resumed.run())
     assert saved_iterations(tmp_path / "run") == (2, 2)
     assert (tmp_path / "run" / "generator.safetensors").is_symlink() and not temporaries(tmp_path / "run")
+
+
+def test_a_copy_of_a_run_folder_that_followed_its_links_resumes(cells, tmp_path):
+    list(Trainer(TrainConfig(arch="dcgan", iterations=1, checkpoint_every=1, **TINY), cells, tmp_path / "run").run())
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")  # symlinks=False: 'current' becomes a plain folder
+    assert (tmp_path / "copy" / "current").is_dir() and not (tmp_path / "copy" / "current").is_symlink()
+    resumed = Trainer(TrainConfig(arch="dcgan", iterations=2, checkpoint_every=1, **TINY), cells, tmp_path / "copy",
+                      resume=True)
+    list(resumed.run())
+    assert saved_iterations(tmp_path / "copy") == (2, 2) and (tmp_path / "copy" / "current").is_symlink()
+    assert saved_iterations(tmp_path / "run") == (1, 1)  # the original is untouched
 
 
 # -- atomic writes ----------------------------------------------------------------------------------

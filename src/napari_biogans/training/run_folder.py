@@ -9,8 +9,9 @@ process dies, so a killed run never blocks the next one.
 into a new folder ``checkpoints/<iteration>/``; one atomic rename of the symbolic link ``current``
 then switches both at once, and the run folder's own ``train_state.safetensors`` and model file are
 fixed links into ``current/``. After any kill both names resolve to the same iteration. A folder
-written before this layout (two plain files) is adopted on its first checkpoint: its pair is linked
-into a checkpoint folder first, so no moment shows two iterations. Where symbolic links are not
+written before this layout (two plain files), or a copy that followed the links (``shutil.copytree``,
+a zip), is adopted on its first checkpoint: its pair is linked into a checkpoint folder first, so no
+moment shows two iterations. Where symbolic links are not
 available (Windows), the two files are written one after the other, as before.
 """
 
@@ -134,6 +135,9 @@ def _adopt_plain_files(run_dir: Path, names) -> None:
                 os.link(source, tmp / name)
             except OSError:
                 shutil.copy2(source, tmp / name)
+    current = run_dir / CURRENT
+    if current.is_dir() and not current.is_symlink():  # a copy that followed the links: the pair is its content
+        shutil.rmtree(current)
     _link(run_dir, CURRENT, f"{CHECKPOINTS}/adopted-{os.getpid()}")
     for name in present:
         _link(run_dir, name, f"{CURRENT}/{name}")
