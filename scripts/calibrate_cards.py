@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-CARDS = ("star-6", "one-class-sep-2")
+CARDS = ("star-6", "one-class-sep-6")
 PROTEINS = "Alp14,Arp3,Cki2,Fim1,Mkh1,Sid2,Tea1,Tea4"  # every card's proteins are among them
 SEED = 7
 TEST_CELLS = 500

@@ -189,7 +189,9 @@ def markdown_card(card: dict) -> str:
               f"{'cells' if 'cells' in card['data'] else 'sections'}; SHA-256 `{card['data'].get('sha256', '')[:16]}…`)",
               f"- architecture: `{json.dumps(card.get('config') or card.get('image_generator'))}`",
               f"- objective: {card.get('objective', card.get('mode'))}; iterations: {card['iterations']}",
-              f"- device: {card['device']}; wall time: {card['training_seconds']} s",
+              f"- device: {card['device']}; wall time: {card['training_seconds']} s"
+              + (f"; CPU time: {card['training_cpu_seconds'] / 3600:.2f} h of one core" if card.get("training_cpu_seconds")
+                 else ""),
               f"- weights: float16, SHA-256 `{card['sha256']}`; largest change of a seeded uint8 sample from the "
               f"float32 weights: {card['half_precision_max_change']}",
               "", "```", card["training_command"], "```", "", "## Diagnostics (measured)", ""]
@@ -295,6 +297,8 @@ def main() -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--training-command", required=True, help="the exact command that trained the run")
     parser.add_argument("--summary", default="", help="one paragraph for people")
+    parser.add_argument("--training-cpu-seconds", type=float, help="CPU time of the training (e.g. /usr/bin/time's "
+                        "user + system over all legs); the wall time comes from the run's losses.csv")
     parser.add_argument("--limit", action="append", default=[], help="a known limit (repeatable)")
     parser.add_argument("--test", help="held-out cells (LIN test split) for the fluorescence diagnostics")
     parser.add_argument("--train", help="training cells (nearest-neighbour baseline)")
@@ -325,6 +329,8 @@ def main() -> int:
     target = out / f"{args.name}.safetensors"
     source = run / "generator.safetensors"
     is_em = not source.is_file()
+    for stale in (out / f"{args.name}.json", out / f"{args.name}.md"):  # a replaced model's cards (git keeps them)
+        stale.unlink(missing_ok=True)  # the old card's SHA-256 would refuse the new weights
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -359,6 +365,7 @@ def main() -> int:
         "sha256": checkpoints.file_sha256(target),
         "training_command": args.training_command,
         "training_seconds": training_time(run),
+        **({"training_cpu_seconds": args.training_cpu_seconds} if args.training_cpu_seconds else {}),
         "half_precision_max_change": change,
         "diagnostics": diag,
         "diagnostics_commands": commands,
