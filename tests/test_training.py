@@ -357,7 +357,7 @@ def test_train_says_what_a_run_will_cost_before_it_starts(tmp_path, cells, capsy
     estimate = next(line for line in out.splitlines() if line.startswith("estimate:"))
     assert out.index("estimate:") < out.index("finished at iteration 1")
     assert "per iteration on cpu" in estimate and "training state ≈" in estimate and "MB" in estimate
-    assert "try --width 16 --batch-size 16" in estimate and "50,000 iterations ≈" in estimate
+    assert "try --width 16 --batch-size 16 --lr 0.001" in estimate and "50,000 iterations ≈" in estimate
     assert cli.main([*base, "--width", "4", "--out", str(tmp_path / "narrow")]) == 0
     estimate = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("estimate:"))
     assert "per iteration on cpu" in estimate and "try --width" not in estimate

@@ -24,6 +24,7 @@ import torch
 WIDE = 48  # widths from here on are impractical on a CPU (the paper's 64 ran 15 s per iteration on 2 cores)
 PAPER_ITERATIONS = 50_000
 CHEAPER = {"width": 16, "batch_size": 16}
+CPU_LR = 1e-3  # the CPU sweep's fastest learner at width 16 (docs/evaluation.md; the reference 1e-4 was 100× slower)
 
 
 @dataclass(frozen=True)
@@ -163,5 +164,5 @@ def advice(config, n_classes: int, image_size, estimate: Estimate) -> str | None
     paper = (f"the paper's {PAPER_ITERATIONS:,} iterations ≈ {_duration(estimate.seconds_per_iteration * PAPER_ITERATIONS)}"
              if estimate.seconds_per_iteration else "")
     return (f"width {width} is slow on a CPU{': ' + paper if paper else ''}; try --width {CHEAPER['width']} "
-            f"--batch-size {CHEAPER['batch_size']} (≈ {_duration(cheaper.seconds_per_iteration)} per iteration, "
+            f"--batch-size {CHEAPER['batch_size']} --lr {CPU_LR:g} (≈ {_duration(cheaper.seconds_per_iteration)} per iteration, "
             f"training state ≈ {_size(cheaper.state_bytes)}), or a GPU")
