@@ -67,7 +67,7 @@ def refused(path, message):
 def test_shipped_and_fresh_models_pass(star_file, em_file):
     check(star_file)
     check(em_file)
-    for name in ("star-6", "one-class-sep-2", "vnc-dsgan"):
+    for name in ("star-6", "one-class-sep-6", "vnc-dsgan"):
         check(checkpoints.resolve_model(name))
 
 

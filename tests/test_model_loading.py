@@ -132,7 +132,7 @@ def test_one_model_of_each_kind_stays_loaded():
     assert loader.load("vnc-dsgan", "cpu").model is em.model
     assert loader.load_count == loads + 2
     assert em.model.meta["name"] == "vnc-dsgan" and em.meta["sha256"] == checkpoints.file_sha256(em.meta["path"])
-    assert loader.load("one-class-sep-2", "cpu").kind == "generator"
+    assert loader.load("one-class-sep-6", "cpu").kind == "generator"
     assert loader.load("star-6", "cpu") is not star and loader.load_count == loads + 4  # replaced, then read again
 
 
