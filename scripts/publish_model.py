@@ -265,10 +265,21 @@ def merged_reports(folders: list[Path]) -> tuple[dict, list[str]]:
             "calibration": as_csv(calibration_rows(merged))}, commands
 
 
+def write_reference(target: Path, out: Path, name: str, kind: str) -> dict:
+    """The model's seeded reference sample as ``out/NAME.reference.npz``; returns the card's entry for it."""
+    from napari_biogans import reference_samples
+
+    arrays = reference_samples.reference(target, kind)
+    np.savez_compressed(out / f"{name}.reference.npz", **arrays)
+    return {"file": f"{name}.reference.npz", "sha256": reference_samples.checksum(arrays),
+            "made_by": "napari_biogans.reference_samples.reference"}
+
+
 def remeasure(args) -> int:
     """New diagnostics for a published EM model: its card's ``diagnostics`` and commands and its Markdown card
-    are rewritten (and its montage, when the diagnostics run here); the weights, the reference sample and the
-    training record stay. ``--from-reports``: merge finished runs instead of running one."""
+    are rewritten (and its montage, when the diagnostics run here), and its reference sample is drawn again (sampling
+    may have changed since); the weights and the training record stay. ``--from-reports``: merge finished runs
+    instead of running one."""
     out = Path(args.out)
     target, card_path = out / f"{args.name}.safetensors", out / f"{args.name}.json"
     card = json.loads(card_path.read_text())
@@ -284,7 +295,10 @@ def remeasure(args) -> int:
     model_file = diag["report"].get("model", {}).get("file", str(target))
     commands = [c.replace(model_file, args.name).replace(str(target), args.name) for c in commands]
     diag = json.loads(json.dumps(diag, default=str).replace(model_file, args.name).replace(str(target), args.name))
-    card.update(diagnostics=diag, diagnostics_commands=commands, diagnostics_seconds=seconds)
+    card.update(diagnostics=diag, diagnostics_commands=commands, diagnostics_seconds=seconds,
+                reference_sample=write_reference(target, out, args.name, card["kind"]))
+    if args.limit:  # the known limits as they stand after the new measurement
+        card["known_limits"] = args.limit
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
     (out / f"{args.name}.md").write_text(markdown_card(card))
     print(f"re-measured {args.name}: cards {card_path.name} / {args.name}.md")
@@ -299,7 +313,7 @@ def main() -> int:
     parser.add_argument("--summary", default="", help="one paragraph for people")
     parser.add_argument("--training-cpu-seconds", type=float, help="CPU time of the training (e.g. /usr/bin/time's "
                         "user + system over all legs); the wall time comes from the run's losses.csv")
-    parser.add_argument("--limit", action="append", default=[], help="a known limit (repeatable)")
+    parser.add_argument("--limit", action="append", default=[], help="a known limit (repeatable; with --remeasure they replace the card's)")
     parser.add_argument("--test", help="held-out cells (LIN test split) for the fluorescence diagnostics")
     parser.add_argument("--train", help="training cells (nearest-neighbour baseline)")
     parser.add_argument("--vnc", help="VNC stack folder with the validation sections (EM diagnostics)")
@@ -350,10 +364,7 @@ def main() -> int:
             meta, change = publish_weights(source, target, args.name, {"training_command": args.training_command})
             diag, commands = fluorescence_diagnostics(target, args, work)
             montage_note = write_montage(target, out / f"{args.name}.png")
-    from napari_biogans import reference_samples
-
-    arrays = reference_samples.reference(target, "em-generator" if is_em else "generator")
-    np.savez_compressed(out / f"{args.name}.reference.npz", **arrays)
+    reference = write_reference(target, out, args.name, "em-generator" if is_em else "generator")
     # the commands as a reader would type them: the model by catalogue name, outputs in DIR
     commands = [c.replace(str(target), args.name).replace(str(work), "DIR") for c in commands]
     diag = json.loads(json.dumps(diag, default=str).replace(str(target), args.name))  # no local paths in cards
@@ -372,8 +383,7 @@ def main() -> int:
         "diagnostics_seconds": round(time.perf_counter() - started, 1),
         "montage": f"{args.name}.png",
         "montage_note": montage_note,
-        "reference_sample": {"file": f"{args.name}.reference.npz", "sha256": reference_samples.checksum(arrays),
-                             "made_by": "napari_biogans.reference_samples.reference"},
+        "reference_sample": reference,
         "known_limits": ([SIMULATED_NOTE] if meta.get("simulated_training_data") else []) + args.limit,
     }
     (out / f"{args.name}.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
