@@ -114,3 +114,28 @@ def test_unlabelled_stack(tmp_path):
     tifffile.imwrite(tmp_path / "raw" / "00.tif", np.full((8, 8), 3, np.uint8))
     section = em.read_section(tmp_path, 0)
     assert section.labels is None and section.image[0, 0] == 3
+
+
+def test_label_decoding_smooths_a_ragged_outline_and_keeps_a_clean_one():
+    """G_y's output is thresholded after a 1-px Gaussian: a pixel-scale ripple on an outline goes, a smooth
+    disc (as in real label maps) stays as it was."""
+    import torch
+
+    from napari_biogans.evaluation.em_metrics import label_statistics
+    from napari_biogans.models.em_inference import _codes
+
+    yy, xx = np.mgrid[:128, :128]
+    disc = np.hypot(yy - 64, xx - 64) < 30
+    wall = (np.minimum(np.minimum(yy, 127 - yy), np.minimum(xx, 127 - xx)) // 4) == 1  # a closed cell around it
+    clean = np.stack([np.where(wall, 1.0, -1.0), np.where(disc, 1.0, -1.0)]).astype(np.float32)
+    decoded = _codes(torch.from_numpy(clean)[None])[0]
+    assert np.mean((decoded == em.MITOCHONDRIA) != disc) < 1e-3
+    ragged = clean.copy()  # a soft edge with a pixel-scale ripple, as G_y's up-sampled output has
+    ripple = 0.8 * np.random.default_rng(0).uniform(-1, 1, disc.shape)
+    ragged[1] = np.tanh((30 - np.hypot(yy - 64, xx - 64)) / 1.5) + ripple
+    raw = em.labels_from_masks(ragged[0] > 0, ragged[1] > 0)
+    roundness = []
+    for labels in (raw, _codes(torch.from_numpy(ragged)[None])[0]):  # of the largest mitochondrion
+        stats = label_statistics(labels)
+        roundness.append(stats["mito_roundness"][stats["mito_area"].argmax()])
+    assert roundness[0] < 0.65 < 0.85 < roundness[1]
