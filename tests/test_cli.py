@@ -150,7 +150,11 @@ def test_evaluate_and_interpolate_write_results(tmp_path, capsys):
     frames = tifffile.imread(tmp_path / "cycle.tif")
     assert frames.shape == (5, 3, 48, 80)
     growth = json.loads((tmp_path / "cycle.growth.json").read_text())
-    assert len(growth["rhos"]) == 2
+    assert len(growth["rhos"]) == len(growth["rhos_through_grown"]) == 2
+    assert "through a grown cell" in capsys.readouterr().out
+    assert cli.main(["interpolate", "--model", model, "--cycle", "--frames", "5", "--device", "cpu",
+                     "--out", str(tmp_path / "cycle3.tif")]) == 0
+    assert tifffile.imread(tmp_path / "cycle3.tif").shape == (5, 3, 48, 80)
     assert "Spearman" in capsys.readouterr().out
     assert cli.main(["evaluate", "c2st", "--data", test, "--out", str(tmp_path / "x")]) == 2
 

@@ -143,6 +143,51 @@ def test_length_measurement_follows_simulated_growth():
     assert interp.monotonicity(lengths[::-1]) < -0.95
 
 
+def test_grown_middle_picks_the_right_length_nearest_the_path():
+    codes = np.array([[0.0, 0.0], [10.0, 0.0], [3.0, 5.0], [6.0, 0.5], [7.0, -4.0], [5.0, 0.0]])
+    lengths = np.array([40.0, 70.0, 61.0, 60.5, 61.5, 50.0])
+    # 70 % of the way from 40 to 70 px is 61 px: codes 2, 3 and 4 are within 2 px; 3 lies nearest the midpoint (5, 0)
+    assert interp.grown_middle(codes, lengths, 0, 1) == 3
+    assert interp.grown_middle(codes, lengths, 0, 1, fraction=0.35) == 5  # 50.5 px: only code 5 is close
+    # nothing within the tolerance: the nearest length, never an end itself
+    assert interp.grown_middle(codes, lengths, 0, 1, fraction=0.9, tolerance=0.5) == 4
+
+
+class RodGenerator(torch.nn.Module):
+    """A stand-in generator whose red cell is a bright rod 30 + 40·sigmoid(z₀) px long, so length is known."""
+
+    nz, nz_red = 6, 3
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # a device for render()
+
+    def forward(self, z):
+        length = 30 + 40 * torch.sigmoid(z[:, 0])
+        x = torch.arange(80, dtype=torch.float32)
+        rod = (torch.abs(x - 40)[None] <= length[:, None] / 2).float()  # (n, 80)
+        red = torch.zeros(len(z), 48, 80)
+        red[:, 20:28] = rod[:, None, :]
+        pairs = torch.stack([red, torch.zeros_like(red)], 1)  # (n, 2, 48, 80): red, green
+        return (pairs * 2 - 1)[:, None]  # one protein
+
+
+def test_cycle_anchors_grow_then_end_long_and_both_figures_are_reported():
+    from napari_biogans.data.lin import to_uint8
+    from napari_biogans.sampling import render
+
+    g = RodGenerator()
+    anchors = interp.cycle_anchors(g, seed=3, pool=64)
+    lengths = interp.red_lengths(to_uint8(render(g, anchors)[:, 0, 0]))
+    assert anchors.shape == (3, 6) and lengths[0] < lengths[1] < lengths[2]
+    grown = lengths[0] + interp.GROWN_FRACTION * (lengths[2] - lengths[0])
+    assert abs(lengths[1] - grown) <= 2.5
+    result = interp.growth_monotonicity(g, n_pairs=4, frames=9, pool=64, seed=3)
+    assert len(result["rhos"]) == len(result["rhos_through_grown"]) == 4
+    # the rod's length is monotone in z₀, so both paths grow steadily
+    assert result["median_rho"] > 0.9 and result["median_rho_through_grown"] > 0.9
+
+
 def test_generator_c2st_runs_per_protein(star):
     from napari_biogans.data.simulator import simulate_stack
     from napari_biogans.evaluation.c2st import generator_c2st

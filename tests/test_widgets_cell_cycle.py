@@ -5,7 +5,7 @@ import pytest
 
 from napari_biogans import checkpoints
 from napari_biogans._widgets import _common, model_picker
-from napari_biogans._widgets.cell_cycle import RANDOM, CellCycleWidget, parse_indices
+from napari_biogans._widgets.cell_cycle import CYCLE, RANDOM, CellCycleWidget, parse_indices
 from napari_biogans.cell_session import composite
 from napari_biogans._widgets.generate import GenerateWidget
 
@@ -62,7 +62,8 @@ def test_no_layers_at_start_and_tooltips(make_napari_viewer):
     viewer = make_napari_viewer()
     widget = CellCycleWidget(viewer)
     assert len(viewer.layers) == 0
-    assert widget.source.currentText() == RANDOM  # nothing generated yet
+    assert widget.source.currentText() == CYCLE  # nothing generated yet: one cell cycle from random codes
+    assert widget.n_anchors.isHidden()  # a cycle picks its own three anchors
     assert_tooltips(widget)
     assert parse_indices("3, 7 9") == [3, 7, 9]
     with pytest.raises(ValueError, match="at least two"):
@@ -192,3 +193,19 @@ def test_conditional_models_generate_and_interpolate(make_napari_viewer, qtbot, 
         assert frames.shape == (5, 48, 80)
         np.testing.assert_allclose(frames[0], gen.samples.images[0, k], atol=1)
         np.testing.assert_allclose(frames[-1], gen.samples.images[3, k], atol=1)
+
+
+def test_a_cell_cycle_runs_through_three_picked_anchors(generated, qtbot):
+    viewer, gen, widget = generated
+    widget.source.setCurrentText(CYCLE)
+    widget.model.set_path(gen.model.path())
+    widget.frames.setValue(7)
+    widget.greens.setCurrentText("greens free")
+    interpolate(qtbot, widget)
+    layer = viewer.layers["cell cycle Bgs4"]
+    provenance = layer.metadata["provenance"]
+    assert provenance["source"] == "cell cycle: short, grown, long"
+    anchors = np.asarray(provenance["anchors"])
+    codes = layer.metadata["codes"]
+    assert anchors.shape[0] == 3 and codes.shape[0] == 7
+    np.testing.assert_allclose(codes[[0, 3, 6]], anchors, atol=1e-5)  # frames 0, 3, 6 are the anchors

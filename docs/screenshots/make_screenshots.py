@@ -79,12 +79,9 @@ def shoot(viewer, name: str, out: Path) -> None:
 
 
 def generate_and_cell_cycle(model: Path, out: Path) -> None:
-    import numpy as np
-
     from napari_biogans._widgets import model_picker
-    from napari_biogans._widgets.cell_cycle import CellCycleWidget
+    from napari_biogans._widgets.cell_cycle import CYCLE, CellCycleWidget
     from napari_biogans._widgets.generate import GenerateWidget
-    from napari_biogans.evaluation.interpolation import red_lengths
 
     model_picker.model_registry.register(model)
     viewer = new_viewer()
@@ -104,13 +101,7 @@ def generate_and_cell_cycle(model: Path, out: Path) -> None:
     viewer.reset_view()
     shoot(viewer, "generate.png", out)
 
-    # anchors: the shortest and the longest red cell of that batch
-    gen.montage.setChecked(False)
-    done.clear()
-    gen.run()
-    wait_until(lambda: done)
-    lengths = red_lengths(gen.samples.images[:, 0])
-    short, long = int(np.argmin(lengths)), int(np.argmax(lengths))
+    # one cell cycle the widget picks itself: a short, a grown and a long cell (the default source)
     viewer.window.remove_dock_widget(dock)
     for layer in list(viewer.layers):
         if "montage" in layer.name:
@@ -118,8 +109,9 @@ def generate_and_cell_cycle(model: Path, out: Path) -> None:
     cycle = CellCycleWidget(viewer)
     viewer.window.add_dock_widget(cycle, name="Cell cycle", area="right")
     cycle.device.combo.setCurrentText("cpu")
-    cycle.source.setCurrentText("generated")
-    cycle.anchors.setText(f"{short}, {long}")
+    cycle.source.setCurrentText(CYCLE)
+    cycle.model.set_path(model)
+    cycle.seed.setValue(0)
     cycle.frames.setValue(64)
     cycle.method.setCurrentText("slerp")
     cycle.greens.setCurrentText("greens fixed (red only)")

@@ -63,15 +63,19 @@ class Frames:
 
 
 def interpolate_job(load, path, device, anchors, n_anchors: int, seed: int, frames: int, method: str,
-                    red_only: bool, proteins) -> Job:
-    """Frames between anchor codes (given, or ``n_anchors`` drawn with ``seed``): a :class:`CycleStart`
-    update, then a :class:`Frames` update per chunk; returns (red lengths, Spearman ρ)."""
+                    red_only: bool, proteins, cycle: bool = False) -> Job:
+    """Frames between anchor codes (given; with ``cycle`` a short, a grown and a long cell picked from codes
+    drawn with ``seed``; else ``n_anchors`` drawn with ``seed``): a :class:`CycleStart` update, then a
+    :class:`Frames` update per chunk; returns (red lengths, Spearman ρ)."""
     from .data.lin import to_uint8
-    from .evaluation.interpolation import interpolate_codes, monotonicity, red_lengths
+    from .evaluation.interpolation import cycle_anchors, interpolate_codes, monotonicity, red_lengths
     from .sampling import channel_names, latent_codes, pairs_to_channels, render
 
     generator, meta, torch_device = load(path, device)
-    if anchors is None:
+    if anchors is None and cycle:
+        yield Update(0, frames, "measuring 512 cells for the cycle's anchors")
+        anchors = cycle_anchors(generator, seed)
+    elif anchors is None:
         anchors = latent_codes(n_anchors, generator.nz, generator.nz_red, seed)
     anchors = np.asarray(anchors, np.float32)
     if anchors.shape[1] != generator.nz:

@@ -1,7 +1,7 @@
 """Cell cycle: interpolate latent codes between anchor cells and show the result as time.
 
-Anchors are cells of a Generate result (their codes are in the layers' metadata) or new random
-codes. The widget starts :func:`napari_biogans.cell_session.interpolate_job` with ``workers.start_job``,
+Anchors are cells of a Generate result (their codes are in the layers' metadata), one cell cycle
+(a short, a grown and a long cell the core picks: grow, then divide) or new random codes. The widget starts :func:`napari_biogans.cell_session.interpolate_job` with ``workers.start_job``,
 preallocates a ``(T, channels, H, W)`` stack (channels as in :mod:`..sampling`) when its first
 update arrives, adds one layer per channel with an axis labelled ``t``, and fills frames as the
 job's updates bring chunks, so napari's play button
@@ -24,6 +24,7 @@ from . import _common, forms, model_picker
 from .workers import start_job
 
 GROUP = "cell cycle"
+CYCLE = "a cell cycle: short → grown → dividing"
 RANDOM = "new random codes"
 
 
@@ -59,17 +60,20 @@ class CellCycleWidget(QWidget):
         self.rho: float | None = None
         self._done = 0
 
-        self.source = forms.combo([], "Where the anchor codes come from: cells of a Generate result, or new random "
-                                  "codes")
+        self.source = forms.combo([], "Where the anchor codes come from: cells of a Generate result; one cell cycle "
+                                  "(a short, a grown and a long cell picked from 512 random codes, so the cell grows, "
+                                  "then divides); or new random codes")
         self.anchors = QLineEdit("0, 1")
         self.anchors.setToolTip("Cell indices (the 'cell' slider of the generated layers), two or more, "
                                 "e.g. a small cell then a long one: 3, 11")
         add_current = forms.button("+ current cell", "Append the cell shown now (the first slider) to the anchors",
                                    self._add_current_cell)
         self.model = model_picker.ModelPicker("cell_cycle/model")
-        self.model.combo.setToolTip("Model for new random codes (anchors from layers use their own model)")
+        self.model.combo.setToolTip("Model for a cell cycle or new random codes (anchors from layers use their own "
+                                    "model)")
         self.device = model_picker.DeviceCombo("device")
-        self.seed = forms.setting_spin(0, 2**31 - 1, "cell_cycle/seed", 0, "Seed of the random anchor codes")
+        self.seed = forms.setting_spin(0, 2**31 - 1, "cell_cycle/seed", 0, "Seed of the random codes (a new seed, "
+                                       "another cell cycle)")
         self.n_anchors = forms.spin(2, 16, 2, "How many random anchor codes to pass through")
 
         self.frames = forms.setting_spin(2, 2048, "cell_cycle/frames", 64, "Frames of the sequence (the first and "
@@ -106,7 +110,8 @@ class CellCycleWidget(QWidget):
         form.addRow("anchor cells", self._anchor_row)
         form.addRow("model", self.model)
         form.addRow("device", self.device)
-        self._random_row = forms.row(QLabel("anchors"), self.n_anchors, QLabel("seed"), self.seed)
+        self._n_anchors_label = QLabel("anchors")
+        self._random_row = forms.row(self._n_anchors_label, self.n_anchors, QLabel("seed"), self.seed)
         form.addRow("random codes", self._random_row)
         form.addRow("frames", self.frames)
         form.addRow("method", self.method)
@@ -141,15 +146,18 @@ class CellCycleWidget(QWidget):
             current = self.source.currentText()
         except RuntimeError:  # widget deleted, viewer still alive
             return
-        sources = [*self._generated_groups(), RANDOM]
+        sources = [*self._generated_groups(), CYCLE, RANDOM]
         forms.refill(self.source, sources, current if current in sources else sources[0])
         self._source_changed()
 
     def _source_changed(self, *_):
-        from_layers = self.source.currentText() != RANDOM
+        source = self.source.currentText()
+        from_layers = source not in (CYCLE, RANDOM)
         forms.set_row_visible(self._form, self._anchor_row, from_layers)
         forms.set_row_visible(self._form, self.model, not from_layers)
         forms.set_row_visible(self._form, self._random_row, not from_layers)
+        for widget in (self._n_anchors_label, self.n_anchors):  # a cycle has its own three anchors
+            widget.setVisible(source == RANDOM)
         self._update_greens()
 
     def _update_greens(self, *_):
@@ -171,10 +179,12 @@ class CellCycleWidget(QWidget):
     def _anchor_request(self):
         """(model path, anchors or None, proteins or None, description) for the chosen source."""
         source = self.source.currentText()
-        if source == RANDOM:
+        if source in (CYCLE, RANDOM):
             path = self.model.path()
             if path is None:
                 raise ValueError("no model chosen for random codes; train one or Browse… for a file")
+            if source == CYCLE:
+                return path, None, None, {"source": "cell cycle: short, grown, long", "seed": self.seed.value()}
             return path, None, None, {"source": "random codes", "seed": self.seed.value(),
                                       "n_anchors": self.n_anchors.value()}
         layer = self._generated_groups().get(source)
@@ -209,7 +219,7 @@ class CellCycleWidget(QWidget):
         self.worker = start_job(
             interpolate_job, model_picker.load_generator_cached, path, self.device.device(), anchors,
             self.n_anchors.value(), self.seed.value(), frames, params["method"], red_only, proteins,
-            what="Cell cycle", on_update=lambda update: self._on_update(update, params), on_done=self._measured,
+            self.source.currentText() == CYCLE, what="Cell cycle", on_update=lambda update: self._on_update(update, params), on_done=self._measured,
             on_error=self._failed, on_finished=self._finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

@@ -9,6 +9,13 @@ The papers showed such sequences by eye. Here the red cell's length is measured 
 frame (scikit-image ``regionprops`` on the red mask, tip to tip) and the Spearman correlation between
 frame index and length says how monotonically an interpolation from a short (young) to a long
 (pre-division) cell moves through growth.
+
+A fission-yeast cell grows first and divides at full length: mitosis and septation come at constant
+length. A straight path from a short interphase cell to a dividing one crosses the generator's
+switch between the two at whatever length the switch lies, so the cell may hold its length and then
+jump. The paper's notebook interpolated through three anchors (METHODS E: start, middle, end);
+:func:`cycle_anchors` picks them: a short cell, a *grown* cell (:func:`grown_middle`, most of the way
+to the long cell's length) and a long cell, so the path grows, then divides.
 """
 
 from __future__ import annotations
@@ -85,30 +92,77 @@ def monotonicity(values: np.ndarray) -> float:
     return float(spearmanr(np.arange(len(values)), values).statistic)
 
 
+GROWN_FRACTION = 0.7  # the grown anchor's length: this fraction of the way from the short to the long cell
+
+
+def grown_middle(codes: np.ndarray, lengths: np.ndarray, short: int, long: int, fraction: float = GROWN_FRACTION,
+                 tolerance: float = 2.0) -> int:
+    """Index of the grown anchor between codes ``short`` and ``long`` (indices into ``codes`` and their red
+    ``lengths``): of the codes whose length lies within ``tolerance`` px of ``fraction`` of the way from the short
+    length to the long one, the one nearest the two ends' midpoint, so that the path bends as little as it can;
+    the code of nearest length when none lies that close."""
+    lengths = np.asarray(lengths, np.float64)
+    target = lengths[short] + fraction * (lengths[long] - lengths[short])
+    distance = np.abs(lengths - target)
+    distance[[short, long]] = np.inf
+    near = np.flatnonzero(distance <= tolerance)
+    if near.size == 0:
+        return int(np.argmin(distance))
+    midpoint = (codes[short] + codes[long]) / 2
+    return int(near[np.argmin(np.linalg.norm(codes[near] - midpoint, axis=1))])
+
+
+def _measured_pool(generator, pool: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``pool`` codes drawn with ``seed`` and the red lengths of their cells."""
+    from ..data.lin import to_uint8
+    from ..sampling import latent_codes, render
+
+    z = latent_codes(pool, generator.nz, generator.nz_red, seed)
+    return z, red_lengths(to_uint8(render(generator, z)[:, 0, 0]))
+
+
+def cycle_anchors(generator, seed: int = 0, pool: int = 512) -> np.ndarray:
+    """Three codes (3, nz) for one cell cycle: a cell from the shortest quarter of ``pool`` codes drawn with
+    ``seed``, a grown cell (:func:`grown_middle`) and a cell from the longest quarter."""
+    z, lengths = _measured_pool(generator, pool, seed)
+    order, quarter = np.argsort(lengths), max(1, pool // 4)
+    rng = np.random.default_rng(seed)
+    short, long = int(rng.choice(order[:quarter])), int(rng.choice(order[-quarter:]))
+    return z[[short, grown_middle(z, lengths, short, long), long]]
+
+
 def growth_monotonicity(generator, n_pairs: int = 50, frames: int = 32, pool: int = 512, seed: int = 0,
                         method: str = "slerp", red_only: bool = False) -> dict:
     """Median Spearman ρ of red-cell length along interpolations from short to long generated cells.
 
     ``pool`` codes are sampled and their red cells measured; the anchors of each pair are a
-    code from the shortest quarter and one from the longest quarter.
+    code from the shortest quarter and one from the longest quarter. Each pair is measured twice:
+    straight from short to long (``median_rho``) and through the grown cell :func:`grown_middle`
+    picks from the pool (``median_rho_through_grown``, the cycle :func:`cycle_anchors` draws). The
+    grown anchor's length lies between the ends by construction; what the second figure tests is
+    that the frames between the anchors grow steadily instead of holding and jumping.
     """
     from ..data.lin import to_uint8
-    from ..sampling import latent_codes, render
+    from ..sampling import render
 
-    z = latent_codes(pool, generator.nz, generator.nz_red, seed)
-    lengths = red_lengths(to_uint8(render(generator, z)[:, 0, 0]))
+    z, lengths = _measured_pool(generator, pool, seed)
     order = np.argsort(lengths)
     quarter = max(1, pool // 4)
     rng = np.random.default_rng(seed)
     short, long = rng.choice(order[:quarter], n_pairs), rng.choice(order[-quarter:], n_pairs)
-    rhos = []
-    for a, b in zip(short, long):
-        codes = interpolate_codes(z[[a, b]], frames, method, red_only, generator.nz_red)
-        rhos.append(monotonicity(red_lengths(to_uint8(render(generator, codes)[:, 0, 0]))))
-    rhos = np.array(rhos)
+
+    def rho(anchors) -> float:
+        codes = interpolate_codes(z[anchors], frames, method, red_only, generator.nz_red)
+        return monotonicity(red_lengths(to_uint8(render(generator, codes)[:, 0, 0])))
+
+    straight = np.array([rho([a, b]) for a, b in zip(short, long)])
+    grown = np.array([rho([a, grown_middle(z, lengths, a, b), b]) for a, b in zip(short, long)])
     return {
-        "median_rho": float(np.median(rhos)),
-        "rhos": rhos.tolist(),
+        "median_rho": float(np.median(straight)),
+        "rhos": straight.tolist(),
+        "median_rho_through_grown": float(np.median(grown)),
+        "rhos_through_grown": grown.tolist(),
+        "grown_fraction": GROWN_FRACTION,
         "short_length_px": float(np.median(lengths[short])),
         "long_length_px": float(np.median(lengths[long])),
         "pairs": n_pairs,
