@@ -325,6 +325,8 @@ def remeasure(args) -> int:
                 reference_sample=write_reference(target, out, args.name, card["kind"]))
     if args.limit:  # the known limits as they stand after the new measurement
         card["known_limits"] = args.limit
+    if args.summary:
+        card["summary"] = args.summary
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
     (out / f"{args.name}.md").write_text(markdown_card(card))
     print(f"re-measured {args.name}: cards {card_path.name} / {args.name}.md")
