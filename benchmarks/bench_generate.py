@@ -6,7 +6,8 @@
 Prints a markdown table of median wall times at 1 and 2 torch threads for ``sampling.sample``
 (what the Generate widget and ``biogans sample`` run: 16 cells of 6 proteins) and for the Cell
 cycle widget's worker body (a 64-frame slerp through 3 anchors, rendered in chunks to uint8, red
-lengths measured), each with the star generator's two execution paths over the same weights:
+lengths measured; through 3 random codes, and through one cell cycle, whose anchors are picked
+from 512 measured codes first, the widget's default), each with the star generator's two execution paths over the same weights:
 its green towers as one grouped convolution, or one tower after another (``per-tower``); the
 product picks by device (``models.fluorescence.towers_one_by_one``: per-tower on a CPU, grouped
 on CUDA) and these rows are why. Random weights cost the same as trained ones. Targets (DESIGN):
@@ -57,12 +58,12 @@ def median_seconds(run, repeats: int, device) -> float:
     return statistics.median(times)
 
 
-def interpolation(generator, meta, device, frames: int):
+def interpolation(generator, meta, device, frames: int, cycle: bool = False):
     """The Cell cycle widget's worker body, run to the end, on the loaded model (as from its cache)."""
     from napari_biogans.cell_session import interpolate_job
 
     job = interpolate_job(lambda path, _: (generator, meta, device), None, str(device), None, 3, 0, frames, "slerp",
-                          False, None)
+                          False, None, cycle)
     for _ in job:
         pass
 
@@ -79,8 +80,9 @@ def main() -> None:
     thread_counts = (1, 2) if device.type == "cpu" else (torch.get_num_threads(),)
     print(f"device: {describe_device(device)}; Generate: {args.cells} cells; Cell cycle: {args.frames} frames; "
           f"median of {args.repeats}\n")
-    print("| model | towers | torch threads | Generate, ms per click | Cell cycle, ms per interpolation |")
-    print("|---|---|---:|---:|---:|")
+    print("| model | towers | torch threads | Generate, ms per click | Cell cycle, ms per interpolation "
+          "(random codes) | Cell cycle, ms (one cell cycle, anchors included) |")
+    print("|---|---|---:|---:|---:|---:|")
     for name, generator, meta in models(args, device):
         for threads in thread_counts:
             torch.set_num_threads(threads)
@@ -91,8 +93,10 @@ def main() -> None:
                                        args.repeats, device)
                 interp = median_seconds(lambda: interpolation(generator, meta, device, args.frames),
                                         args.repeats, device)
-                print(f"| {name} | {execution} | {threads} | {click * 1000:.0f} | {interp * 1000:.0f} |",
-                      flush=True)
+                cycle = median_seconds(lambda: interpolation(generator, meta, device, args.frames, cycle=True),
+                                       args.repeats, device)
+                print(f"| {name} | {execution} | {threads} | {click * 1000:.0f} | {interp * 1000:.0f} | "
+                      f"{cycle * 1000:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

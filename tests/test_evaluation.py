@@ -171,6 +171,9 @@ class RodGenerator(torch.nn.Module):
         pairs = torch.stack([red, torch.zeros_like(red)], 1)  # (n, 2, 48, 80): red, green
         return (pairs * 2 - 1)[:, None]  # one protein
 
+    def generate(self, z, labels):
+        return self(z)[torch.arange(len(z))[:, None], labels]
+
 
 def test_cycle_anchors_grow_then_end_long_and_both_figures_are_reported():
     from napari_biogans.data.lin import to_uint8

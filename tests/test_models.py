@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,18 @@ def test_interface_shapes_and_config_round_trip(arch):
     again.load_state_dict(G.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(again(z), G(z))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_render_red_is_the_first_class_red_of_the_full_render(arch):
+    from napari_biogans.sampling import render, render_red
+
+    G, _ = tiny(arch)
+    G.eval()
+    z = torch.randn(5, G.nz).numpy()
+    red = render_red(G, z, batch_size=2)
+    assert red.shape == (5, 48, 80)
+    np.testing.assert_allclose(red, render(G, z)[:, 0, 0], atol=1e-5)
 
 
 def test_unknown_names_and_bad_classes():

@@ -42,6 +42,21 @@ def shift_codes(codes: np.ndarray, vector: np.ndarray, strength: float = 1.0) ->
     return (np.asarray(codes, np.float32) + np.float32(strength) * np.asarray(vector, np.float32)).astype(np.float32)
 
 
+def render_red(generator, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The red (Bgs4) image (n, H, W), float32 in [-1, 1], of the first class for codes ``z``: through
+    ``generate`` with that class only, so a star generator runs its red tower and one green tower."""
+    import torch
+
+    device = next(generator.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(z), batch_size):
+            batch = torch.as_tensor(z[start : start + batch_size], device=device, dtype=torch.float32)
+            first = torch.zeros((len(batch), 1), dtype=torch.long, device=device)
+            out.append(generator.generate(batch, first)[:, 0, 0].float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
 def render(generator, z: np.ndarray, batch_size: int = 256):
     """Generator output in pairs form (n, C, 2, H, W), float32 in [-1, 1], for codes ``z``."""
     import torch

@@ -115,10 +115,10 @@ def grown_middle(codes: np.ndarray, lengths: np.ndarray, short: int, long: int, 
 def _measured_pool(generator, pool: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``pool`` codes drawn with ``seed`` and the red lengths of their cells."""
     from ..data.lin import to_uint8
-    from ..sampling import latent_codes, render
+    from ..sampling import latent_codes, render_red
 
     z = latent_codes(pool, generator.nz, generator.nz_red, seed)
-    return z, red_lengths(to_uint8(render(generator, z)[:, 0, 0]))
+    return z, red_lengths(to_uint8(render_red(generator, z)))
 
 
 def cycle_anchors(generator, seed: int = 0, pool: int = 512) -> np.ndarray:
@@ -143,7 +143,7 @@ def growth_monotonicity(generator, n_pairs: int = 50, frames: int = 32, pool: in
     that the frames between the anchors grow steadily instead of holding and jumping.
     """
     from ..data.lin import to_uint8
-    from ..sampling import render
+    from ..sampling import render_red
 
     z, lengths = _measured_pool(generator, pool, seed)
     order = np.argsort(lengths)
@@ -153,7 +153,7 @@ def growth_monotonicity(generator, n_pairs: int = 50, frames: int = 32, pool: in
 
     def rho(anchors) -> float:
         codes = interpolate_codes(z[anchors], frames, method, red_only, generator.nz_red)
-        return monotonicity(red_lengths(to_uint8(render(generator, codes)[:, 0, 0])))
+        return monotonicity(red_lengths(to_uint8(render_red(generator, codes))))
 
     straight = np.array([rho([a, b]) for a, b in zip(short, long)])
     grown = np.array([rho([a, grown_middle(z, lengths, a, b), b]) for a, b in zip(short, long)])
