@@ -195,7 +195,7 @@ def test_conditional_models_generate_and_interpolate(make_napari_viewer, qtbot, 
         np.testing.assert_allclose(frames[-1], gen.samples.images[3, k], atol=1)
 
 
-def test_a_cell_cycle_runs_through_three_picked_anchors(generated, qtbot):
+def test_a_cell_cycle_runs_through_three_picked_anchors(generated, qtbot, monkeypatch):
     viewer, gen, widget = generated
     widget.source.setCurrentText(CYCLE)
     widget.model.set_path(gen.model.path())
@@ -209,3 +209,12 @@ def test_a_cell_cycle_runs_through_three_picked_anchors(generated, qtbot):
     codes = layer.metadata["codes"]
     assert anchors.shape[0] == 3 and codes.shape[0] == 7
     np.testing.assert_allclose(codes[[0, 3, 6]], anchors, atol=1e-5)  # frames 0, 3, 6 are the anchors
+
+    # the same model and seed again (other frames): the anchors are not measured a second time
+    from napari_biogans.evaluation import interpolation
+
+    monkeypatch.setattr(interpolation, "cycle_anchors", lambda *a, **k: pytest.fail("anchors measured again"))
+    widget.frames.setValue(5)
+    interpolate(qtbot, widget)
+    assert layer.data.shape[0] == 5
+    np.testing.assert_allclose(np.asarray(layer.metadata["provenance"]["anchors"]), anchors)

@@ -21,6 +21,7 @@ from .jobs import Job, Update
 CHUNK = 8  # interpolation frames rendered per update
 
 _length_vectors: dict[tuple, np.ndarray] = {}  # (weights sha256, device) -> "long minus short" code vector
+_cycles: dict[tuple, np.ndarray] = {}  # (weights sha256, device, seed) -> a cell cycle's three anchor codes
 
 
 def sample_job(load, path, device, n: int, seed: int, red_seed, proteins, longer: float = 0.0) -> Job:
@@ -73,8 +74,11 @@ def interpolate_job(load, path, device, anchors, n_anchors: int, seed: int, fram
 
     generator, meta, torch_device = load(path, device)
     if anchors is None and cycle:
-        yield Update(0, frames, "measuring 512 cells for the cycle's anchors")
-        anchors = cycle_anchors(generator, seed)
+        key = (meta.get("sha256"), str(torch_device), seed)
+        if key not in _cycles or key[0] is None:  # measured once per model and seed: a rerun starts at once
+            yield Update(0, frames, "measuring 512 cells for the cycle's anchors")
+            _cycles[key] = cycle_anchors(generator, seed)
+        anchors = _cycles[key]
     elif anchors is None:
         anchors = latent_codes(n_anchors, generator.nz, generator.nz_red, seed)
     anchors = np.asarray(anchors, np.float32)
