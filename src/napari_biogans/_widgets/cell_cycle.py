@@ -1,7 +1,8 @@
 """Cell cycle: interpolate latent codes between anchor cells and show the result as time.
 
 Anchors are cells of a Generate result (their codes are in the layers' metadata), one cell cycle
-(a short, a grown and a long cell the core picks: grow, then divide) or new random codes. The widget starts :func:`napari_biogans.cell_session.interpolate_job` with ``workers.start_job``,
+(a short, a grown and a long cell the core picks: grow, then divide) or new random codes. The
+widget starts :func:`napari_biogans.cell_session.interpolate_job` with ``workers.start_job``,
 preallocates a ``(T, channels, H, W)`` stack (channels as in :mod:`..sampling`) when its first
 update arrives, adds one layer per channel with an axis labelled ``t``, and fills frames as the
 job's updates bring chunks, so napari's play button
@@ -219,7 +220,8 @@ class CellCycleWidget(QWidget):
         self.worker = start_job(
             interpolate_job, model_picker.load_generator_cached, path, self.device.device(), anchors,
             self.n_anchors.value(), self.seed.value(), frames, params["method"], red_only, proteins,
-            self.source.currentText() == CYCLE, what="Cell cycle", on_update=lambda update: self._on_update(update, params), on_done=self._measured,
+            self.source.currentText() == CYCLE, what="Cell cycle",
+            on_update=lambda update: self._on_update(update, params), on_done=self._measured,
             on_error=self._failed, on_finished=self._finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
