@@ -121,13 +121,18 @@ def _measured_pool(generator, pool: int, seed: int) -> tuple[np.ndarray, np.ndar
     return z, red_lengths(to_uint8(render_red(generator, z)))
 
 
+def _short_and_long(lengths: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` indices drawn from the shortest quarter of ``lengths`` and ``n`` from the longest quarter."""
+    order, quarter = np.argsort(lengths), max(1, len(lengths) // 4)
+    rng = np.random.default_rng(seed)
+    return rng.choice(order[:quarter], n), rng.choice(order[-quarter:], n)
+
+
 def cycle_anchors(generator, seed: int = 0, pool: int = 512) -> np.ndarray:
     """Three codes (3, nz) for one cell cycle: a cell from the shortest quarter of ``pool`` codes drawn with
     ``seed``, a grown cell (:func:`grown_middle`) and a cell from the longest quarter."""
     z, lengths = _measured_pool(generator, pool, seed)
-    order, quarter = np.argsort(lengths), max(1, pool // 4)
-    rng = np.random.default_rng(seed)
-    short, long = int(rng.choice(order[:quarter])), int(rng.choice(order[-quarter:]))
+    (short,), (long,) = _short_and_long(lengths, 1, seed)
     return z[[short, grown_middle(z, lengths, short, long), long]]
 
 
@@ -146,10 +151,7 @@ def growth_monotonicity(generator, n_pairs: int = 50, frames: int = 32, pool: in
     from ..sampling import render_red
 
     z, lengths = _measured_pool(generator, pool, seed)
-    order = np.argsort(lengths)
-    quarter = max(1, pool // 4)
-    rng = np.random.default_rng(seed)
-    short, long = rng.choice(order[:quarter], n_pairs), rng.choice(order[-quarter:], n_pairs)
+    short, long = _short_and_long(lengths, n_pairs, seed)
 
     def rho(anchors) -> float:
         codes = interpolate_codes(z[anchors], frames, method, red_only, generator.nz_red)

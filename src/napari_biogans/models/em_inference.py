@@ -30,22 +30,18 @@ __all__ = ["MODEL_KIND", "EMModel", "load_em_model"]
 LABEL_SMOOTHING_SIGMA = 1.0
 
 
-def smooth_label_channels(channels: torch.Tensor, sigma: float = LABEL_SMOOTHING_SIGMA) -> torch.Tensor:
-    """Channels (B, C, H, W) blurred with a Gaussian of ``sigma`` pixels (separable, edges replicated)."""
-    radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=channels.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(channels.dtype)
-    c = channels.shape[1]
-    out = F.pad(channels, (radius, radius, radius, radius), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+def smooth_label_channels(channels: np.ndarray, sigma: float = LABEL_SMOOTHING_SIGMA) -> np.ndarray:
+    """Float channels (..., H, W) blurred over the last two axes by a Gaussian of ``sigma`` px (edges replicated)."""
+    from scipy import ndimage as ndi
+
+    sigmas = (0,) * (channels.ndim - 2) + (sigma, sigma)
+    return ndi.gaussian_filter(channels, sigmas, mode="nearest", truncate=3.0)
 
 
 def _codes(labels: torch.Tensor) -> np.ndarray:
     """G_y's label channels in [-1, 1] (B, 2, H, W) at full resolution -> codes (B, H, W): smoothed, then
     channel > 0 is probability > 0.5."""
-    return em.from_one_hot((smooth_label_channels(labels.float()).cpu().numpy() + 1) / 2)
+    return em.from_one_hot((smooth_label_channels(labels.float().cpu().numpy()) + 1) / 2)
 
 
 def _uint8(image: torch.Tensor) -> np.ndarray:
@@ -59,10 +55,9 @@ def _given_membranes(generator, membranes: np.ndarray, z: torch.Tensor, downsamp
     y = torch.from_numpy(membranes[None, None].astype(np.float32) * 2 - 1).to(z.device)
     with torch.no_grad():  # the condition is pooled like the training crops (``EMTrainer._down``)
         mito = generator(F.avg_pool2d(y, downsample), z).float()
-        mito = smooth_label_channels(F.interpolate(mito, scale_factor=downsample, mode="bilinear",
-                                                   align_corners=False))[0, 0]
-    drawn = (mito.cpu().numpy() > 0) & ~membranes
-    return em.labels_from_masks(membranes, drawn), _uint8(mito)
+        mito = F.interpolate(mito, scale_factor=downsample, mode="bilinear", align_corners=False)[0, 0]
+    mito = smooth_label_channels(mito.cpu().numpy())
+    return em.labels_from_masks(membranes, (mito > 0) & ~membranes), _uint8(torch.from_numpy(mito))
 
 
 @dataclass
